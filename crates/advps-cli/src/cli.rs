@@ -1,0 +1,144 @@
+//! The command line's grammar. Operators and scripts depend on these exact
+//! forms, so they change only by addition.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "advps",
+    version,
+    about = "ADVPS API v1.0 server and its administration"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory holding the database and the secret key [default: ./advps-data]
+    #[arg(long, global = true, env = "ADVPS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Optional TOML configuration file
+    #[arg(long, global = true, env = "ADVPS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server until SIGINT or SIGTERM
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long, env = "ADVPS_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Create or upgrade the database, then exit
+    Migrate,
+    /// Manage accounts
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage live products and their stock
+    #[command(subcommand)]
+    Products(ProductsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account (with its sandbox fleet)
+    Create { name: String },
+    /// List accounts
+    List,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Test,
+    Live,
+}
+
+impl From<ModeArg> for advps_domain::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Test => advps_domain::Mode::Test,
+            ModeArg::Live => advps_domain::Mode::Live,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once, alone on the last line
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum)]
+        mode: ModeArg,
+    },
+    /// List an account's keys (never the keys themselves)
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key at once
+    Revoke {
+        /// The key's id, as `keys list` shows it
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProductTypeArg {
+    Vps,
+    #[value(alias = "linux")]
+    Lxc,
+}
+
+impl From<ProductTypeArg> for advps_domain::VmType {
+    fn from(t: ProductTypeArg) -> Self {
+        match t {
+            ProductTypeArg::Vps => advps_domain::VmType::Vps,
+            ProductTypeArg::Lxc => advps_domain::VmType::Lxc,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductsCommand {
+    /// Create a live product
+    Create {
+        /// Product id [default: a generated prod_xxxxxx]
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        pack_name: String,
+        #[arg(long = "type", value_enum)]
+        vm_type: ProductTypeArg,
+        /// Manual stock; without it, stock is derived from free inventory
+        #[arg(long)]
+        stock: Option<u32>,
+        /// Upper bound of LOW_STOCK for this product [default: the server's]
+        #[arg(long)]
+        low_stock_threshold: Option<u32>,
+    },
+    /// List live products with their stock
+    List,
+    /// Set a manual stock, or go back to stock derived from inventory
+    SetStock {
+        id: String,
+        /// The stock to show
+        #[arg(required_unless_present = "auto", conflicts_with = "auto")]
+        stock: Option<u32>,
+        /// Derive stock from free inventory again
+        #[arg(long)]
+        auto: bool,
+    },
+}

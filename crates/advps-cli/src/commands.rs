@@ -1,0 +1,290 @@
+//! What each subcommand does. Every command opens the same storage as the
+//! server (running migrations if needed), so it works whether or not a
+//! server is running on the data directory.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+
+use advps_domain::{api_key, ids, time, Mode, StockStatus};
+use advps_server::Config;
+use advps_store::{NewApiKey, NewProduct, SqliteStore, Store, StoreError};
+
+use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand};
+
+/// The account made on the first start so that a newcomer can call the API at once.
+const DEMO_ACCOUNT: &str = "demo";
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let mut config = Config::load(cli.global.config.as_deref())?;
+    if let Some(dir) = cli.global.data_dir {
+        config.data_dir = dir;
+    }
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            serve(config).await
+        }
+        Command::Migrate => {
+            let store = open(&config).await?;
+            advps_server::server_seed(store.as_ref()).await?;
+            println!("Database in {} is up to date", config.data_dir.display());
+            Ok(())
+        }
+        Command::Accounts(cmd) => accounts(&open(&config).await?, cmd).await,
+        Command::Keys(cmd) => keys(&open(&config).await?, cmd).await,
+        Command::Products(cmd) => products(&open(&config).await?, &config, cmd).await,
+    }
+}
+
+async fn open(config: &Config) -> Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(&config.data_dir).await.with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADVPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn serve(config: Config) -> Result<()> {
+    init_logging();
+    let addr = config.listen_addr()?;
+    let state = advps_server::build_state(config.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if state.store.count_accounts().await? == 0 {
+        let account = state
+            .store
+            .create_account(DEMO_ACCOUNT, time::now_millis())
+            .await?;
+        let key = create_key(state.store.as_ref(), account.id, Mode::Test).await?;
+        println!("Created account \"{DEMO_ACCOUNT}\" with a test key (shown only this once):");
+        println!("{}", key.plaintext);
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("Listening on http://{local}");
+    tracing::info!(address = %local, data_dir = %config.data_dir.display(), "advps serving");
+    advps_server::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("advps stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn create_key(
+    store: &dyn Store,
+    account_id: i64,
+    mode: Mode,
+) -> Result<api_key::GeneratedKey> {
+    let key = api_key::generate(mode);
+    store
+        .insert_api_key(&NewApiKey {
+            id: ids::key_id(),
+            account_id,
+            mode,
+            key_hash: key.hash.clone(),
+            last4: key.last4.clone(),
+            created_at: time::now_millis(),
+        })
+        .await?;
+    Ok(key)
+}
+
+async fn find_account(store: &dyn Store, name: &str) -> Result<advps_store::Account> {
+    match store.find_account(name).await? {
+        Some(account) => Ok(account),
+        None => bail!("no account named '{name}' (see `advps accounts list`)"),
+    }
+}
+
+fn validate_account_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!("invalid account name '{name}': use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.map(time::format_millis)
+        .unwrap_or_else(|| "never".into())
+}
+
+async fn accounts(store: &Arc<dyn Store>, cmd: AccountsCommand) -> Result<()> {
+    match cmd {
+        AccountsCommand::Create { name } => {
+            validate_account_name(&name)?;
+            match store.create_account(&name, time::now_millis()).await {
+                Ok(_) => println!("Created account {name}"),
+                Err(StoreError::Conflict(_)) => bail!("account '{name}' already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        AccountsCommand::List => {
+            println!("{:<24} {:<26}", "NAME", "CREATED");
+            for account in store.list_accounts().await? {
+                println!(
+                    "{:<24} {:<26}",
+                    account.name,
+                    time::format_millis(account.created_at)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(store: &Arc<dyn Store>, cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Create { account, mode } => {
+            let account = find_account(store.as_ref(), &account).await?;
+            let mode: Mode = mode.into();
+            let key = create_key(store.as_ref(), account.id, mode).await?;
+            println!(
+                "Created a {mode} key for account {} (shown only this once):",
+                account.name
+            );
+            println!("{}", key.plaintext);
+        }
+        KeysCommand::List { account } => {
+            let account = find_account(store.as_ref(), &account).await?;
+            println!(
+                "{:<22} {:<5} {:<16} {:<25} {:<25} {}",
+                "ID", "MODE", "KEY", "CREATED", "LAST_USED", "STATUS"
+            );
+            for key in store.list_api_keys(account.id).await? {
+                println!(
+                    "{:<22} {:<5} {:<16} {:<25} {:<25} {}",
+                    key.id,
+                    key.mode.as_str(),
+                    api_key::display(key.mode, &key.last4),
+                    time::format_millis(key.created_at),
+                    when(key.last_used_at),
+                    if key.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            if !store.revoke_api_key(&key_id, time::now_millis()).await? {
+                bail!("no active key with id '{key_id}' (see `advps keys list --account NAME`)");
+            }
+            println!("Revoked key {key_id}");
+        }
+    }
+    Ok(())
+}
+
+async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand) -> Result<()> {
+    match cmd {
+        ProductsCommand::Create {
+            id,
+            name,
+            pack_name,
+            vm_type,
+            stock,
+            low_stock_threshold,
+        } => {
+            let id = id.unwrap_or_else(|| format!("prod_{}", &ids::key_id()[4..10]));
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                bail!("invalid product id '{id}': use 1 to 64 letters, digits, '_' or '-'");
+            }
+            let product = NewProduct {
+                mode: Mode::Live,
+                id: id.clone(),
+                name,
+                pack_name,
+                vm_type: vm_type.into(),
+                manual_stock: stock.map(i64::from),
+                low_stock_threshold: low_stock_threshold.map(i64::from),
+                now: time::now_millis(),
+            };
+            match store.create_product(&product).await {
+                Ok(()) => println!("Created live product {id}"),
+                Err(StoreError::Conflict(_)) => bail!("product '{id}' already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ProductsCommand::List => {
+            let (products, _) = store.list_products(Mode::Live, None, 0, u32::MAX).await?;
+            println!(
+                "{:<20} {:<28} {:<20} {:<4} {:>6} {:<7} {}",
+                "ID", "NAME", "PACK", "TYPE", "STOCK", "SOURCE", "STATUS"
+            );
+            for p in products {
+                let threshold = p.low_stock_threshold.unwrap_or(config.low_stock_threshold);
+                println!(
+                    "{:<20} {:<28} {:<20} {:<4} {:>6} {:<7} {}",
+                    p.id,
+                    p.name,
+                    p.pack_name,
+                    p.vm_type.as_str(),
+                    p.stock,
+                    if p.manual { "manual" } else { "derived" },
+                    StockStatus::classify(p.stock, threshold).as_str()
+                );
+            }
+        }
+        ProductsCommand::SetStock { id, stock, auto } => {
+            let value = if auto { None } else { stock.map(i64::from) };
+            if !store.set_manual_stock(Mode::Live, &id, value).await? {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            match value {
+                Some(n) => println!("Stock of {id} set to {n}"),
+                None => println!("Stock of {id} is derived from inventory"),
+            }
+        }
+    }
+    Ok(())
+}

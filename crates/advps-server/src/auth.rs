@@ -1,0 +1,162 @@
+//! Authentication and rate limiting of `/api/v1` requests.
+//!
+//! The key in `x-api-key` is checked for shape before any lookup, then found
+//! by its digest and compared again in constant time; revoked keys fail at
+//! once because nothing is cached. The caller's quota is counted next, and
+//! every authenticated response carries the `RateLimit-*` headers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use advps_domain::{api_key, Mode};
+use advps_store::Scope;
+
+use crate::envelope::RequestContext;
+use crate::rate_limit::RateDecision;
+use crate::{ApiError, AppState};
+
+/// Who is calling: made by [`authenticate`] for the handlers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: String,
+    pub account_id: i64,
+    pub account_name: String,
+    pub mode: Mode,
+}
+
+impl Caller {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            account_id: self.account_id,
+            mode: self.mode,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// How often a key's last-used time is written: once a minute is precise
+/// enough to tell a live key from a dead one, and keeps a write off the path
+/// of almost every request.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Remembers when each key's last-used time was last written.
+#[derive(Default)]
+pub struct TouchThrottle {
+    last: Mutex<HashMap<String, i64>>,
+}
+
+impl TouchThrottle {
+    /// True when the key's last-used time should be written now.
+    fn due(&self, key_id: &str, now_ms: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(key_id) {
+            Some(&at) if now_ms - at < TOUCH_INTERVAL_MS => false,
+            _ => {
+                if last.len() > 100_000 {
+                    last.clear();
+                }
+                last.insert(key_id.to_string(), now_ms);
+                true
+            }
+        }
+    }
+}
+
+/// Middleware on the authenticated routes.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let now = req
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| c.received_ms)
+        .unwrap_or_else(advps_domain::time::now_millis);
+    let caller = match identify(&state, req.headers()).await {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let limit = match caller.mode {
+        Mode::Test => state.config.rate_limit_test,
+        Mode::Live => state.config.rate_limit_live,
+    };
+    let decision = state.limiter.check(&caller.key_id, limit, now).await;
+    if !decision.allowed {
+        let mut response = ApiError::RateLimited {
+            retry_after_secs: decision.reset_secs,
+        }
+        .into_response();
+        rate_headers(response.headers_mut(), &decision);
+        return response;
+    }
+    if state.touch.due(&caller.key_id, now) {
+        let store = Arc::clone(&state.store);
+        let key_id = caller.key_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&key_id, now).await {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        });
+    }
+    req.extensions_mut().insert(caller);
+    let mut response = next.run(req).await;
+    rate_headers(response.headers_mut(), &decision);
+    response
+}
+
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    let mode = api_key::parse_mode(presented).map_err(|_| ApiError::Unauthorized)?;
+    let digest = api_key::hash(presented);
+    let record = state
+        .store
+        .find_api_key(&digest)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if !api_key::hashes_match(&record.key_hash, &digest)
+        || record.revoked_at.is_some()
+        || record.mode != mode
+    {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Caller {
+        key_id: record.id,
+        account_id: record.account_id,
+        account_name: record.account_name,
+        mode,
+    })
+}
+
+fn rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+    if let Ok(policy) =
+        HeaderValue::from_str(&format!("\"default\";q={};w={}", d.limit, d.window_secs))
+    {
+        headers.insert("ratelimit-policy", policy);
+    }
+    if let Ok(current) =
+        HeaderValue::from_str(&format!("\"default\";r={};t={}", d.remaining, d.reset_secs))
+    {
+        headers.insert("ratelimit", current);
+    }
+}

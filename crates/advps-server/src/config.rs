@@ -1,0 +1,288 @@
+//! Server settings: built-in defaults, then an optional TOML file, then
+//! `ADVPS_*` environment variables, then command-line flags (applied by the
+//! caller), each layer overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address the API listens on.
+    pub listen: String,
+    /// Directory that holds the database and the secret key file.
+    pub data_dir: PathBuf,
+    /// Requests per window for test keys.
+    pub rate_limit_test: u32,
+    /// Requests per window for live keys.
+    pub rate_limit_live: u32,
+    /// Length of the rate-limit window, in seconds.
+    pub rate_limit_window_secs: u64,
+    /// How long a sandbox rebuild takes, in seconds.
+    pub sandbox_task_seconds: f64,
+    /// Rebuilds per sandbox service per calendar month.
+    pub sandbox_rebuild_limit: u32,
+    /// Default upper bound of `LOW_STOCK` for products that set none.
+    pub low_stock_threshold: i64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// File holding the key that encrypts stored passwords; defaults to
+    /// `secret.key` in the data directory.
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".to_string(),
+            data_dir: PathBuf::from("./advps-data"),
+            rate_limit_test: 1000,
+            rate_limit_live: 100,
+            rate_limit_window_secs: 900,
+            sandbox_task_seconds: 20.0,
+            sandbox_rebuild_limit: 5,
+            low_stock_threshold: advps_domain::product::DEFAULT_LOW_STOCK_THRESHOLD,
+            max_body_bytes: 64 * 1024,
+            secret_key_file: None,
+        }
+    }
+}
+
+/// The TOML file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    rate_limit_test: Option<u32>,
+    rate_limit_live: Option<u32>,
+    rate_limit_window_secs: Option<u64>,
+    sandbox_task_seconds: Option<f64>,
+    sandbox_rebuild_limit: Option<u32>,
+    low_stock_threshold: Option<i64>,
+    max_body_bytes: Option<usize>,
+    secret_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {name}: '{value}' ({expected})")]
+    Env {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], reading variables through `env` (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            config.apply_file(parsed);
+        }
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v; } )* };
+        }
+        take!(
+            listen,
+            data_dir,
+            rate_limit_test,
+            rate_limit_live,
+            rate_limit_window_secs,
+            sandbox_task_seconds,
+            sandbox_rebuild_limit,
+            low_stock_threshold,
+            max_body_bytes
+        );
+        if f.secret_key_file.is_some() {
+            self.secret_key_file = f.secret_key_file;
+        }
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(
+            name: &str,
+            raw: Option<String>,
+            expected: &'static str,
+        ) -> Result<Option<T>, ConfigError> {
+            match raw {
+                None => Ok(None),
+                Some(value) => value
+                    .trim()
+                    .parse::<T>()
+                    .map(Some)
+                    .map_err(|_| ConfigError::Env {
+                        name: name.to_string(),
+                        value,
+                        expected,
+                    }),
+            }
+        }
+        if let Some(v) = env("ADVPS_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = env("ADVPS_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("ADVPS_SECRET_KEY_FILE") {
+            self.secret_key_file = Some(PathBuf::from(v));
+        }
+        let count = "a whole number";
+        if let Some(v) = parsed("ADVPS_RATE_LIMIT_TEST", env("ADVPS_RATE_LIMIT_TEST"), count)? {
+            self.rate_limit_test = v;
+        }
+        if let Some(v) = parsed("ADVPS_RATE_LIMIT_LIVE", env("ADVPS_RATE_LIMIT_LIVE"), count)? {
+            self.rate_limit_live = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_RATE_LIMIT_WINDOW_SECS",
+            env("ADVPS_RATE_LIMIT_WINDOW_SECS"),
+            count,
+        )? {
+            self.rate_limit_window_secs = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_SANDBOX_TASK_SECONDS",
+            env("ADVPS_SANDBOX_TASK_SECONDS"),
+            "a number of seconds",
+        )? {
+            self.sandbox_task_seconds = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_SANDBOX_REBUILD_LIMIT",
+            env("ADVPS_SANDBOX_REBUILD_LIMIT"),
+            count,
+        )? {
+            self.sandbox_rebuild_limit = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_LOW_STOCK_THRESHOLD",
+            env("ADVPS_LOW_STOCK_THRESHOLD"),
+            count,
+        )? {
+            self.low_stock_threshold = v;
+        }
+        if let Some(v) = parsed("ADVPS_MAX_BODY_BYTES", env("ADVPS_MAX_BODY_BYTES"), count)? {
+            self.max_body_bytes = v;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.sandbox_task_seconds.is_finite() && self.sandbox_task_seconds >= 0.0) {
+            return Err(ConfigError::Invalid {
+                name: "sandbox_task_seconds",
+                message: "must be zero or more".into(),
+            });
+        }
+        if self.rate_limit_window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "rate_limit_window_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.low_stock_threshold < 0 {
+            return Err(ConfigError::Invalid {
+                name: "low_stock_threshold",
+                message: "must be zero or more".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            name: "listen",
+            message: format!("'{}' is not an address like 127.0.0.1:8080", self.listen),
+        })
+    }
+
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+
+    pub fn sandbox_task_millis(&self) -> i64 {
+        (self.sandbox_task_seconds * 1000.0).round() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("advps.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nrate_limit_test = 50\nsandbox_task_seconds = 3.5\n",
+        )
+        .unwrap();
+        let config =
+            Config::load_from(Some(&file), env_of(&[("ADVPS_RATE_LIMIT_TEST", "7")])).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.rate_limit_test, 7);
+        assert_eq!(config.rate_limit_live, 100);
+        assert_eq!(config.sandbox_task_millis(), 3500);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err =
+            Config::load_from(None, env_of(&[("ADVPS_RATE_LIMIT_LIVE", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("ADVPS_RATE_LIMIT_LIVE"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("advps.toml");
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        assert!(Config::load_from(Some(&file), env_of(&[])).is_err());
+        let err =
+            Config::load_from(None, env_of(&[("ADVPS_SANDBOX_TASK_SECONDS", "-1")])).unwrap_err();
+        assert!(err.to_string().contains("sandbox_task_seconds"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! The advps HTTP server: the ADVPS API v1.0 over axum.
+//!
+//! A request goes request id → authentication → rate limit → handler →
+//! service layer ([`ops`]) → store, and comes back in the envelope of the
+//! reference. [`serve`] takes a bound listener and a shutdown signal, so the
+//! command line, the tests and the benchmark all run the same server.
+
+pub mod auth;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod rate_limit;
+pub mod routes;
+pub mod sandbox;
+pub mod secrets;
+mod server;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use server::{build_state, router, seed_sandbox_catalogue as server_seed, serve, AppState};

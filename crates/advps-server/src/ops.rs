@@ -1,0 +1,344 @@
+//! The service layer: every operation of the API as the rules say it goes,
+//! shared by the HTTP handlers and the background work. Handlers only turn
+//! its results into envelopes.
+//!
+//! State changes are made with the store's conditional updates, so two
+//! concurrent calls on one service cannot both win: the loser re-reads the
+//! service and gets the error that its new state calls for.
+
+use std::sync::Arc;
+
+use advps_domain::{
+    password, sandbox as catalogue, time, Mode, PageRequest, PowerState, TaskKind, TaskStatus,
+    VmType,
+};
+use advps_store::{
+    MonthlyLimit, NewTask, ProductStock, Scope, ServiceRecord, StartTask, Store, TaskRecord,
+};
+
+use crate::sandbox::{self, RebuildParams};
+use crate::secrets::Cipher;
+use crate::{ApiError, Config};
+
+const SERVICE_NOT_FOUND: &str = "Service not found or not accessible";
+const TASK_NOT_FOUND: &str = "Task not found or not accessible";
+const PRODUCT_NOT_FOUND: &str = "Product not found";
+
+#[derive(Clone)]
+pub struct Operations {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    cipher: Cipher,
+}
+
+/// A task as a client sees it at one moment.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    pub task: TaskRecord,
+    pub status: TaskStatus,
+    pub progress: u8,
+}
+
+/// A page of products with the threshold that classifies their stock.
+pub struct StockPage {
+    pub products: Vec<ProductStock>,
+    pub total: u64,
+}
+
+impl Operations {
+    pub fn new(store: Arc<dyn Store>, config: Arc<Config>, cipher: Cipher) -> Operations {
+        Operations {
+            store,
+            config,
+            cipher,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Finds a service of the caller, first finishing any sandbox task on it
+    /// whose time is up so the state read is current.
+    pub async fn service(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+        let service = self
+            .store
+            .find_service(scope, service_id)
+            .await?
+            .ok_or(ApiError::NotFound(SERVICE_NOT_FOUND))?;
+        if !service.power_state.is_busy() {
+            return Ok(service);
+        }
+        let Some(task) = self.store.active_task(service.pk).await? else {
+            return Ok(service);
+        };
+        if sandbox::settle(self.store.as_ref(), &task, time::now_millis()).await? {
+            return self
+                .store
+                .find_service(scope, service_id)
+                .await?
+                .ok_or(ApiError::NotFound(SERVICE_NOT_FOUND));
+        }
+        Ok(service)
+    }
+
+    /// The error for a service that a task holds.
+    async fn busy(&self, service: &ServiceRecord) -> ApiError {
+        let task_id = match self.store.active_task(service.pk).await {
+            Ok(task) => task.map(|t| t.id),
+            Err(_) => None,
+        };
+        ApiError::Busy { task_id }
+    }
+
+    /// Live services need a hypervisor driver, which this build does not have
+    /// for them yet; say so instead of pretending.
+    fn require_sandbox(service: &ServiceRecord, action: &str) -> Result<(), ApiError> {
+        match service.mode {
+            Mode::Test => Ok(()),
+            Mode::Live => Err(ApiError::OperationFailed(format!(
+                "Failed to {action}: no hypervisor driver is configured for this service"
+            ))),
+        }
+    }
+
+    /// Moves a service `from` → `to`, or explains why it could not.
+    async fn power(
+        &self,
+        scope: Scope,
+        service_id: &str,
+        from: PowerState,
+        to: PowerState,
+        action: &str,
+        wrong_state: &str,
+    ) -> Result<ServiceRecord, ApiError> {
+        let service = self.service(scope, service_id).await?;
+        Self::require_sandbox(&service, action)?;
+        if service.power_state.is_busy() {
+            return Err(self.busy(&service).await);
+        }
+        let now = time::now_millis();
+        let started_at = (to == PowerState::Running).then_some(now);
+        if self
+            .store
+            .transition_power(service.pk, from, to, started_at)
+            .await?
+        {
+            return Ok(ServiceRecord {
+                power_state: to,
+                started_at,
+                ..service
+            });
+        }
+        let current = self.service(scope, service_id).await?;
+        if current.power_state.is_busy() {
+            return Err(self.busy(&current).await);
+        }
+        Err(ApiError::OperationFailed(format!(
+            "Failed to {action}: {wrong_state}"
+        )))
+    }
+
+    pub async fn start(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+        self.power(
+            scope,
+            service_id,
+            PowerState::Stopped,
+            PowerState::Running,
+            "start service",
+            "service is already running",
+        )
+        .await
+    }
+
+    pub async fn stop(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+        self.power(
+            scope,
+            service_id,
+            PowerState::Running,
+            PowerState::Stopped,
+            "stop service",
+            "service is already stopped",
+        )
+        .await
+    }
+
+    pub async fn reboot(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+        self.power(
+            scope,
+            service_id,
+            PowerState::Running,
+            PowerState::Running,
+            "reboot service",
+            "service is not running",
+        )
+        .await
+    }
+
+    /// Configures (or returns the already configured) address of a VPS.
+    pub async fn configure_ip(
+        &self,
+        scope: Scope,
+        service_id: &str,
+    ) -> Result<(ServiceRecord, String), ApiError> {
+        let service = self.service(scope, service_id).await?;
+        if !service.service_type.supports_ip_configuration() {
+            return Err(ApiError::bad_request(
+                "IP configuration not supported for this service type",
+            ));
+        }
+        Self::require_sandbox(&service, "configure IP")?;
+        if service.power_state.is_busy() {
+            return Err(self.busy(&service).await);
+        }
+        let candidate = service
+            .ip
+            .clone()
+            .or_else(|| service.reserved_ip.clone())
+            .ok_or_else(|| {
+                ApiError::OperationFailed("Failed to configure IP: no address is available".into())
+            })?;
+        match self.store.assign_ip(service.pk, &candidate).await? {
+            Some(ip) => Ok((service, ip)),
+            None => {
+                let current = self.service(scope, service_id).await?;
+                Err(self.busy(&current).await)
+            }
+        }
+    }
+
+    pub async fn generate_password(
+        &self,
+        scope: Scope,
+        service_id: &str,
+    ) -> Result<(ServiceRecord, String), ApiError> {
+        let service = self.service(scope, service_id).await?;
+        Self::require_sandbox(&service, "generate password")?;
+        if service.power_state.is_busy() {
+            return Err(self.busy(&service).await);
+        }
+        if service.power_state != PowerState::Running {
+            return Err(ApiError::bad_request(
+                "Service must be running before generating a password",
+            ));
+        }
+        let password = password::generate();
+        if self
+            .store
+            .set_password(service.pk, &self.cipher.encrypt(&password))
+            .await?
+        {
+            return Ok((service, password));
+        }
+        let current = self.service(scope, service_id).await?;
+        if current.power_state.is_busy() {
+            return Err(self.busy(&current).await);
+        }
+        Err(ApiError::bad_request(
+            "Service must be running before generating a password",
+        ))
+    }
+
+    /// Starts a rebuild and returns its task.
+    pub async fn rebuild(
+        &self,
+        scope: Scope,
+        service_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<(ServiceRecord, TaskRecord), ApiError> {
+        let service = self.service(scope, service_id).await?;
+        let os = body
+            .get("os")
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad_request("Missing or invalid os in request body"))?;
+        Self::require_sandbox(&service, "rebuild service")?;
+        let image = catalogue::os_image(os)
+            .ok_or_else(|| ApiError::bad_request("Missing or invalid os in request body"))?;
+        if !image.available_for(service.service_type) {
+            return Err(ApiError::OperationFailed(
+                "No OS templates available for the selected OS".into(),
+            ));
+        }
+        let now = time::now_millis();
+        let params = serde_json::to_string(&RebuildParams {
+            os: image.slug.to_string(),
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let task = NewTask {
+            id: advps_domain::ids::task_id(),
+            scope,
+            service_pk: service.pk,
+            kind: TaskKind::Rebuild,
+            params,
+            busy_state: PowerState::Rebuilding,
+            now,
+            due_at: Some(now + self.config.sandbox_task_millis()),
+        };
+        let limit = MonthlyLimit {
+            max: self.config.sandbox_rebuild_limit,
+            since: time::month_start_millis(now),
+        };
+        match self.store.start_service_task(&task, Some(limit)).await? {
+            StartTask::Started(record) => Ok((service, record)),
+            StartTask::Busy(task_id) => Err(ApiError::Busy { task_id }),
+            StartTask::LimitReached => {
+                Err(ApiError::Forbidden("Monthly rebuild limit reached".into()))
+            }
+            StartTask::NotReady(state) => Err(ApiError::OperationFailed(format!(
+                "Failed to rebuild service: service is {}",
+                state.lower()
+            ))),
+            StartTask::NotFound => Err(ApiError::NotFound(SERVICE_NOT_FOUND)),
+        }
+    }
+
+    pub async fn task(&self, scope: Scope, task_id: &str) -> Result<TaskView, ApiError> {
+        let mut task = self
+            .store
+            .find_task(scope, task_id)
+            .await?
+            .ok_or(ApiError::NotFound(TASK_NOT_FOUND))?;
+        let now = time::now_millis();
+        if !task.status.is_terminal() && sandbox::settle(self.store.as_ref(), &task, now).await? {
+            task = self
+                .store
+                .find_task(scope, task_id)
+                .await?
+                .ok_or(ApiError::NotFound(TASK_NOT_FOUND))?;
+        }
+        let (status, progress) = sandbox::observed(&task, now);
+        Ok(TaskView {
+            task,
+            status,
+            progress,
+        })
+    }
+
+    pub async fn list_stock(
+        &self,
+        mode: Mode,
+        vm_type: Option<VmType>,
+        page: PageRequest,
+    ) -> Result<StockPage, ApiError> {
+        let (products, total) = self
+            .store
+            .list_products(mode, vm_type, page.offset(), page.limit)
+            .await?;
+        Ok(StockPage { products, total })
+    }
+
+    pub async fn stock(&self, mode: Mode, product_id: &str) -> Result<ProductStock, ApiError> {
+        self.store
+            .find_product(mode, product_id)
+            .await?
+            .ok_or(ApiError::NotFound(PRODUCT_NOT_FOUND))
+    }
+
+    pub fn low_stock_threshold(&self, product: &ProductStock) -> i64 {
+        product
+            .low_stock_threshold
+            .unwrap_or(self.config.low_stock_threshold)
+    }
+}

@@ -1,0 +1,121 @@
+//! Per-key request quotas over a fixed window (15 minutes by default).
+//!
+//! The window of a key opens with its first request and admits `limit`
+//! requests until it closes; the next request opens a new one. The
+//! [`RateLimiter`] trait lets a shared backend replace the in-process one
+//! when several instances must hold one quota.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+/// The verdict on one request, with what the `RateLimit-*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the window closes (at least 1).
+    pub reset_secs: u64,
+    /// Length of the window, in seconds.
+    pub window_secs: u64,
+}
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one request of `key_id` at `now_ms` against `limit`.
+    async fn check(&self, key_id: &str, limit: u32, now_ms: i64) -> RateDecision;
+}
+
+struct Window {
+    opened_ms: i64,
+    count: u32,
+}
+
+/// Quotas held in this process's memory.
+pub struct MemoryRateLimiter {
+    window_ms: i64,
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+impl MemoryRateLimiter {
+    pub fn new(window_secs: u64) -> MemoryRateLimiter {
+        MemoryRateLimiter {
+            window_ms: (window_secs as i64).saturating_mul(1000),
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets windows that have closed, so memory follows active keys only.
+    pub fn prune(&self, now_ms: i64) {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows.retain(|_, w| now_ms < w.opened_ms + self.window_ms);
+    }
+}
+
+#[async_trait]
+impl RateLimiter for MemoryRateLimiter {
+    async fn check(&self, key_id: &str, limit: u32, now_ms: i64) -> RateDecision {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let window = windows.entry(key_id.to_string()).or_insert(Window {
+            opened_ms: now_ms,
+            count: 0,
+        });
+        if now_ms >= window.opened_ms + self.window_ms {
+            *window = Window {
+                opened_ms: now_ms,
+                count: 0,
+            };
+        }
+        let allowed = window.count < limit;
+        if allowed {
+            window.count += 1;
+        }
+        let left_ms = (window.opened_ms + self.window_ms - now_ms).max(0);
+        RateDecision {
+            allowed,
+            limit,
+            remaining: limit - window.count.min(limit),
+            reset_secs: ((left_ms + 999) / 1000).max(1) as u64,
+            window_secs: (self.window_ms / 1000) as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn admits_exactly_the_limit_then_resets_with_the_window() {
+        let limiter = MemoryRateLimiter::new(900);
+        let t0 = 1_000_000;
+        for i in 0..3 {
+            let d = limiter.check("k", 3, t0 + i).await;
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 2 - i as u32);
+        }
+        let refused = limiter.check("k", 3, t0 + 10).await;
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert_eq!(refused.reset_secs, 900);
+        // Another key has its own window.
+        assert!(limiter.check("other", 3, t0 + 10).await.allowed);
+        // The window closes 900 s after it opened.
+        let later = limiter.check("k", 3, t0 + 900_000).await;
+        assert!(later.allowed);
+        assert_eq!(later.remaining, 2);
+    }
+
+    #[tokio::test]
+    async fn prune_drops_closed_windows_only() {
+        let limiter = MemoryRateLimiter::new(1);
+        limiter.check("old", 5, 0).await;
+        limiter.check("new", 5, 1_500).await;
+        limiter.prune(1_600);
+        let windows = limiter.windows.lock().unwrap();
+        assert!(!windows.contains_key("old"));
+        assert!(windows.contains_key("new"));
+    }
+}

@@ -1,0 +1,199 @@
+//! `/api/v1/services/{serviceId}/...`: power, address, status, password and
+//! rebuild of one service.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use advps_domain::{time, PowerState};
+use advps_store::ServiceRecord;
+
+use crate::auth::Caller;
+use crate::envelope::{RequestContext, Success};
+use crate::extract::JsonBody;
+use crate::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/{service_id}/start", post(start_service))
+        .route("/{service_id}/stop", post(stop_service))
+        .route("/{service_id}/reboot", post(reboot_service))
+        .route("/{service_id}/get-ip", post(configure_ip))
+        .route("/{service_id}/status", get(get_service_status))
+        .route("/{service_id}/generate-password", post(generate_password))
+        .route("/{service_id}/rebuild", post(rebuild_service))
+}
+
+/// Seconds since the machine booted; 0 unless it is running.
+fn uptime(service: &ServiceRecord, now_ms: i64) -> i64 {
+    match (service.power_state, service.started_at) {
+        (PowerState::Running, Some(at)) => ((now_ms - at) / 1000).max(0),
+        _ => 0,
+    }
+}
+
+fn power_response(
+    service: &ServiceRecord,
+    status: &str,
+    verb: &str,
+    caller: &Caller,
+    ctx: &RequestContext,
+) -> Success {
+    Success::new(
+        format!(
+            "{} service {verb} successfully",
+            service.service_type.label()
+        ),
+        json!({
+            "serviceId": service.service_id,
+            "serviceType": service.service_type.as_str(),
+            "status": status,
+            "vmid": service.vmid,
+        }),
+        caller.mode,
+        ctx,
+    )
+}
+
+pub async fn start_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let service = state.ops.start(caller.scope(), &service_id).await?;
+    Ok(power_response(
+        &service, "STARTED", "started", &caller, &ctx,
+    ))
+}
+
+pub async fn stop_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let service = state.ops.stop(caller.scope(), &service_id).await?;
+    Ok(power_response(
+        &service, "STOPPED", "stopped", &caller, &ctx,
+    ))
+}
+
+pub async fn reboot_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let service = state.ops.reboot(caller.scope(), &service_id).await?;
+    Ok(power_response(
+        &service, "RUNNING", "rebooted", &caller, &ctx,
+    ))
+}
+
+pub async fn configure_ip(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let (service, ip) = state.ops.configure_ip(caller.scope(), &service_id).await?;
+    Ok(Success::new(
+        format!(
+            "{} IP configured successfully",
+            service.service_type.label()
+        ),
+        json!({
+            "serviceId": service.service_id,
+            "serviceType": service.service_type.as_str(),
+            "status": "IP_CONFIGURED",
+            "ip": ip,
+        }),
+        caller.mode,
+        &ctx,
+    ))
+}
+
+pub async fn get_service_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let service = state.ops.service(caller.scope(), &service_id).await?;
+    let uptime = uptime(&service, time::now_millis());
+    let os = match &service.os_slug {
+        Some(slug) => json!({ "id": slug, "name": service.os_name.as_deref().unwrap_or(slug) }),
+        None => Value::Null,
+    };
+    Ok(Success::new(
+        "Service status retrieved successfully",
+        json!({
+            "serviceId": service.service_id,
+            "serviceType": service.service_type.as_str(),
+            "runningStatus": service.power_state.as_str(),
+            "ip": service.ip,
+            "uptime": uptime,
+            "service": {
+                "serviceId": service.service_id,
+                "ip": service.ip,
+                "runningStatus": service.power_state.as_str(),
+                "os": os,
+                "expiryDate": service.expires_at.map(time::format_millis),
+            },
+            "vmStatus": {
+                "status": service.power_state.lower(),
+                "uptime": uptime,
+            },
+        }),
+        caller.mode,
+        &ctx,
+    ))
+}
+
+pub async fn generate_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let (service, password) = state
+        .ops
+        .generate_password(caller.scope(), &service_id)
+        .await?;
+    Ok(Success::new(
+        "Password generated successfully",
+        json!({ "serviceId": service.service_id, "password": password }),
+        caller.mode,
+        &ctx,
+    ))
+}
+
+pub async fn rebuild_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Success, ApiError> {
+    let (service, task) = state
+        .ops
+        .rebuild(caller.scope(), &service_id, &body)
+        .await?;
+    Ok(Success::new(
+        format!(
+            "{} rebuild initiated successfully",
+            service.service_type.label()
+        ),
+        json!({
+            "serviceId": service.service_id,
+            "taskId": task.id,
+            "serviceType": service.service_type.as_str(),
+            "status": task.status.as_str(),
+        }),
+        caller.mode,
+        &ctx,
+    )
+    .with_rebuild_shape())
+}

@@ -1,0 +1,192 @@
+//! Assembling and running the server: shared state, the router with its
+//! middleware, and [`serve`], which runs on a listener the caller has bound
+//! until the caller's shutdown signal fires.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use advps_domain::{sandbox as catalogue, time, Mode};
+use advps_store::{NewProduct, SqliteStore, Store};
+
+use crate::auth::{self, TouchThrottle};
+use crate::envelope::{error_body, json_response, RequestContext};
+use crate::ops::Operations;
+use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
+use crate::routes::{health, products, services, tasks};
+use crate::secrets::Cipher;
+use crate::{ApiError, Config};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub ops: Operations,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
+    pub touch: Arc<TouchThrottle>,
+}
+
+/// Opens the storage in the configured data directory (creating and
+/// migrating it), loads the password key, and seeds the sandbox catalogue.
+pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
+    let store = SqliteStore::open(&config.data_dir).await?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    seed_sandbox_catalogue(store.as_ref()).await?;
+    let cipher = Cipher::load_or_create(&config.secret_key_path())?;
+    let memory_limiter = Arc::new(MemoryRateLimiter::new(config.rate_limit_window_secs));
+    let config = Arc::new(config);
+    Ok(AppState {
+        ops: Operations::new(Arc::clone(&store), Arc::clone(&config), cipher),
+        store,
+        config,
+        limiter: memory_limiter.clone(),
+        memory_limiter: Some(memory_limiter),
+        touch: Arc::new(TouchThrottle::default()),
+    })
+}
+
+/// A small boxed-error result so that start-up failures of any layer can be
+/// reported with their own message.
+pub mod anyhow_like {
+    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+    pub type Result<T> = std::result::Result<T, Error>;
+}
+
+/// Inserts the sandbox products (idempotent).
+pub async fn seed_sandbox_catalogue(store: &dyn Store) -> Result<(), advps_store::StoreError> {
+    let now = time::now_millis();
+    let products: Vec<NewProduct> = catalogue::CATALOGUE
+        .iter()
+        .map(|p| NewProduct {
+            mode: Mode::Test,
+            id: p.id.to_string(),
+            name: p.name.to_string(),
+            pack_name: p.pack_name.to_string(),
+            vm_type: p.vm_type,
+            manual_stock: Some(p.stock),
+            low_stock_threshold: None,
+            now,
+        })
+        .collect();
+    store.ensure_products(&products).await
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let services = services::router().route("/task/{task_id}/status", get(tasks::get_task_status));
+    let api = Router::new()
+        .nest("/services", services)
+        .nest("/products", products::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/livez", get(health::get_livez))
+        .nest("/api/v1", api)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn route_not_found() -> Response {
+    json_response(StatusCode::NOT_FOUND, &error_body("Route not found", None))
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// Gives every request its id, sends it back as `X-Request-Id`, and makes
+/// sure no error leaves without the JSON envelope (responses made by lower
+/// layers, such as the body limit, come as plain text).
+async fn request_context(mut req: Request, next: Next) -> Response {
+    let ctx = RequestContext::new();
+    let request_id = ctx.request_id.clone();
+    req.extensions_mut().insert(ctx);
+    let mut response = next.run(req).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let status = response.status();
+    if !is_json && (status.is_client_error() || status.is_server_error()) {
+        let message = match status {
+            StatusCode::NOT_FOUND => "Route not found",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Content-Type must be application/json",
+            s if s.is_server_error() => "Internal server error",
+            _ => "Bad request",
+        };
+        let headers = response.headers().clone();
+        response = json_response(status, &error_body(message, None));
+        for (name, value) in headers.iter() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish. Background work (the sandbox sweeper, limiter
+/// housekeeping) runs alongside and stops with it.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(crate::sandbox::sweep(
+        Arc::clone(&state.store),
+        Duration::from_millis(500),
+        stop_rx.clone(),
+    ));
+    let housekeeping = state.memory_limiter.clone().map(|limiter| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => limiter.prune(time::now_millis()),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    });
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    if let Some(task) = housekeeping {
+        let _ = task.await;
+    }
+    result
+}
