@@ -191,8 +191,8 @@ async fn keys(store: &Arc<dyn Store>, cmd: KeysCommand) -> Result<()> {
         KeysCommand::List { account } => {
             let account = find_account(store.as_ref(), &account).await?;
             println!(
-                "{:<22} {:<5} {:<16} {:<25} {:<25} {}",
-                "ID", "MODE", "KEY", "CREATED", "LAST_USED", "STATUS"
+                "{:<22} {:<5} {:<16} {:<25} {:<25} STATUS",
+                "ID", "MODE", "KEY", "CREATED", "LAST_USED"
             );
             for key in store.list_api_keys(account.id).await? {
                 println!(
@@ -258,8 +258,8 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
         ProductsCommand::List => {
             let (products, _) = store.list_products(Mode::Live, None, 0, u32::MAX).await?;
             println!(
-                "{:<20} {:<28} {:<20} {:<4} {:>6} {:<7} {}",
-                "ID", "NAME", "PACK", "TYPE", "STOCK", "SOURCE", "STATUS"
+                "{:<20} {:<28} {:<20} {:<4} {:>6} {:<7} STATUS",
+                "ID", "NAME", "PACK", "TYPE", "STOCK", "SOURCE"
             );
             for p in products {
                 let threshold = p.low_stock_threshold.unwrap_or(config.low_stock_threshold);
