@@ -63,6 +63,7 @@ fn init_logging() {
 async fn serve(config: Config) -> Result<()> {
     init_logging();
     let addr = config.listen_addr()?;
+    let shutdown = shutdown_signal()?;
     let state = advps_server::build_state(config.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -81,32 +82,25 @@ async fn serve(config: Config) -> Result<()> {
     let local = listener.local_addr()?;
     println!("Listening on http://{local}");
     tracing::info!(address = %local, data_dir = %config.data_dir.display(), "advps serving");
-    advps_server::serve(listener, state, shutdown_signal()).await?;
+    advps_server::serve(listener, state, shutdown).await?;
     tracing::info!("advps stopped");
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// right after start-up is still a graceful shutdown.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
 
 async fn create_key(

@@ -72,7 +72,9 @@ impl RateLimiter for MemoryRateLimiter {
         if allowed {
             window.count += 1;
         }
-        let left_ms = (window.opened_ms + self.window_ms - now_ms).max(0);
+        // A request that arrived a moment before the one that opened the
+        // window still reports at most a full window.
+        let left_ms = (window.opened_ms + self.window_ms - now_ms).clamp(0, self.window_ms);
         RateDecision {
             allowed,
             limit,
@@ -106,6 +108,15 @@ mod tests {
         let later = limiter.check("k", 3, t0 + 900_000).await;
         assert!(later.allowed);
         assert_eq!(later.remaining, 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_older_than_the_window_reports_at_most_a_full_window() {
+        let limiter = MemoryRateLimiter::new(900);
+        limiter.check("k", 10, 5_000).await;
+        let earlier = limiter.check("k", 10, 4_000).await;
+        assert!(earlier.allowed);
+        assert_eq!(earlier.reset_secs, 900);
     }
 
     #[tokio::test]

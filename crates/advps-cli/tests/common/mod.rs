@@ -1,0 +1,673 @@
+//! Shared harness for the black-box tests of the `advps` binary.
+//!
+//! [`TestServer`] runs the real binary (`advps serve`) on an ephemeral port with a fresh data
+//! directory, captures the first-start test key and the base URL from its standard output,
+//! keeps draining that output in a background thread, and kills the process when dropped.
+//! It can also restart the server gracefully (SIGTERM) on the same data directory and run the
+//! administrative subcommands (`accounts`, `keys`, `products`) against that directory.
+//!
+//! The free functions check the shared response shapes of the contract: the success and error
+//! envelopes, timestamps, request ids, API keys and generated passwords.
+
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use serde_json::{json, Value};
+
+/// Path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_advps");
+
+/// How long a server start may take before the test gives up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a graceful shutdown may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The exact 401 message of the contract.
+pub const UNAUTHORIZED: &str = "Missing or invalid API key";
+/// The exact 404 message for services.
+pub const SERVICE_NOT_FOUND: &str = "Service not found or not accessible";
+/// The exact 404 message for tasks.
+pub const TASK_NOT_FOUND: &str = "Task not found or not accessible";
+/// The exact 409 message while a task runs on a service.
+pub const BUSY: &str = "Service is busy: a task is in progress";
+
+/// A running `advps serve` process on its own data directory.
+pub struct TestServer {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    env: Vec<(String, String)>,
+    /// `http://127.0.0.1:PORT` of the current run.
+    pub base_url: String,
+    /// The test key printed on the first start.
+    pub test_key: String,
+    /// Standard output lines printed by the current run up to (and including) the listening line.
+    pub startup_lines: Vec<String>,
+    /// The key printed by the current run, if any (only the first start prints one).
+    pub printed_key: Option<String>,
+    client: reqwest::Client,
+}
+
+/// What one spawn of the server produced.
+struct Spawned {
+    child: Child,
+    base_url: String,
+    key: Option<String>,
+    lines: Vec<String>,
+}
+
+/// A decoded HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// A header value as a string, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("header is not ASCII").to_string())
+    }
+
+    /// A header value parsed as an integer; panics if absent or not an integer.
+    pub fn header_u64(&self, name: &str) -> u64 {
+        let raw = self
+            .header(name)
+            .unwrap_or_else(|| panic!("missing header {name}: {self:?}"));
+        raw.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("header {name} is not an integer: {raw:?}"))
+    }
+
+    /// `body.data`.
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+}
+
+fn scrub_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ADVPS_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts a server with default settings on a fresh data directory.
+    pub fn start() -> TestServer {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts a server with extra environment variables on a fresh data directory.
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        let root = tempfile::tempdir().expect("create temp dir");
+        let data_dir = root.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let log_path = root.path().join("server-stderr.log");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let spawned = spawn_server(&data_dir, &log_path, &env);
+        let test_key = spawned.key.clone().unwrap_or_else(|| {
+            panic!(
+                "first start printed no test key; stdout: {:?}\nstderr:\n{}",
+                spawned.lines,
+                read_log(&log_path)
+            )
+        });
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build HTTP client");
+        TestServer {
+            child: Some(spawned.child),
+            root,
+            data_dir,
+            log_path,
+            env,
+            base_url: spawned.base_url,
+            test_key,
+            startup_lines: spawned.lines,
+            printed_key: spawned.key,
+            client,
+        }
+    }
+
+    /// The data directory of this server.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Everything the server wrote to standard error so far (for failure messages).
+    pub fn stderr_log(&self) -> String {
+        read_log(&self.log_path)
+    }
+
+    /// Sends SIGTERM, asserts a graceful exit (status 0), then starts again on the same data dir.
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "server did not shut down gracefully on SIGTERM: {status:?}\nstderr:\n{}",
+            self.stderr_log()
+        );
+        let spawned = spawn_server(&self.data_dir, &self.log_path, &self.env);
+        self.child = Some(spawned.child);
+        self.base_url = spawned.base_url;
+        self.startup_lines = spawned.lines;
+        self.printed_key = spawned.key;
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is not running");
+        let pid = child.id().to_string();
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not exit within {SHUTDOWN_TIMEOUT:?} of SIGTERM\nstderr:\n{}",
+                    self.stderr_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the binary with `args` followed by `--data-dir <this server's data dir>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        scrub_env(&mut cmd);
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run advps CLI")
+    }
+
+    /// Runs the CLI, asserts success and returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "advps {args:?} failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("CLI stdout is UTF-8")
+    }
+
+    /// `advps accounts create NAME`.
+    pub fn create_account(&self, name: &str) {
+        let out = self.cli_ok(&["accounts", "create", name]);
+        assert!(
+            out.contains(&format!("Created account {name}")),
+            "unexpected output of accounts create: {out:?}"
+        );
+    }
+
+    /// `advps keys create --account NAME --mode MODE`; returns the key from the last line.
+    pub fn create_key(&self, account: &str, mode: &str) -> String {
+        let out = self.cli_ok(&["keys", "create", "--account", account, "--mode", mode]);
+        let key = last_line(&out);
+        assert!(
+            is_api_key(&key, mode),
+            "last stdout line of keys create is not a {mode} key: {out:?}"
+        );
+        key
+    }
+
+    /// The id (`key_...`) of the listed key of `account` whose display ends with the last four
+    /// characters of `key`.
+    pub fn key_id_of(&self, account: &str, key: &str) -> String {
+        let out = self.cli_ok(&["keys", "list", "--account", account]);
+        let last4 = &key[key.len() - 4..];
+        let prefix = &key[..8];
+        let display = format!("{prefix}\u{2026}{last4}");
+        let line = out
+            .lines()
+            .find(|l| l.contains(&display))
+            .unwrap_or_else(|| panic!("key {display} not in keys list:\n{out}"));
+        line.split_whitespace()
+            .find(|w| w.starts_with("key_"))
+            .unwrap_or_else(|| panic!("no key_ id on line {line:?}"))
+            .to_string()
+    }
+
+    /// Full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// A request with full control over method, key, content type and body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| {
+            panic!(
+                "request to {path} failed: {e}\nstderr:\n{}",
+                self.stderr_log()
+            )
+        });
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("read response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// `GET path` with an API key.
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        self.request(reqwest::Method::GET, path, Some(key), None, None)
+            .await
+    }
+
+    /// `GET path` without an API key.
+    pub async fn get_anon(&self, path: &str) -> Resp {
+        self.request(reqwest::Method::GET, path, None, None, None)
+            .await
+    }
+
+    /// `POST path` without a body.
+    pub async fn post(&self, path: &str, key: &str) -> Resp {
+        self.request(reqwest::Method::POST, path, Some(key), None, None)
+            .await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Resp {
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(key),
+            Some("application/json"),
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/services/{id}/{action}`.
+    pub async fn action(&self, key: &str, id: &str, action: &str) -> Resp {
+        self.post(&format!("/api/v1/services/{id}/{action}"), key)
+            .await
+    }
+
+    /// `GET /api/v1/services/{id}/status`.
+    pub async fn status(&self, key: &str, id: &str) -> Resp {
+        self.get(&format!("/api/v1/services/{id}/status"), key)
+            .await
+    }
+
+    /// `data` of a successful status call.
+    pub async fn status_data(&self, key: &str, id: &str) -> Value {
+        let resp = self.status(key, id).await;
+        assert_success(&resp, "Service status retrieved successfully").clone()
+    }
+
+    /// `POST /api/v1/services/{id}/rebuild` with `{"os": os}`.
+    pub async fn rebuild(&self, key: &str, id: &str, os: &str) -> Resp {
+        self.post_json(
+            &format!("/api/v1/services/{id}/rebuild"),
+            key,
+            &json!({ "os": os }),
+        )
+        .await
+    }
+
+    /// Starts a rebuild, asserts it was accepted and returns the task id.
+    pub async fn start_rebuild(&self, key: &str, id: &str, os: &str) -> String {
+        let resp = self.rebuild(key, id, os).await;
+        assert_eq!(resp.status, 200, "rebuild of {id} to {os}: {}", resp.text);
+        resp.data()["taskId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no taskId: {}", resp.text))
+            .to_string()
+    }
+
+    /// `GET /api/v1/services/task/{taskId}/status`.
+    pub async fn task(&self, key: &str, task_id: &str) -> Resp {
+        self.get(&format!("/api/v1/services/task/{task_id}/status"), key)
+            .await
+    }
+
+    /// Polls a task every `every` until COMPLETED or FAILED; returns every observed `data`.
+    pub async fn wait_task(
+        &self,
+        key: &str,
+        task_id: &str,
+        every: Duration,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let resp = self.task(key, task_id).await;
+            let data = assert_success(&resp, "Task status retrieved successfully").clone();
+            let status = data["status"].as_str().unwrap_or_default().to_string();
+            seen.push(data);
+            if status == "COMPLETED" || status == "FAILED" {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {task_id} not finished within {timeout:?}; observed: {seen:?}"
+            );
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn spawn_server(data_dir: &Path, log_path: &Path, env: &[(String, String)]) -> Spawned {
+    let log: File = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open server log");
+    let mut cmd = Command::new(BIN);
+    scrub_env(&mut cmd);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn advps serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        // Keeps reading until EOF so the pipe never fills, even once nobody listens.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut lines = Vec::new();
+    let mut key = None;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(remaining) {
+            Ok(line) => {
+                let trimmed = line.trim_end().to_string();
+                if is_api_key(&trimmed, "test") {
+                    key = Some(trimmed.clone());
+                }
+                lines.push(trimmed.clone());
+                if let Some(idx) = trimmed.find("Listening on http://") {
+                    let rest = &trimmed[idx + "Listening on ".len()..];
+                    let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let url = url.trim_end_matches(['/', '.', ',']).to_string();
+                    return Spawned {
+                        child,
+                        base_url: url,
+                        key,
+                        lines,
+                    };
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server printed no listening line within {STARTUP_TIMEOUT:?}; stdout: {lines:?}\nstderr:\n{}",
+                    read_log(log_path)
+                );
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = child.wait();
+                panic!(
+                    "server exited before listening ({status:?}); stdout: {lines:?}\nstderr:\n{}",
+                    read_log(log_path)
+                );
+            }
+        }
+    }
+}
+
+/// The last non-empty line of a text, trimmed.
+pub fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `sk_<mode>_` followed by exactly 32 base62 characters.
+pub fn is_api_key(s: &str, mode: &str) -> bool {
+    let prefix = format!("sk_{mode}_");
+    match s.strip_prefix(&prefix) {
+        Some(rest) => rest.len() == 32 && rest.chars().all(|c| c.is_ascii_alphanumeric()),
+        None => false,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 24 {
+        return false;
+    }
+    let pattern = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    b.iter().zip(pattern.iter()).all(|(c, p)| match p {
+        b'd' => c.is_ascii_digit(),
+        other => c == other,
+    })
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `req_<epoch ms, within ten minutes of now>_<9 [a-z0-9]>`.
+pub fn is_request_id(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("req_") else {
+        return false;
+    };
+    let Some((ms, suffix)) = rest.split_once('_') else {
+        return false;
+    };
+    if ms.is_empty() || !ms.chars().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let Ok(ms) = ms.parse::<u64>() else {
+        return false;
+    };
+    let now = now_ms();
+    let close = ms + 600_000 > now && ms < now + 600_000;
+    close
+        && suffix.len() == 9
+        && suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// At least 16 characters with upper case, lower case and digits.
+pub fn is_strong_password(p: &str) -> bool {
+    p.chars().count() >= 16
+        && p.chars().any(|c| c.is_ascii_uppercase())
+        && p.chars().any(|c| c.is_ascii_lowercase())
+        && p.chars().any(|c| c.is_ascii_digit())
+}
+
+fn assert_json_content_type(resp: &Resp) {
+    let ct = resp.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "Content-Type is {ct:?}, expected application/json; body: {}",
+        resp.text
+    );
+}
+
+fn assert_request_id_header(resp: &Resp) -> String {
+    let rid = resp
+        .header("x-request-id")
+        .unwrap_or_else(|| panic!("missing X-Request-Id header; body: {}", resp.text));
+    assert!(is_request_id(&rid), "bad X-Request-Id {rid:?}");
+    rid
+}
+
+/// Asserts a 200 success envelope with `message`; returns `data`.
+pub fn assert_success<'a>(resp: &'a Resp, message: &str) -> &'a Value {
+    assert_eq!(resp.status, 200, "expected 200, body: {}", resp.text);
+    assert_json_content_type(resp);
+    assert_eq!(resp.body["status"], "success", "body: {}", resp.text);
+    assert_eq!(resp.body["message"], message, "body: {}", resp.text);
+    let ts = resp.body["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        is_timestamp(ts),
+        "bad timestamp {ts:?}; body: {}",
+        resp.text
+    );
+    let rid = assert_request_id_header(resp);
+    let data = &resp.body["data"];
+    assert!(data.is_object(), "data is not an object: {}", resp.text);
+    if data.get("requestId").is_some() {
+        assert_eq!(data["requestId"], rid.as_str(), "data.requestId != header");
+    }
+    data
+}
+
+/// Like [`assert_success`] and also requires `data.requestId` and `data.mode == mode`.
+pub fn assert_api_success<'a>(resp: &'a Resp, message: &str, mode: &str) -> &'a Value {
+    let data = assert_success(resp, message);
+    assert!(
+        data["requestId"].is_string(),
+        "data.requestId missing: {}",
+        resp.text
+    );
+    assert_eq!(data["mode"], mode, "data.mode; body: {}", resp.text);
+    data
+}
+
+/// Asserts an error envelope with the given status and message; returns the body.
+pub fn assert_error<'a>(resp: &'a Resp, status: u16, message: &str) -> &'a Value {
+    assert_eq!(
+        resp.status, status,
+        "expected {status} {message:?}, body: {}",
+        resp.text
+    );
+    assert_json_content_type(resp);
+    assert_eq!(resp.body["status"], "error", "body: {}", resp.text);
+    assert_eq!(resp.body["message"], message, "body: {}", resp.text);
+    let errors = resp
+        .body
+        .get("errors")
+        .unwrap_or_else(|| panic!("no errors field: {}", resp.text));
+    assert!(
+        errors.is_null() || errors.is_object(),
+        "errors must be null or an object: {}",
+        resp.text
+    );
+    let ts = resp.body["timestamp"].as_str().unwrap_or_default();
+    assert!(
+        is_timestamp(ts),
+        "bad timestamp {ts:?}; body: {}",
+        resp.text
+    );
+    assert_request_id_header(resp);
+    &resp.body
+}
+
+/// Asserts that none of the RateLimit headers is present.
+pub fn assert_no_rate_limit_headers(resp: &Resp) {
+    for h in [
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "ratelimit-policy",
+        "ratelimit",
+    ] {
+        assert!(
+            resp.header(h).is_none(),
+            "unexpected header {h} on {}: {:?}",
+            resp.status,
+            resp.headers
+        );
+    }
+}
+
+/// Asserts the full set of RateLimit headers for `limit`; returns (remaining, reset).
+pub fn assert_rate_limit_headers(resp: &Resp, limit: u64) -> (u64, u64) {
+    assert_eq!(resp.header_u64("ratelimit-limit"), limit);
+    let remaining = resp.header_u64("ratelimit-remaining");
+    let reset = resp.header_u64("ratelimit-reset");
+    assert!(remaining <= limit, "remaining {remaining} > limit {limit}");
+    assert!(reset <= 900, "reset {reset} beyond the 15-minute window");
+    assert_eq!(
+        resp.header("ratelimit-policy").as_deref(),
+        Some(format!("\"default\";q={limit};w=900").as_str())
+    );
+    assert_eq!(
+        resp.header("ratelimit").as_deref(),
+        Some(format!("\"default\";r={remaining};t={reset}").as_str())
+    );
+    (remaining, reset)
+}
