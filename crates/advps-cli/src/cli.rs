@@ -47,6 +47,167 @@ pub enum Command {
     /// Manage live products and their stock
     #[command(subcommand)]
     Products(ProductsCommand),
+    /// Manage hypervisor nodes and their inventory
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Manage the OS images rebuilds install
+    #[command(subcommand)]
+    Os(OsCommand),
+    /// Manage IP address pools
+    #[command(subcommand)]
+    Ippools(IpPoolsCommand),
+    /// Manage live services (instances bound to accounts)
+    #[command(subcommand)]
+    Services(ServicesCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    Lxd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Register a node
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        driver: DriverArg,
+        /// How to reach it, e.g. unix:///var/lib/lxd/unix.socket
+        #[arg(long)]
+        endpoint: String,
+    },
+    /// List nodes
+    List,
+    /// Import the node's instances as inventory (and report its images)
+    Sync { name: String },
+    /// List the inventory of one node or all
+    Instances {
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Count an instance as stock of a product (or of none)
+    SetProduct {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        instance: String,
+        /// A live product id; omit to remove the instance from stock
+        #[arg(long)]
+        product: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OsTypeArg {
+    #[value(alias = "linux")]
+    Lxc,
+    Vps,
+}
+
+impl From<OsTypeArg> for advps_domain::OsType {
+    fn from(t: OsTypeArg) -> Self {
+        match t {
+            OsTypeArg::Lxc => advps_domain::OsType::Lxc,
+            OsTypeArg::Vps => advps_domain::OsType::Vps,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// Map an OS slug of the rebuild API to an engine image
+    Add {
+        /// The slug clients send, e.g. debian-12
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "type", value_enum)]
+        os_type: OsTypeArg,
+        /// The engine's image name (an LXD alias)
+        #[arg(long)]
+        image: String,
+        /// Only on this node [default: every node]
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List OS images
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpPoolsCommand {
+    /// Create a pool of addresses
+    Add {
+        name: String,
+        #[arg(long)]
+        cidr: String,
+        #[arg(long)]
+        gateway: String,
+        /// Only part of the CIDR, as FIRST-LAST
+        #[arg(long)]
+        range: Option<String>,
+        /// Only for this node [default: every node]
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List pools with their free addresses
+    List,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ServiceTypeArg {
+    #[value(name = "LINUX", alias = "linux")]
+    Linux,
+    #[value(name = "VPS", alias = "vps")]
+    Vps,
+    #[value(name = "PROVISIONAL_VPS", alias = "provisional_vps")]
+    ProvisionalVps,
+}
+
+impl From<ServiceTypeArg> for advps_domain::ServiceType {
+    fn from(t: ServiceTypeArg) -> Self {
+        match t {
+            ServiceTypeArg::Linux => advps_domain::ServiceType::Linux,
+            ServiceTypeArg::Vps => advps_domain::ServiceType::Vps,
+            ServiceTypeArg::ProvisionalVps => advps_domain::ServiceType::ProvisionalVps,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// Bind an instance to an account as a live service
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        node: String,
+        /// The instance's name on the node
+        #[arg(long)]
+        instance: String,
+        #[arg(long = "type", value_enum)]
+        service_type: ServiceTypeArg,
+        /// The OS slug the instance runs now
+        #[arg(long)]
+        os: Option<String>,
+        /// Days until the service expires [default: 30]
+        #[arg(long, default_value_t = 30)]
+        validity: u32,
+    },
+    /// List services
+    List {
+        /// Include sandbox services
+        #[arg(long)]
+        all: bool,
+    },
+    /// Unbind a live service: its address goes back to the pool and its
+    /// instance back to inventory
+    Remove {
+        #[arg(long)]
+        account: String,
+        service_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

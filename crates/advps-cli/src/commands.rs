@@ -12,6 +12,7 @@ use advps_server::Config;
 use advps_store::{NewApiKey, NewProduct, SqliteStore, Store, StoreError};
 
 use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand};
+use crate::live_admin;
 
 /// The account made on the first start so that a newcomer can call the API at once.
 const DEMO_ACCOUNT: &str = "demo";
@@ -37,6 +38,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Accounts(cmd) => accounts(&open(&config).await?, cmd).await,
         Command::Keys(cmd) => keys(&open(&config).await?, cmd).await,
         Command::Products(cmd) => products(&open(&config).await?, &config, cmd).await,
+        Command::Nodes(cmd) => live_admin::nodes(&open(&config).await?, &config, cmd).await,
+        Command::Os(cmd) => live_admin::os(&open(&config).await?, cmd).await,
+        Command::Ippools(cmd) => live_admin::ippools(&open(&config).await?, cmd).await,
+        Command::Services(cmd) => live_admin::services(&open(&config).await?, &config, cmd).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod live_admin;
 
 use std::process::ExitCode;
 

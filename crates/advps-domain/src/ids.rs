@@ -75,3 +75,18 @@ mod tests {
         assert_ne!(task_id(), task_id());
     }
 }
+
+/// A live service id: six upper-case letters, like `KYOFMI`.
+pub fn live_service_id() -> String {
+    random_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 6)
+}
+
+#[cfg(test)]
+mod live_id_tests {
+    #[test]
+    fn live_service_ids_are_six_capitals() {
+        let id = super::live_service_id();
+        assert_eq!(id.len(), 6);
+        assert!(id.bytes().all(|b| b.is_ascii_uppercase()));
+    }
+}

@@ -10,6 +10,8 @@
 pub mod api_key;
 pub mod ids;
 pub mod mode;
+pub mod net;
+pub mod os;
 pub mod pagination;
 pub mod password;
 pub mod product;
@@ -20,6 +22,7 @@ pub mod time;
 
 pub use api_key::{ApiKeyError, GeneratedKey};
 pub use mode::Mode;
+pub use os::OsType;
 pub use pagination::{PageRequest, Pagination, PaginationError};
 pub use product::{StockStatus, VmType};
 pub use service::{PowerState, ServiceType};

@@ -30,6 +30,13 @@ pub struct Config {
     /// File holding the key that encrypts stored passwords; defaults to
     /// `secret.key` in the data directory.
     pub secret_key_file: Option<PathBuf>,
+    /// Rebuilds per live service per calendar month.
+    pub live_rebuild_limit: u32,
+    /// Lease of a claimed task, in seconds; a task whose worker died is
+    /// taken over this long after its last heartbeat.
+    pub task_lease_secs: u64,
+    /// Deadline of one call to a hypervisor, in seconds.
+    pub engine_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -45,6 +52,9 @@ impl Default for Config {
             low_stock_threshold: advps_domain::product::DEFAULT_LOW_STOCK_THRESHOLD,
             max_body_bytes: 64 * 1024,
             secret_key_file: None,
+            live_rebuild_limit: 5,
+            task_lease_secs: 30,
+            engine_timeout_secs: 30,
         }
     }
 }
@@ -63,6 +73,9 @@ struct FileConfig {
     low_stock_threshold: Option<i64>,
     max_body_bytes: Option<usize>,
     secret_key_file: Option<PathBuf>,
+    live_rebuild_limit: Option<u32>,
+    task_lease_secs: Option<u64>,
+    engine_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +138,10 @@ impl Config {
             sandbox_task_seconds,
             sandbox_rebuild_limit,
             low_stock_threshold,
-            max_body_bytes
+            max_body_bytes,
+            live_rebuild_limit,
+            task_lease_secs,
+            engine_timeout_secs
         );
         if f.secret_key_file.is_some() {
             self.secret_key_file = f.secret_key_file;
@@ -198,6 +214,23 @@ impl Config {
         if let Some(v) = parsed("ADVPS_MAX_BODY_BYTES", env("ADVPS_MAX_BODY_BYTES"), count)? {
             self.max_body_bytes = v;
         }
+        if let Some(v) = parsed(
+            "ADVPS_LIVE_REBUILD_LIMIT",
+            env("ADVPS_LIVE_REBUILD_LIMIT"),
+            count,
+        )? {
+            self.live_rebuild_limit = v;
+        }
+        if let Some(v) = parsed("ADVPS_TASK_LEASE_SECS", env("ADVPS_TASK_LEASE_SECS"), count)? {
+            self.task_lease_secs = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_ENGINE_TIMEOUT_SECS",
+            env("ADVPS_ENGINE_TIMEOUT_SECS"),
+            count,
+        )? {
+            self.engine_timeout_secs = v;
+        }
         Ok(())
     }
 
@@ -211,6 +244,18 @@ impl Config {
         if self.rate_limit_window_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "rate_limit_window_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.task_lease_secs < 3 {
+            return Err(ConfigError::Invalid {
+                name: "task_lease_secs",
+                message: "must be at least 3".into(),
+            });
+        }
+        if self.engine_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "engine_timeout_secs",
                 message: "must be at least 1".into(),
             });
         }

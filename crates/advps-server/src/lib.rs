@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod drivers;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -16,6 +17,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod secrets;
 mod server;
+pub mod worker;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -50,6 +50,7 @@ pub fn outcome(task: &TaskRecord, now: i64) -> TaskFinish {
             power_state: previous,
             started_at,
             os: None,
+            owner: None,
         };
     }
     let name = sandbox::os_image(&os)
@@ -62,6 +63,7 @@ pub fn outcome(task: &TaskRecord, now: i64) -> TaskFinish {
         power_state: PowerState::Running,
         started_at: Some(finished_at),
         os: Some((os, name)),
+        owner: None,
     }
 }
 

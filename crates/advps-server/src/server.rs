@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -20,11 +21,13 @@ use advps_domain::{sandbox as catalogue, time, Mode};
 use advps_store::{NewProduct, SqliteStore, Store};
 
 use crate::auth::{self, TouchThrottle};
+use crate::drivers::DriverRegistry;
 use crate::envelope::{error_body, json_response, RequestContext};
 use crate::ops::Operations;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
 use crate::routes::{health, products, services, tasks};
 use crate::secrets::Cipher;
+use crate::worker::Worker;
 use crate::{ApiError, Config};
 
 /// What every handler can reach.
@@ -36,6 +39,10 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
     pub touch: Arc<TouchThrottle>,
+    pub drivers: Arc<DriverRegistry>,
+    pub cipher: Cipher,
+    /// Wakes the task worker when a task is queued.
+    pub wake: Arc<Notify>,
 }
 
 /// Opens the storage in the configured data directory (creating and
@@ -46,14 +53,28 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
     seed_sandbox_catalogue(store.as_ref()).await?;
     let cipher = Cipher::load_or_create(&config.secret_key_path())?;
     let memory_limiter = Arc::new(MemoryRateLimiter::new(config.rate_limit_window_secs));
+    let drivers = Arc::new(DriverRegistry::new(
+        Arc::clone(&store),
+        Duration::from_secs(config.engine_timeout_secs),
+    ));
+    let wake = Arc::new(Notify::new());
     let config = Arc::new(config);
     Ok(AppState {
-        ops: Operations::new(Arc::clone(&store), Arc::clone(&config), cipher),
+        ops: Operations::new(
+            Arc::clone(&store),
+            Arc::clone(&config),
+            cipher.clone(),
+            Arc::clone(&drivers),
+            Arc::clone(&wake),
+        ),
         store,
         config,
         limiter: memory_limiter.clone(),
         memory_limiter: Some(memory_limiter),
         touch: Arc::new(TouchThrottle::default()),
+        drivers,
+        cipher,
+        wake,
     })
 }
 
@@ -167,6 +188,15 @@ pub async fn serve(
         Duration::from_millis(500),
         stop_rx.clone(),
     ));
+    let worker = Worker {
+        store: Arc::clone(&state.store),
+        drivers: Arc::clone(&state.drivers),
+        cipher: state.cipher.clone(),
+        owner: format!("{}-{}", std::process::id(), advps_domain::ids::key_id()),
+        lease: Duration::from_secs(state.config.task_lease_secs),
+        wake: Arc::clone(&state.wake),
+    };
+    let worker = tokio::spawn(worker.run(stop_rx.clone()));
     let housekeeping = state.memory_limiter.clone().map(|limiter| {
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -185,6 +215,7 @@ pub async fn serve(
         .await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = worker.await;
     if let Some(task) = housekeeping {
         let _ = task.await;
     }

@@ -60,6 +60,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives the service `ip` unless it already has an address, and returns
     /// the address it has afterwards. `None` when the service is busy.
     async fn assign_ip(&self, service_pk: i64, ip: &str) -> StoreResult<Option<String>>;
+    /// Records the OS a service runs.
+    async fn set_service_os(&self, service_pk: i64, slug: &str, name: &str) -> StoreResult<()>;
     /// Stores an (encrypted) password only while the service is running.
     async fn set_password(&self, service_pk: i64, password_enc: &str) -> StoreResult<bool>;
 
@@ -103,4 +105,104 @@ pub trait Store: Send + Sync + 'static {
     async fn set_manual_stock(&self, mode: Mode, id: &str, stock: Option<i64>)
         -> StoreResult<bool>;
     async fn add_instance(&self, instance: &NewInstance) -> StoreResult<i64>;
+
+    // --- nodes and inventory ----------------------------------------------
+
+    /// Registers a node; an existing name is [`StoreError::Conflict`].
+    async fn create_node(&self, node: &NewNode) -> StoreResult<NodeRecord>;
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
+    async fn find_node(&self, name: &str) -> StoreResult<Option<NodeRecord>>;
+    /// Records what a node reports: new instances are added free, known
+    /// ones updated, and known ones the node no longer has marked unhealthy.
+    async fn sync_instances(
+        &self,
+        node: &str,
+        seen: &[SyncedInstance],
+        now: i64,
+    ) -> StoreResult<SyncSummary>;
+    async fn list_instances(&self, node: Option<&str>) -> StoreResult<Vec<InstanceRecord>>;
+    async fn find_instance(
+        &self,
+        node: &str,
+        engine_id: &str,
+    ) -> StoreResult<Option<InstanceRecord>>;
+    /// Assigns an instance to a product (stock is counted per product).
+    async fn set_instance_product(
+        &self,
+        instance_id: i64,
+        product_id: Option<&str>,
+    ) -> StoreResult<bool>;
+
+    // --- OS images ----------------------------------------------------------
+
+    async fn add_os_image(&self, image: &NewOsImage) -> StoreResult<()>;
+    async fn list_os_images(&self) -> StoreResult<Vec<OsImageRecord>>;
+    async fn os_images_by_slug(&self, slug: &str) -> StoreResult<Vec<OsImageRecord>>;
+
+    // --- IP pools -----------------------------------------------------------
+
+    /// Creates a pool with all its addresses; a name or address that exists
+    /// is [`StoreError::Conflict`].
+    async fn create_ip_pool(&self, pool: &NewIpPool) -> StoreResult<IpPoolRecord>;
+    async fn list_ip_pools(&self) -> StoreResult<Vec<IpPoolRecord>>;
+    /// The service's address, taking a free one atomically (from the node's
+    /// pools first, then pools for every node) if it has none. `None` when
+    /// every pool is exhausted.
+    async fn allocate_address(
+        &self,
+        service_pk: i64,
+        node: &str,
+        now: i64,
+    ) -> StoreResult<Option<AddressLease>>;
+    async fn service_address(&self, service_pk: i64) -> StoreResult<Option<AddressLease>>;
+    /// Gives the service's addresses back to their pools.
+    async fn release_addresses(&self, service_pk: i64) -> StoreResult<u64>;
+
+    // --- live services --------------------------------------------------------
+
+    /// Binds a free instance to an account as a live service, atomically:
+    /// an instance that is not free is [`StoreError::Conflict`].
+    async fn bind_live_service(&self, service: &NewLiveService) -> StoreResult<ServiceRecord>;
+    async fn list_services(&self, mode: Option<Mode>) -> StoreResult<Vec<ServiceListing>>;
+    /// Removes a service: its addresses go back to the pool and its instance
+    /// becomes free. False when there is no such service.
+    async fn remove_service(&self, service_pk: i64) -> StoreResult<bool>;
+    /// Takes the short operation lock of a service (no task running, no other
+    /// lock unexpired).
+    async fn lock_service(
+        &self,
+        service_pk: i64,
+        token: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LockOutcome>;
+    /// Releases the lock and records the power state the engine reported.
+    async fn unlock_service(
+        &self,
+        service_pk: i64,
+        token: &str,
+        power: Option<(PowerState, Option<i64>)>,
+    ) -> StoreResult<()>;
+
+    // --- the task worker ------------------------------------------------------
+
+    /// Claims the oldest live task that is unclaimed or whose lease lapsed.
+    async fn claim_task(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Option<TaskRecord>>;
+    /// Extends a lease; false when the task is no longer this worker's.
+    async fn renew_lease(&self, task_id: &str, owner: &str, until: i64) -> StoreResult<bool>;
+    /// Records a finished step; false when the task is no longer this worker's.
+    async fn record_step(
+        &self,
+        task_id: &str,
+        owner: &str,
+        step: i64,
+        scratch: &str,
+        progress: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
 }

@@ -1,7 +1,7 @@
 //! Records the store reads and writes. Fields are domain types where the
 //! domain has a word for them; times are Unix milliseconds.
 
-use advps_domain::{Mode, PowerState, ServiceType, TaskKind, TaskStatus, VmType};
+use advps_domain::{Mode, OsType, PowerState, ServiceType, TaskKind, TaskStatus, VmType};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -58,6 +58,9 @@ pub struct ServiceRecord {
     pub password_enc: Option<String>,
     pub expires_at: Option<i64>,
     pub created_at: i64,
+    /// Live services: the node and inventory instance they run on.
+    pub node: Option<String>,
+    pub instance_id: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +88,7 @@ pub struct MonthlyLimit {
 
 #[derive(Debug, Clone)]
 pub enum StartTask {
-    Started(TaskRecord),
+    Started(Box<TaskRecord>),
     /// Another task holds the service (its id, when one is recorded).
     Busy(Option<String>),
     LimitReached,
@@ -112,6 +115,13 @@ pub struct TaskRecord {
     pub updated_at: i64,
     pub due_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Index of the next step to run (resumable tasks).
+    pub step: i64,
+    /// State the task keeps between steps (JSON).
+    pub scratch: String,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub attempts: i64,
 }
 
 /// How a task ended and what it leaves the service as.
@@ -124,6 +134,8 @@ pub struct TaskFinish {
     pub started_at: Option<i64>,
     /// A new OS, when the task installed one.
     pub os: Option<(String, String)>,
+    /// The worker that holds the task's lease; `None` for simulated tasks.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,4 +168,134 @@ pub struct NewInstance {
     pub engine_id: String,
     pub product_id: Option<String>,
     pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub name: String,
+    pub driver: String,
+    pub endpoint: String,
+    pub credentials_enc: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: i64,
+    pub name: String,
+    pub driver: String,
+    pub endpoint: String,
+    pub credentials_enc: Option<String>,
+    pub created_at: i64,
+}
+
+/// An instance as a node reports it during sync.
+#[derive(Debug, Clone)]
+pub struct SyncedInstance {
+    pub engine_id: String,
+    pub kind: String,
+    pub memory_mb: Option<i64>,
+    pub engine_state: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncSummary {
+    pub added: u64,
+    pub updated: u64,
+    /// Known instances the node no longer has (marked unhealthy).
+    pub missing: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub id: i64,
+    pub node: String,
+    pub engine_id: String,
+    pub product_id: Option<String>,
+    /// `free`, `assigned` or `out_of_service`.
+    pub state: String,
+    pub healthy: bool,
+    pub kind: String,
+    pub memory_mb: Option<i64>,
+    pub engine_state: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOsImage {
+    pub slug: String,
+    pub name: String,
+    pub os_type: OsType,
+    pub image: String,
+    /// `None`: the image exists under this name on every node.
+    pub node: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsImageRecord {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub os_type: OsType,
+    pub image: String,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIpPool {
+    pub name: String,
+    pub cidr: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub node: Option<String>,
+    /// Every address the pool hands out.
+    pub addresses: Vec<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpPoolRecord {
+    pub id: i64,
+    pub name: String,
+    pub cidr: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub node: Option<String>,
+    pub total: i64,
+    pub free: i64,
+}
+
+/// An address held by a service, with what configuring it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressLease {
+    pub address: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub pool: String,
+}
+
+/// A live service to bind to an inventory instance.
+#[derive(Debug, Clone)]
+pub struct NewLiveService {
+    pub account_id: i64,
+    pub service_id: String,
+    pub service_type: ServiceType,
+    pub instance_id: i64,
+    pub power_state: PowerState,
+    pub expires_at: Option<i64>,
+    pub now: i64,
+}
+
+/// A service with its owner's name, for operator listings.
+#[derive(Debug, Clone)]
+pub struct ServiceListing {
+    pub service: ServiceRecord,
+    pub account_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    Locked,
+    /// A task or another operation holds the service.
+    Busy,
 }

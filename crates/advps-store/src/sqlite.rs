@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use advps_domain::{sandbox, Mode, PowerState, TaskKind, TaskStatus, VmType};
+use advps_domain::{sandbox, Mode, OsType, PowerState, TaskKind, TaskStatus, VmType};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -126,11 +126,14 @@ fn service_from(row: &SqliteRow) -> StoreResult<ServiceRecord> {
         password_enc: row.try_get("password_enc")?,
         expires_at: row.try_get("expires_at")?,
         created_at: row.try_get("created_at")?,
+        node: row.try_get("node")?,
+        instance_id: row.try_get("instance_id")?,
     })
 }
 
 const TASK_COLUMNS: &str = "t.id, t.account_id, t.mode, t.service_pk, s.service_id, t.kind, t.status, \
-     t.progress, t.params, t.prev_state, t.error, t.created_at, t.updated_at, t.due_at, t.finished_at";
+     t.progress, t.params, t.prev_state, t.error, t.created_at, t.updated_at, t.due_at, t.finished_at, \
+     t.step, t.scratch, t.lease_owner, t.lease_until, t.attempts";
 
 fn task_from(row: &SqliteRow) -> StoreResult<TaskRecord> {
     Ok(TaskRecord {
@@ -149,6 +152,11 @@ fn task_from(row: &SqliteRow) -> StoreResult<TaskRecord> {
         updated_at: row.try_get("updated_at")?,
         due_at: row.try_get("due_at")?,
         finished_at: row.try_get("finished_at")?,
+        step: row.try_get("step")?,
+        scratch: row.try_get("scratch")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: row.try_get("lease_until")?,
+        attempts: row.try_get("attempts")?,
     })
 }
 
@@ -356,6 +364,16 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.try_get("ip")).transpose()?)
     }
 
+    async fn set_service_os(&self, service_pk: i64, slug: &str, name: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE services SET os_slug = ?, os_name = ? WHERE pk = ?")
+            .bind(slug)
+            .bind(name)
+            .bind(service_pk)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     async fn set_password(&self, service_pk: i64, password_enc: &str) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE services SET password_enc = ? WHERE pk = ? AND power_state = 'RUNNING'",
@@ -373,14 +391,20 @@ impl Store for SqliteStore {
         limit: Option<MonthlyLimit>,
     ) -> StoreResult<StartTask> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query("SELECT power_state FROM services WHERE pk = ?")
-            .bind(task.service_pk)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) =
+            sqlx::query("SELECT power_state, op_lock, op_lock_until FROM services WHERE pk = ?")
+                .bind(task.service_pk)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Ok(StartTask::NotFound);
         };
         let state: PowerState = parse(&row, "power_state")?;
+        let lock: Option<String> = row.try_get("op_lock")?;
+        let lock_until: Option<i64> = row.try_get("op_lock_until")?;
+        if lock.is_some() && lock_until.unwrap_or(0) > task.now {
+            return Ok(StartTask::Busy(None));
+        }
         if state.is_busy() {
             let holder: Option<String> = sqlx::query(&format!(
                 "SELECT id FROM tasks WHERE service_pk = ? AND status IN {ACTIVE_STATUSES} \
@@ -440,7 +464,7 @@ impl Store for SqliteStore {
         .await?;
         let record = task_from(&record)?;
         tx.commit().await?;
-        Ok(StartTask::Started(record))
+        Ok(StartTask::Started(Box::new(record)))
     }
 
     async fn find_task(&self, scope: Scope, task_id: &str) -> StoreResult<Option<TaskRecord>> {
@@ -489,19 +513,18 @@ impl Store for SqliteStore {
     async fn finish_task(&self, task_id: &str, finish: &TaskFinish) -> StoreResult<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(&format!(
-            "UPDATE tasks SET status = ?, progress = ?, error = ?, updated_at = ?, finished_at = ? \
-             WHERE id = ? AND status IN {ACTIVE_STATUSES} RETURNING service_pk"
+            "UPDATE tasks SET status = ?, progress = CASE WHEN ? THEN 100 ELSE progress END, error = ?, \
+             updated_at = ?, finished_at = ?, lease_owner = NULL, lease_until = NULL \
+             WHERE id = ? AND status IN {ACTIVE_STATUSES} AND (? IS NULL OR lease_owner = ?) RETURNING service_pk"
         ))
         .bind(finish.status.as_str())
-        .bind(if finish.status == TaskStatus::Completed {
-            100
-        } else {
-            0
-        })
+        .bind(finish.status == TaskStatus::Completed)
         .bind(&finish.error)
         .bind(finish.now)
         .bind(finish.now)
         .bind(task_id)
+        .bind(&finish.owner)
+        .bind(&finish.owner)
         .fetch_optional(&mut *tx)
         .await?
         else {
@@ -625,6 +648,537 @@ impl Store for SqliteStore {
         .map_err(|e| StoreError::from_write(e, format!("instance '{}'", instance.engine_id)))?;
         Ok(row.try_get("id")?)
     }
+    async fn create_node(&self, node: &NewNode) -> StoreResult<NodeRecord> {
+        let row = sqlx::query(
+            "INSERT INTO nodes (name, driver, endpoint, credentials_enc, created_at) VALUES (?, ?, ?, ?, ?) \
+             RETURNING *",
+        )
+        .bind(&node.name)
+        .bind(&node.driver)
+        .bind(&node.endpoint)
+        .bind(&node.credentials_enc)
+        .bind(node.now)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| StoreError::from_write(e, format!("node '{}'", node.name)))?;
+        node_from(&row)
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        sqlx::query("SELECT * FROM nodes ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(node_from)
+            .collect()
+    }
+
+    async fn find_node(&self, name: &str) -> StoreResult<Option<NodeRecord>> {
+        sqlx::query("SELECT * FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(node_from)
+            .transpose()
+    }
+
+    async fn sync_instances(
+        &self,
+        node: &str,
+        seen: &[SyncedInstance],
+        now: i64,
+    ) -> StoreResult<SyncSummary> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut summary = SyncSummary::default();
+        for instance in seen {
+            let updated = sqlx::query(
+                "UPDATE instances SET kind = ?, memory_mb = ?, engine_state = ?, healthy = 1, updated_at = ? \
+                 WHERE node = ? AND engine_id = ?",
+            )
+            .bind(&instance.kind)
+            .bind(instance.memory_mb)
+            .bind(&instance.engine_state)
+            .bind(now)
+            .bind(node)
+            .bind(&instance.engine_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 1 {
+                summary.updated += 1;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO instances (node, engine_id, kind, memory_mb, engine_state, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(node)
+            .bind(&instance.engine_id)
+            .bind(&instance.kind)
+            .bind(instance.memory_mb)
+            .bind(&instance.engine_state)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            summary.added += 1;
+        }
+        // Whatever the node did not report is gone from it: not healthy, not in stock.
+        let known: Vec<(i64, String)> =
+            sqlx::query("SELECT id, engine_id FROM instances WHERE node = ? AND healthy = 1")
+                .bind(node)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("engine_id")?)))
+                .collect::<StoreResult<_>>()?;
+        for (id, engine_id) in known {
+            if !seen.iter().any(|s| s.engine_id == engine_id) {
+                sqlx::query("UPDATE instances SET healthy = 0, engine_state = 'missing', updated_at = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                summary.missing += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn list_instances(&self, node: Option<&str>) -> StoreResult<Vec<InstanceRecord>> {
+        sqlx::query(
+            "SELECT * FROM instances WHERE (? IS NULL OR node = ?) ORDER BY node, engine_id",
+        )
+        .bind(node)
+        .bind(node)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(instance_from)
+        .collect()
+    }
+
+    async fn find_instance(
+        &self,
+        node: &str,
+        engine_id: &str,
+    ) -> StoreResult<Option<InstanceRecord>> {
+        sqlx::query("SELECT * FROM instances WHERE node = ? AND engine_id = ?")
+            .bind(node)
+            .bind(engine_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(instance_from)
+            .transpose()
+    }
+
+    async fn set_instance_product(
+        &self,
+        instance_id: i64,
+        product_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE instances SET product_id = ? WHERE id = ?")
+            .bind(product_id)
+            .bind(instance_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_os_image(&self, image: &NewOsImage) -> StoreResult<()> {
+        sqlx::query("INSERT INTO os_images (slug, name, os_type, image, node, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&image.slug)
+            .bind(&image.name)
+            .bind(image.os_type.as_str())
+            .bind(&image.image)
+            .bind(image.node.as_deref().unwrap_or(""))
+            .bind(image.now)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| StoreError::from_write(e, format!("OS image '{}' ({})", image.slug, image.os_type)))?;
+        Ok(())
+    }
+
+    async fn list_os_images(&self) -> StoreResult<Vec<OsImageRecord>> {
+        sqlx::query("SELECT * FROM os_images ORDER BY slug, os_type, node")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(os_image_from)
+            .collect()
+    }
+
+    async fn os_images_by_slug(&self, slug: &str) -> StoreResult<Vec<OsImageRecord>> {
+        sqlx::query("SELECT * FROM os_images WHERE slug = ? ORDER BY os_type, node")
+            .bind(slug)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(os_image_from)
+            .collect()
+    }
+
+    async fn create_ip_pool(&self, pool: &NewIpPool) -> StoreResult<IpPoolRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO ip_pools (name, cidr, prefix, gateway, node, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&pool.name)
+        .bind(&pool.cidr)
+        .bind(i64::from(pool.prefix))
+        .bind(&pool.gateway)
+        .bind(pool.node.as_deref().unwrap_or(""))
+        .bind(pool.now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_write(e, format!("IP pool '{}'", pool.name)))?
+        .try_get("id")?;
+        for address in &pool.addresses {
+            sqlx::query("INSERT INTO ip_addresses (pool_id, address) VALUES (?, ?)")
+                .bind(id)
+                .bind(address)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    StoreError::from_write(
+                        e,
+                        format!("address {address} (already in another pool)"),
+                    )
+                })?;
+        }
+        tx.commit().await?;
+        Ok(IpPoolRecord {
+            id,
+            name: pool.name.clone(),
+            cidr: pool.cidr.clone(),
+            prefix: pool.prefix,
+            gateway: pool.gateway.clone(),
+            node: pool.node.clone(),
+            total: pool.addresses.len() as i64,
+            free: pool.addresses.len() as i64,
+        })
+    }
+
+    async fn list_ip_pools(&self) -> StoreResult<Vec<IpPoolRecord>> {
+        sqlx::query(
+            "SELECT p.*, (SELECT COUNT(*) FROM ip_addresses a WHERE a.pool_id = p.id) AS total, \
+             (SELECT COUNT(*) FROM ip_addresses a WHERE a.pool_id = p.id AND a.service_pk IS NULL) AS free \
+             FROM ip_pools p ORDER BY p.name",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            let node: String = row.try_get("node")?;
+            let prefix: i64 = row.try_get("prefix")?;
+            Ok(IpPoolRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                cidr: row.try_get("cidr")?,
+                prefix: prefix as u8,
+                gateway: row.try_get("gateway")?,
+                node: (!node.is_empty()).then_some(node),
+                total: row.try_get("total")?,
+                free: row.try_get("free")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn allocate_address(
+        &self,
+        service_pk: i64,
+        node: &str,
+        now: i64,
+    ) -> StoreResult<Option<AddressLease>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(row) = sqlx::query(&format!(
+            "{LEASE_SELECT} WHERE a.service_pk = ? ORDER BY a.id LIMIT 1"
+        ))
+        .bind(service_pk)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            return Ok(Some(lease_from(&row)?));
+        }
+        // The node's own pools first, then pools for every node; lowest address first.
+        let Some(row) = sqlx::query(&format!(
+            "{LEASE_SELECT} WHERE a.service_pk IS NULL AND (p.node = ? OR p.node = '') \
+             ORDER BY CASE WHEN p.node = '' THEN 1 ELSE 0 END, a.id LIMIT 1"
+        ))
+        .bind(node)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let lease = lease_from(&row)?;
+        let id: i64 = row.try_get("address_id")?;
+        sqlx::query("UPDATE ip_addresses SET service_pk = ?, assigned_at = ? WHERE id = ? AND service_pk IS NULL")
+            .bind(service_pk)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE services SET ip = ? WHERE pk = ?")
+            .bind(&lease.address)
+            .bind(service_pk)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(lease))
+    }
+
+    async fn service_address(&self, service_pk: i64) -> StoreResult<Option<AddressLease>> {
+        sqlx::query(&format!(
+            "{LEASE_SELECT} WHERE a.service_pk = ? ORDER BY a.id LIMIT 1"
+        ))
+        .bind(service_pk)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(lease_from)
+        .transpose()
+    }
+
+    async fn release_addresses(&self, service_pk: i64) -> StoreResult<u64> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?",
+        )
+        .bind(service_pk)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE services SET ip = NULL WHERE pk = ?")
+            .bind(service_pk)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn bind_live_service(&self, service: &NewLiveService) -> StoreResult<ServiceRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(instance) = sqlx::query(
+            "UPDATE instances SET state = 'assigned', updated_at = ? WHERE id = ? AND state = 'free' AND healthy = 1 \
+             RETURNING node, engine_id",
+        )
+        .bind(service.now)
+        .bind(service.instance_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Err(StoreError::Conflict("the instance is not free (assigned, out of service or missing)".into()));
+        };
+        let node: String = instance.try_get("node")?;
+        let engine_id: String = instance.try_get("engine_id")?;
+        let started_at = (service.power_state == PowerState::Running).then_some(service.now);
+        let row = sqlx::query(
+            "INSERT INTO services (account_id, mode, service_id, service_type, vmid, power_state, started_at, \
+             expires_at, created_at, node, instance_id) VALUES (?, 'live', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(service.account_id)
+        .bind(&service.service_id)
+        .bind(service.service_type.as_str())
+        .bind(&engine_id)
+        .bind(service.power_state.as_str())
+        .bind(started_at)
+        .bind(service.expires_at)
+        .bind(service.now)
+        .bind(&node)
+        .bind(service.instance_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| StoreError::from_write(e, format!("service '{}'", service.service_id)))?;
+        let record = service_from(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_services(&self, mode: Option<Mode>) -> StoreResult<Vec<ServiceListing>> {
+        let mode = mode.map(Mode::as_str);
+        sqlx::query(
+            "SELECT s.*, a.name AS account_name FROM services s JOIN accounts a ON a.id = s.account_id \
+             WHERE (? IS NULL OR s.mode = ?) ORDER BY a.name, s.mode, s.service_id",
+        )
+        .bind(mode)
+        .bind(mode)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ServiceListing {
+                service: service_from(row)?,
+                account_name: row.try_get("account_name")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn remove_service(&self, service_pk: i64) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query("SELECT instance_id FROM services WHERE pk = ?")
+            .bind(service_pk)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let instance_id: Option<i64> = row.try_get("instance_id")?;
+        sqlx::query(
+            "UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?",
+        )
+        .bind(service_pk)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM tasks WHERE service_pk = ?")
+            .bind(service_pk)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM services WHERE pk = ?")
+            .bind(service_pk)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(id) = instance_id {
+            sqlx::query("UPDATE instances SET state = 'free' WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn lock_service(
+        &self,
+        service_pk: i64,
+        token: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<LockOutcome> {
+        let done = sqlx::query(
+            "UPDATE services SET op_lock = ?, op_lock_until = ? WHERE pk = ? \
+             AND power_state NOT IN ('REBUILDING', 'PROVISIONING') AND (op_lock IS NULL OR op_lock_until <= ?)",
+        )
+        .bind(token)
+        .bind(now + ttl_ms)
+        .bind(service_pk)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(if done.rows_affected() == 1 {
+            LockOutcome::Locked
+        } else {
+            LockOutcome::Busy
+        })
+    }
+
+    async fn unlock_service(
+        &self,
+        service_pk: i64,
+        token: &str,
+        power: Option<(PowerState, Option<i64>)>,
+    ) -> StoreResult<()> {
+        match power {
+            Some((state, started_at)) => {
+                sqlx::query(
+                    "UPDATE services SET op_lock = NULL, op_lock_until = NULL, power_state = ?, started_at = ? \
+                     WHERE pk = ? AND op_lock = ?",
+                )
+                .bind(state.as_str())
+                .bind(started_at)
+                .bind(service_pk)
+                .bind(token)
+                .execute(&self.writer)
+                .await?;
+            }
+            None => {
+                sqlx::query("UPDATE services SET op_lock = NULL, op_lock_until = NULL WHERE pk = ? AND op_lock = ?")
+                    .bind(service_pk)
+                    .bind(token)
+                    .execute(&self.writer)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_task(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT id FROM tasks WHERE mode = 'live' AND status IN {ACTIVE_STATUSES} \
+             AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at LIMIT 1"
+        ))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let id: String = row.try_get("id")?;
+        sqlx::query(
+            "UPDATE tasks SET status = 'IN_PROGRESS', lease_owner = ?, lease_until = ?, attempts = attempts + 1, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let task = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN services s ON s.pk = t.service_pk WHERE t.id = ?"
+        ))
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let task = task_from(&task)?;
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    async fn renew_lease(&self, task_id: &str, owner: &str, until: i64) -> StoreResult<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE tasks SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status IN {ACTIVE_STATUSES}"
+        ))
+        .bind(until)
+        .bind(task_id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_step(
+        &self,
+        task_id: &str,
+        owner: &str,
+        step: i64,
+        scratch: &str,
+        progress: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE tasks SET step = ?, scratch = ?, progress = ?, updated_at = ? \
+             WHERE id = ? AND lease_owner = ? AND status IN {ACTIVE_STATUSES}"
+        ))
+        .bind(step)
+        .bind(scratch)
+        .bind(progress)
+        .bind(now)
+        .bind(task_id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 fn insert_product(
@@ -647,4 +1201,55 @@ fn insert_product(
         .bind(p.manual_stock)
         .bind(p.low_stock_threshold)
         .bind(p.now)
+}
+
+fn node_from(row: &SqliteRow) -> StoreResult<NodeRecord> {
+    Ok(NodeRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        driver: row.try_get("driver")?,
+        endpoint: row.try_get("endpoint")?,
+        credentials_enc: row.try_get("credentials_enc")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn instance_from(row: &SqliteRow) -> StoreResult<InstanceRecord> {
+    Ok(InstanceRecord {
+        id: row.try_get("id")?,
+        node: row.try_get("node")?,
+        engine_id: row.try_get("engine_id")?,
+        product_id: row.try_get("product_id")?,
+        state: row.try_get("state")?,
+        healthy: row.try_get("healthy")?,
+        kind: row.try_get("kind")?,
+        memory_mb: row.try_get("memory_mb")?,
+        engine_state: row.try_get("engine_state")?,
+    })
+}
+
+fn os_image_from(row: &SqliteRow) -> StoreResult<OsImageRecord> {
+    let node: String = row.try_get("node")?;
+    Ok(OsImageRecord {
+        id: row.try_get("id")?,
+        slug: row.try_get("slug")?,
+        name: row.try_get("name")?,
+        os_type: parse::<OsType>(row, "os_type")?,
+        image: row.try_get("image")?,
+        node: (!node.is_empty()).then_some(node),
+    })
+}
+
+const LEASE_SELECT: &str =
+    "SELECT a.id AS address_id, a.address, p.prefix, p.gateway, p.name AS pool \
+     FROM ip_addresses a JOIN ip_pools p ON p.id = a.pool_id";
+
+fn lease_from(row: &SqliteRow) -> StoreResult<AddressLease> {
+    let prefix: i64 = row.try_get("prefix")?;
+    Ok(AddressLease {
+        address: row.try_get("address")?,
+        prefix: prefix as u8,
+        gateway: row.try_get("gateway")?,
+        pool: row.try_get("pool")?,
+    })
 }

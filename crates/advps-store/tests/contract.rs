@@ -210,6 +210,7 @@ async fn tasks_hold_the_service_respect_the_monthly_limit_and_finish_once() {
         power_state: PowerState::Running,
         started_at: Some(2_000),
         os: Some(("debian-12".into(), "Debian 12".into())),
+        owner: None,
     };
     assert!(store.finish_task("t1", &finish).await.unwrap());
     assert!(

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use advps_domain::{time, PowerState};
+use advps_domain::time;
 use advps_store::ServiceRecord;
 
 use crate::auth::Caller;
@@ -23,14 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/{service_id}/status", get(get_service_status))
         .route("/{service_id}/generate-password", post(generate_password))
         .route("/{service_id}/rebuild", post(rebuild_service))
-}
-
-/// Seconds since the machine booted; 0 unless it is running.
-fn uptime(service: &ServiceRecord, now_ms: i64) -> i64 {
-    match (service.power_state, service.started_at) {
-        (PowerState::Running, Some(at)) => ((now_ms - at) / 1000).max(0),
-        _ => 0,
-    }
 }
 
 fn power_response(
@@ -121,8 +113,8 @@ pub async fn get_service_status(
     ctx: RequestContext,
     Path(service_id): Path<String>,
 ) -> Result<Success, ApiError> {
-    let service = state.ops.service(caller.scope(), &service_id).await?;
-    let uptime = uptime(&service, time::now_millis());
+    let view = state.ops.status(caller.scope(), &service_id).await?;
+    let service = &view.service;
     let os = match &service.os_slug {
         Some(slug) => json!({ "id": slug, "name": service.os_name.as_deref().unwrap_or(slug) }),
         None => Value::Null,
@@ -132,19 +124,19 @@ pub async fn get_service_status(
         json!({
             "serviceId": service.service_id,
             "serviceType": service.service_type.as_str(),
-            "runningStatus": service.power_state.as_str(),
-            "ip": service.ip,
-            "uptime": uptime,
+            "runningStatus": view.running_status,
+            "ip": view.ip,
+            "uptime": view.uptime,
             "service": {
                 "serviceId": service.service_id,
-                "ip": service.ip,
-                "runningStatus": service.power_state.as_str(),
+                "ip": view.ip,
+                "runningStatus": view.running_status,
                 "os": os,
                 "expiryDate": service.expires_at.map(time::format_millis),
             },
             "vmStatus": {
-                "status": service.power_state.lower(),
-                "uptime": uptime,
+                "status": view.vm_status,
+                "uptime": view.uptime,
             },
         }),
         caller.mode,

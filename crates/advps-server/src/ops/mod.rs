@@ -6,7 +6,11 @@
 //! concurrent calls on one service cannot both win: the loser re-reads the
 //! service and gets the error that its new state calls for.
 
+mod live;
+
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use advps_domain::{
     password, sandbox as catalogue, time, Mode, PageRequest, PowerState, TaskKind, TaskStatus,
@@ -16,6 +20,7 @@ use advps_store::{
     MonthlyLimit, NewTask, ProductStock, Scope, ServiceRecord, StartTask, Store, TaskRecord,
 };
 
+use crate::drivers::DriverRegistry;
 use crate::sandbox::{self, RebuildParams};
 use crate::secrets::Cipher;
 use crate::{ApiError, Config};
@@ -29,6 +34,21 @@ pub struct Operations {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     cipher: Cipher,
+    drivers: Arc<DriverRegistry>,
+    /// Wakes the task worker when a task is queued.
+    wake: Arc<Notify>,
+}
+
+/// What the status endpoint reports, whichever side the service is on.
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    pub service: ServiceRecord,
+    /// `runningStatus`: RUNNING, STOPPED or a transitional state.
+    pub running_status: String,
+    /// `vmStatus.status`: the live state in lower case, never empty.
+    pub vm_status: String,
+    pub uptime: i64,
+    pub ip: Option<String>,
 }
 
 /// A task as a client sees it at one moment.
@@ -46,12 +66,40 @@ pub struct StockPage {
 }
 
 impl Operations {
-    pub fn new(store: Arc<dyn Store>, config: Arc<Config>, cipher: Cipher) -> Operations {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        cipher: Cipher,
+        drivers: Arc<DriverRegistry>,
+        wake: Arc<Notify>,
+    ) -> Operations {
         Operations {
             store,
             config,
             cipher,
+            drivers,
+            wake,
         }
+    }
+
+    /// The status of a service: simulated for the sandbox, measured on the
+    /// engine for live services.
+    pub async fn status(&self, scope: Scope, service_id: &str) -> Result<StatusView, ApiError> {
+        let service = self.service(scope, service_id).await?;
+        if service.mode == Mode::Live {
+            return Ok(self.live_status(service).await);
+        }
+        let uptime = match (service.power_state, service.started_at) {
+            (PowerState::Running, Some(at)) => ((time::now_millis() - at) / 1000).max(0),
+            _ => 0,
+        };
+        Ok(StatusView {
+            running_status: service.power_state.as_str().to_string(),
+            vm_status: service.power_state.lower().to_string(),
+            uptime,
+            ip: service.ip.clone(),
+            service,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -91,17 +139,6 @@ impl Operations {
         ApiError::Busy { task_id }
     }
 
-    /// Live services need a hypervisor driver, which this build does not have
-    /// for them yet; say so instead of pretending.
-    fn require_sandbox(service: &ServiceRecord, action: &str) -> Result<(), ApiError> {
-        match service.mode {
-            Mode::Test => Ok(()),
-            Mode::Live => Err(ApiError::OperationFailed(format!(
-                "Failed to {action}: no hypervisor driver is configured for this service"
-            ))),
-        }
-    }
-
     /// Moves a service `from` → `to`, or explains why it could not.
     async fn power(
         &self,
@@ -113,9 +150,11 @@ impl Operations {
         wrong_state: &str,
     ) -> Result<ServiceRecord, ApiError> {
         let service = self.service(scope, service_id).await?;
-        Self::require_sandbox(&service, action)?;
         if service.power_state.is_busy() {
             return Err(self.busy(&service).await);
+        }
+        if service.mode == Mode::Live {
+            return self.live_power(service, to, from, action).await;
         }
         let now = time::now_millis();
         let started_at = (to == PowerState::Running).then_some(now);
@@ -187,9 +226,12 @@ impl Operations {
                 "IP configuration not supported for this service type",
             ));
         }
-        Self::require_sandbox(&service, "configure IP")?;
         if service.power_state.is_busy() {
             return Err(self.busy(&service).await);
+        }
+        if service.mode == Mode::Live {
+            let ip = self.live_configure_ip(&service).await?;
+            return Ok((service, ip));
         }
         let candidate = service
             .ip
@@ -213,9 +255,12 @@ impl Operations {
         service_id: &str,
     ) -> Result<(ServiceRecord, String), ApiError> {
         let service = self.service(scope, service_id).await?;
-        Self::require_sandbox(&service, "generate password")?;
         if service.power_state.is_busy() {
             return Err(self.busy(&service).await);
+        }
+        if service.mode == Mode::Live {
+            let password = self.live_generate_password(&service).await?;
+            return Ok((service, password));
         }
         if service.power_state != PowerState::Running {
             return Err(ApiError::bad_request(
@@ -253,7 +298,10 @@ impl Operations {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::bad_request("Missing or invalid os in request body"))?;
-        Self::require_sandbox(&service, "rebuild service")?;
+        if service.mode == Mode::Live {
+            let task = self.live_rebuild(scope, &service, os).await?;
+            return Ok((service, task));
+        }
         let image = catalogue::os_image(os)
             .ok_or_else(|| ApiError::bad_request("Missing or invalid os in request body"))?;
         if !image.available_for(service.service_type) {
@@ -281,7 +329,7 @@ impl Operations {
             since: time::month_start_millis(now),
         };
         match self.store.start_service_task(&task, Some(limit)).await? {
-            StartTask::Started(record) => Ok((service, record)),
+            StartTask::Started(record) => Ok((service, *record)),
             StartTask::Busy(task_id) => Err(ApiError::Busy { task_id }),
             StartTask::LimitReached => {
                 Err(ApiError::Forbidden("Monthly rebuild limit reached".into()))

@@ -1,0 +1,478 @@
+//! Operator commands for live mode: nodes and their inventory, OS images,
+//! IP pools, and live services bound to accounts.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use advps_domain::net::{pool_addresses, Cidr};
+use advps_domain::{ids, time, Mode, OsType, PowerState, ServiceType};
+use advps_drivers::{AddressConfig, Driver, InstanceKind, PowerStatus};
+use advps_server::Config;
+use advps_store::{
+    NewIpPool, NewLiveService, NewNode, NewOsImage, Store, StoreError, SyncedInstance,
+};
+
+use crate::cli::{DriverArg, IpPoolsCommand, NodesCommand, OsCommand, ServicesCommand};
+
+fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!("invalid {kind} '{name}': use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+async fn driver_of(store: &dyn Store, config: &Config, node: &str) -> Result<Arc<dyn Driver>> {
+    let record = store
+        .find_node(node)
+        .await?
+        .ok_or_else(|| anyhow!("no node named '{node}' (see `advps nodes list`)"))?;
+    advps_server::drivers::connect(&record, Duration::from_secs(config.engine_timeout_secs))
+        .await
+        .with_context(|| format!("cannot connect to node '{node}' at {}", record.endpoint))
+}
+
+pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -> Result<()> {
+    match cmd {
+        NodesCommand::Add {
+            name,
+            driver,
+            endpoint,
+        } => {
+            validate_name("node name", &name)?;
+            let driver = match driver {
+                DriverArg::Lxd => "lxd",
+            };
+            let record = NewNode {
+                name: name.clone(),
+                driver: driver.to_string(),
+                endpoint: endpoint.clone(),
+                credentials_enc: None,
+                now: time::now_millis(),
+            };
+            // Refuse a node that cannot be reached: a typo found now, not at the first customer call.
+            let probe = advps_store::NodeRecord {
+                id: 0,
+                name: name.clone(),
+                driver: driver.to_string(),
+                endpoint: endpoint.clone(),
+                credentials_enc: None,
+                created_at: 0,
+            };
+            let connected = advps_server::drivers::connect(
+                &probe,
+                Duration::from_secs(config.engine_timeout_secs),
+            )
+            .await
+            .with_context(|| format!("cannot reach {driver} at {endpoint}"))?;
+            let caps = connected.capabilities().await?;
+            match store.create_node(&record).await {
+                Ok(_) => println!(
+                    "Added node {name} ({driver} at {endpoint}; containers: {}, virtual machines: {})",
+                    yes_no(caps.containers),
+                    yes_no(caps.virtual_machines)
+                ),
+                Err(StoreError::Conflict(_)) => bail!("node '{name}' already exists"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        NodesCommand::List => {
+            println!("{:<20} {:<8} {:<45} CREATED", "NAME", "DRIVER", "ENDPOINT");
+            for node in store.list_nodes().await? {
+                println!(
+                    "{:<20} {:<8} {:<45} {}",
+                    node.name,
+                    node.driver,
+                    node.endpoint,
+                    time::format_millis(node.created_at)
+                );
+            }
+        }
+        NodesCommand::Sync { name } => {
+            let driver = driver_of(store.as_ref(), config, &name).await?;
+            let instances = driver.list_instances().await?;
+            let seen: Vec<SyncedInstance> = instances
+                .iter()
+                .map(|i| SyncedInstance {
+                    engine_id: i.name.clone(),
+                    kind: i.kind.as_str().to_string(),
+                    memory_mb: i.memory_mb.map(|m| m as i64),
+                    engine_state: i.power.lower().to_string(),
+                })
+                .collect();
+            let summary = store
+                .sync_instances(&name, &seen, time::now_millis())
+                .await?;
+            println!(
+                "Synced node {name}: {} instances ({} new, {} updated, {} missing)",
+                instances.len(),
+                summary.added,
+                summary.updated,
+                summary.missing
+            );
+            let images = driver.list_images().await?;
+            if !images.is_empty() {
+                println!("Images on the node (map them with `advps os add`):");
+                for image in images {
+                    println!(
+                        "  {:<30} {:<9} {}",
+                        image.alias,
+                        image.kind.as_str(),
+                        image.description
+                    );
+                }
+            }
+        }
+        NodesCommand::Instances { node } => {
+            println!(
+                "{:<16} {:<28} {:<9} {:<9} {:>8} {:<14} PRODUCT",
+                "NODE", "INSTANCE", "KIND", "STATE", "MEM_MB", "INVENTORY"
+            );
+            for i in store.list_instances(node.as_deref()).await? {
+                println!(
+                    "{:<16} {:<28} {:<9} {:<9} {:>8} {:<14} {}",
+                    i.node,
+                    i.engine_id,
+                    i.kind,
+                    i.engine_state.as_deref().unwrap_or("-"),
+                    i.memory_mb
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    if i.healthy {
+                        i.state.clone()
+                    } else {
+                        format!("{} (gone)", i.state)
+                    },
+                    i.product_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        NodesCommand::SetProduct {
+            node,
+            instance,
+            product,
+        } => {
+            let found = store
+                .find_instance(&node, &instance)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no instance '{instance}' on node '{node}' (run `advps nodes sync {node}`)"
+                    )
+                })?;
+            if let Some(product) = &product {
+                if store.find_product(Mode::Live, product).await?.is_none() {
+                    bail!("no live product '{product}' (see `advps products list`)");
+                }
+            }
+            store
+                .set_instance_product(found.id, product.as_deref())
+                .await?;
+            match product {
+                Some(p) => println!("Instance {instance} on {node} counts as stock of {p}"),
+                None => println!("Instance {instance} on {node} counts as stock of no product"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn yes_no(v: bool) -> &'static str {
+    if v {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+pub async fn os(store: &Arc<dyn Store>, cmd: OsCommand) -> Result<()> {
+    match cmd {
+        OsCommand::Add {
+            slug,
+            name,
+            os_type,
+            image,
+            node,
+        } => {
+            validate_name("OS slug", &slug)?;
+            if let Some(node) = &node {
+                if store.find_node(node).await?.is_none() {
+                    bail!("no node named '{node}' (see `advps nodes list`)");
+                }
+            }
+            let os_type: OsType = os_type.into();
+            let record = NewOsImage {
+                slug: slug.clone(),
+                name: name.clone(),
+                os_type,
+                image: image.clone(),
+                node: node.clone(),
+                now: time::now_millis(),
+            };
+            match store.add_os_image(&record).await {
+                Ok(()) => println!(
+                    "Added OS {slug} ({name}, {os_type}) -> image {image} on {}",
+                    node.as_deref().unwrap_or("every node")
+                ),
+                Err(StoreError::Conflict(_)) => {
+                    bail!("OS '{slug}' ({os_type}) is already mapped on that node")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        OsCommand::List => {
+            println!(
+                "{:<18} {:<24} {:<4} {:<24} NODE",
+                "SLUG", "NAME", "TYPE", "IMAGE"
+            );
+            for os in store.list_os_images().await? {
+                println!(
+                    "{:<18} {:<24} {:<4} {:<24} {}",
+                    os.slug,
+                    os.name,
+                    os.os_type.as_str(),
+                    os.image,
+                    os.node.as_deref().unwrap_or("(every node)")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn ippools(store: &Arc<dyn Store>, cmd: IpPoolsCommand) -> Result<()> {
+    match cmd {
+        IpPoolsCommand::Add {
+            name,
+            cidr,
+            gateway,
+            range,
+            node,
+        } => {
+            validate_name("pool name", &name)?;
+            let parsed = Cidr::parse(&cidr)?;
+            let gateway: Ipv4Addr = gateway
+                .parse()
+                .map_err(|_| anyhow!("'{gateway}' is not an IPv4 address"))?;
+            let addresses = pool_addresses(&parsed, gateway, range.as_deref())?;
+            if let Some(node) = &node {
+                if store.find_node(node).await?.is_none() {
+                    bail!("no node named '{node}' (see `advps nodes list`)");
+                }
+            }
+            let pool = NewIpPool {
+                name: name.clone(),
+                cidr: parsed.to_string(),
+                prefix: parsed.prefix,
+                gateway: gateway.to_string(),
+                node,
+                addresses: addresses.iter().map(ToString::to_string).collect(),
+                now: time::now_millis(),
+            };
+            match store.create_ip_pool(&pool).await {
+                Ok(p) => println!(
+                    "Added IP pool {} ({}, gateway {}, {} addresses)",
+                    p.name, p.cidr, p.gateway, p.total
+                ),
+                Err(StoreError::Conflict(what)) => {
+                    bail!("cannot add pool '{name}': {what} already exists")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        IpPoolsCommand::List => {
+            println!(
+                "{:<16} {:<18} {:<16} {:>6} {:>6} NODE",
+                "NAME", "CIDR", "GATEWAY", "TOTAL", "FREE"
+            );
+            for p in store.list_ip_pools().await? {
+                println!(
+                    "{:<16} {:<18} {:<16} {:>6} {:>6} {}",
+                    p.name,
+                    p.cidr,
+                    p.gateway,
+                    p.total,
+                    p.free,
+                    p.node.as_deref().unwrap_or("(every node)")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn services(store: &Arc<dyn Store>, config: &Config, cmd: ServicesCommand) -> Result<()> {
+    match cmd {
+        ServicesCommand::Create {
+            account,
+            node,
+            instance,
+            service_type,
+            os,
+            validity,
+        } => {
+            let account = store.find_account(&account).await?.ok_or_else(|| {
+                anyhow!("no account named '{account}' (see `advps accounts list`)")
+            })?;
+            let service_type: ServiceType = service_type.into();
+            let found = store
+                .find_instance(&node, &instance)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no instance '{instance}' on node '{node}' (run `advps nodes sync {node}`)"
+                    )
+                })?;
+            let wants_vm = !service_type.is_container();
+            let is_vm = found.kind == InstanceKind::VirtualMachine.as_str();
+            if wants_vm != is_vm {
+                bail!(
+                    "instance '{instance}' is a {}, which cannot be a {} service",
+                    found.kind,
+                    service_type.as_str()
+                );
+            }
+            let driver = driver_of(store.as_ref(), config, &node).await?;
+            let live = driver.status(&instance).await?;
+            let power = if live.power == PowerStatus::Running {
+                PowerState::Running
+            } else {
+                PowerState::Stopped
+            };
+            let now = time::now_millis();
+            let mut service = None;
+            for _ in 0..5 {
+                let candidate = NewLiveService {
+                    account_id: account.id,
+                    service_id: ids::live_service_id(),
+                    service_type,
+                    instance_id: found.id,
+                    power_state: power,
+                    expires_at: Some(now + i64::from(validity) * 86_400_000),
+                    now,
+                };
+                match store.bind_live_service(&candidate).await {
+                    Ok(s) => {
+                        service = Some(s);
+                        break;
+                    }
+                    Err(StoreError::Conflict(what)) if what.starts_with("service") => continue,
+                    Err(StoreError::Conflict(what)) => bail!("cannot bind '{instance}': {what}"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let service = service.ok_or_else(|| anyhow!("could not pick a free service id"))?;
+            if let Some(slug) = os {
+                let images = store.os_images_by_slug(&slug).await?;
+                let name = images
+                    .first()
+                    .map(|i| i.name.clone())
+                    .unwrap_or_else(|| slug.clone());
+                store.set_service_os(service.pk, &slug, &name).await?;
+            }
+            println!(
+                "Bound {instance} on {node} to account {} as {} service {}",
+                account.name,
+                service_type.as_str(),
+                service.service_id
+            );
+            // A container gets its address when it is bound; VMs get theirs through get-ip.
+            if service_type == ServiceType::Linux {
+                match store
+                    .allocate_address(service.pk, &node, time::now_millis())
+                    .await?
+                {
+                    None => eprintln!(
+                        "warning: no free address in the IP pools of node {node}; none was given"
+                    ),
+                    Some(lease) => {
+                        let config = AddressConfig {
+                            address: lease.address.parse()?,
+                            prefix: lease.prefix,
+                            gateway: lease.gateway.parse().ok(),
+                        };
+                        if power == PowerState::Running {
+                            driver
+                                .configure_address(&instance, &config)
+                                .await
+                                .with_context(|| {
+                                    format!(
+                                        "address {} was allocated but could not be configured",
+                                        lease.address
+                                    )
+                                })?;
+                            println!(
+                                "Address {}/{} configured (pool {})",
+                                lease.address, lease.prefix, lease.pool
+                            );
+                        } else {
+                            println!(
+                                "Address {}/{} allocated (pool {}); it is configured when the service starts",
+                                lease.address, lease.prefix, lease.pool
+                            );
+                        }
+                    }
+                }
+            }
+            println!("{}", service.service_id);
+        }
+        ServicesCommand::List { all } => {
+            println!(
+                "{:<16} {:<5} {:<16} {:<16} {:<12} {:<24} {:<16} EXPIRES",
+                "ACCOUNT", "MODE", "SERVICE", "TYPE", "STATE", "NODE/INSTANCE", "IP"
+            );
+            let mode = if all { None } else { Some(Mode::Live) };
+            for listing in store.list_services(mode).await? {
+                let s = &listing.service;
+                println!(
+                    "{:<16} {:<5} {:<16} {:<16} {:<12} {:<24} {:<16} {}",
+                    listing.account_name,
+                    s.mode.as_str(),
+                    s.service_id,
+                    s.service_type.as_str(),
+                    s.power_state.as_str(),
+                    format!("{}/{}", s.node.as_deref().unwrap_or("sandbox"), s.vmid),
+                    s.ip.as_deref().unwrap_or("-"),
+                    s.expires_at
+                        .map(time::format_millis)
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        ServicesCommand::Remove {
+            account,
+            service_id,
+        } => {
+            let account = store
+                .find_account(&account)
+                .await?
+                .ok_or_else(|| anyhow!("no account named '{account}'"))?;
+            let scope = advps_store::Scope {
+                account_id: account.id,
+                mode: Mode::Live,
+            };
+            let service = store
+                .find_service(scope, &service_id)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "account {} has no live service '{service_id}'",
+                        account.name
+                    )
+                })?;
+            if service.power_state.is_busy() {
+                bail!("service {service_id} is busy with a task; try again when it has finished");
+            }
+            store.remove_service(service.pk).await?;
+            println!("Removed service {service_id}; its instance is back in inventory");
+        }
+    }
+    Ok(())
+}

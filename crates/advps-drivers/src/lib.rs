@@ -1,0 +1,228 @@
+//! Hypervisor drivers: one [`Driver`] trait for every engine advps can run
+//! live services on, and its implementations (LXD/Incus today).
+//!
+//! A driver speaks to one node in the engine's own terms and reports back in
+//! a small common vocabulary: power, live status (state, measured uptime,
+//! addresses), address configuration, root password, rebuild from an image
+//! (as resumable steps), the node's images and its instances. Drivers say
+//! what they can do through [`Capabilities`]; the API turns a missing
+//! capability into the reference's error instead of failing obscurely.
+
+pub mod lxd;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// What kind of guest an instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceKind {
+    Container,
+    VirtualMachine,
+}
+
+impl InstanceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceKind::Container => "container",
+            InstanceKind::VirtualMachine => "vm",
+        }
+    }
+}
+
+/// The engine's view of an instance's power.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PowerStatus {
+    Running,
+    Stopped,
+    /// Any other engine state (frozen, error, ...), lower case.
+    Other(String),
+}
+
+impl PowerStatus {
+    pub fn lower(&self) -> &str {
+        match self {
+            PowerStatus::Running => "running",
+            PowerStatus::Stopped => "stopped",
+            PowerStatus::Other(s) => s,
+        }
+    }
+}
+
+/// Live status of an instance, as measured on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStatus {
+    pub power: PowerStatus,
+    /// Seconds since the guest started, measured by the engine; 0 when stopped.
+    pub uptime_secs: u64,
+    /// Global IPv4 addresses the guest has now.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// An instance found on a node (inventory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub name: String,
+    pub kind: InstanceKind,
+    pub power: PowerStatus,
+    pub memory_mb: Option<u64>,
+}
+
+/// An image a node can create guests from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The name to ask for it by (an alias, or the fingerprint if it has none).
+    pub alias: String,
+    pub description: String,
+    pub kind: InstanceKind,
+}
+
+/// An IPv4 address to configure on a guest's first interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressConfig {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// How to stop a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Ask the guest to shut down; force it off if it has not after the timeout.
+    Graceful { timeout: Duration },
+    /// Cut the power.
+    Force,
+}
+
+/// What a driver can do on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub containers: bool,
+    pub virtual_machines: bool,
+    pub set_password: bool,
+    pub configure_address: bool,
+    pub rebuild: bool,
+}
+
+/// Everything a rebuild needs to know; kept by the task so a restart can
+/// resume it.
+#[derive(Debug, Clone)]
+pub struct RebuildRequest {
+    pub instance: String,
+    /// The engine image (alias) to rebuild from.
+    pub image: String,
+    /// The address to put back on the guest, if it has one.
+    pub address: Option<AddressConfig>,
+    /// The root password to put back, if one was set.
+    pub password: Option<String>,
+}
+
+/// Where a rebuild stands after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Run the next step.
+    Next,
+    /// The rebuild is finished.
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    #[error("instance not found on the node")]
+    NotFound,
+    #[error("instance is already running")]
+    AlreadyRunning,
+    #[error("instance is not running")]
+    NotRunning,
+    #[error("not supported by this node: {0}")]
+    Unsupported(String),
+    #[error("the hypervisor did not answer in time ({0})")]
+    Timeout(String),
+    #[error("cannot reach the hypervisor: {0}")]
+    Unreachable(String),
+    #[error("the hypervisor refused: {0}")]
+    Engine(String),
+}
+
+impl DriverError {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DriverError::Timeout(_) | DriverError::Unreachable(_))
+    }
+}
+
+pub type DriverResult<T> = Result<T, DriverError>;
+
+/// One hypervisor node.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The driver's name (`lxd`, `proxmox`).
+    fn name(&self) -> &'static str;
+    async fn capabilities(&self) -> DriverResult<Capabilities>;
+
+    async fn start(&self, instance: &str) -> DriverResult<()>;
+    async fn stop(&self, instance: &str, mode: StopMode) -> DriverResult<()>;
+    async fn reboot(&self, instance: &str) -> DriverResult<()>;
+    async fn status(&self, instance: &str) -> DriverResult<LiveStatus>;
+
+    /// Configures the address on the guest so that it holds across reboots.
+    async fn configure_address(&self, instance: &str, address: &AddressConfig) -> DriverResult<()>;
+    /// Sets the root password inside the running guest. The password never
+    /// appears on a command line or in a log.
+    async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()>;
+
+    /// Names of the rebuild steps, in order (for progress and the task log).
+    fn rebuild_steps(&self) -> &'static [&'static str];
+    /// Runs rebuild step `step`. Each step can run again after a crash
+    /// without harm; `scratch` is kept with the task between steps.
+    async fn rebuild_step(
+        &self,
+        request: &RebuildRequest,
+        step: usize,
+        scratch: &mut Value,
+    ) -> DriverResult<StepOutcome>;
+
+    async fn list_images(&self) -> DriverResult<Vec<ImageInfo>>;
+    async fn list_instances(&self) -> DriverResult<Vec<InstanceInfo>>;
+}
+
+/// Parses a memory size as engines write it (`2GiB`, `512MB`, `1073741824`)
+/// into mebibytes.
+pub fn parse_memory_mb(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0 / (1024.0 * 1024.0),
+        "kb" => 1000.0 / (1024.0 * 1024.0),
+        "kib" => 1.0 / 1024.0,
+        "mb" => 1_000_000.0 / (1024.0 * 1024.0),
+        "mib" | "m" => 1.0,
+        "gb" => 1_000_000_000.0 / (1024.0 * 1024.0),
+        "gib" | "g" => 1024.0,
+        "tb" => 1e12 / (1024.0 * 1024.0),
+        "tib" | "t" => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((number * factor).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_mb("2GiB"), Some(2048));
+        assert_eq!(parse_memory_mb("512MiB"), Some(512));
+        assert_eq!(parse_memory_mb("1073741824"), Some(1024));
+        assert_eq!(parse_memory_mb("4GB"), Some(3815));
+        assert_eq!(parse_memory_mb("lots"), None);
+        assert_eq!(parse_memory_mb("2XB"), None);
+    }
+}
