@@ -213,6 +213,13 @@ impl LxdDriver {
         Ok(power_from(info.get("status").and_then(Value::as_str)))
     }
 
+    /// The engine's power state of an instance, as tests see it.
+    pub async fn power_status_for_tests(&self, instance: &str) -> PowerStatus {
+        self.power_of(instance)
+            .await
+            .unwrap_or(PowerStatus::Other("error".into()))
+    }
+
     async fn ensure_stopped(&self, instance: &str) -> DriverResult<()> {
         match self.power_of(instance).await {
             Ok(PowerStatus::Stopped) | Err(DriverError::NotFound) => Ok(()),
