@@ -444,8 +444,8 @@ async fn a_vm_is_recreated_with_its_type_config_and_devices_without_native_rebui
     assert_eq!(vm1["status"], "Running");
     assert_eq!(
         vm1["config"],
-        json!({"limits.memory": "2GiB"}),
-        "volatile and image keys are not carried over"
+        json!({"limits.memory": "2GiB", "volatile.eth0.hwaddr": "00:16:3e:aa:bb:cc"}),
+        "the MAC is kept; other volatile and image keys are not"
     );
     assert_eq!(vm1["devices"]["eth0"]["parent"], "advpsbr0");
     // The address was applied in the guest, with the address as an argument.

@@ -68,8 +68,11 @@ fi
 
 /// Fixed command that sets the root password from a root-only file and
 /// removes the file whatever happens.
+/// chpasswd exits 0 on empty input, so an empty file (a push that wrote
+/// nothing) is refused first.
 const CHPASSWD_SCRIPT: &str =
-    "rc=0; chpasswd < /run/advps-chpasswd || rc=$?; rm -f /run/advps-chpasswd; exit $rc";
+    "rc=0; if [ -s /run/advps-chpasswd ]; then chpasswd < /run/advps-chpasswd || rc=$?; \
+     else rc=3; fi; rm -f /run/advps-chpasswd; exit $rc";
 
 const REBUILD_STEPS_NATIVE: &[&str] = &["save", "stop", "rebuild", "start", "address", "password"];
 const REBUILD_STEPS_RECREATE: &[&str] = &[
@@ -144,7 +147,9 @@ impl LxdDriver {
             "environment": {},
             "interactive": false,
             "wait-for-websocket": false,
-            "record-output": true,
+            // The exit code is all that is read; recorded output would pile
+            // up as log files on the node.
+            "record-output": false,
         });
         let op = self
             .client
@@ -322,15 +327,19 @@ pub fn uptime_from(last_used_at: Option<&str>, now: chrono::DateTime<chrono::Utc
         .unwrap_or(0)
 }
 
-/// The configuration to re-create an instance with: user keys only (LXD
-/// regenerates `volatile.*` and `image.*`), its own devices and profiles.
+/// The configuration to re-create an instance with: user keys, and the
+/// interfaces' MAC addresses so the guest keeps them across a rebuild; LXD
+/// regenerates the other `volatile.*` and the `image.*` keys.
 pub fn recreate_body(saved: &Value, name: &str, image: &str) -> Value {
     let config: Map<String, Value> = saved
         .get("config")
         .and_then(Value::as_object)
         .map(|c| {
             c.iter()
-                .filter(|(k, _)| !k.starts_with("volatile.") && !k.starts_with("image."))
+                .filter(|(k, _)| {
+                    let mac = k.starts_with("volatile.") && k.ends_with(".hwaddr");
+                    mac || !(k.starts_with("volatile.") || k.starts_with("image."))
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
@@ -710,7 +719,10 @@ mod tests {
         let body = recreate_body(&saved, "c1", "advps-debian-13");
         assert_eq!(body["type"], "virtual-machine");
         assert_eq!(body["source"]["alias"], "advps-debian-13");
-        assert_eq!(body["config"], json!({"limits.memory": "2GiB"}));
+        assert_eq!(
+            body["config"],
+            json!({"limits.memory": "2GiB", "volatile.eth0.hwaddr": "00:16:3e:00:00:01"})
+        );
         assert_eq!(body["devices"]["eth0"]["parent"], "advpsbr0");
     }
 
