@@ -1,22 +1,31 @@
 //! The drivers of the registered nodes, connected on first use and kept.
 //!
-//! A node's endpoint says how to reach it: `unix:///var/lib/lxd/unix.socket`
-//! (or a plain socket path) for a local LXD/Incus.
+//! A node's endpoint says how to reach it:
+//! - `unix:///var/lib/lxd/unix.socket` (or a plain socket path) for a local
+//!   LXD/Incus;
+//! - `https://host:port` for a remote one, with a client certificate. Its
+//!   credentials ([`TlsCredentials`]: certificate, private key, and how the
+//!   server is verified) are kept as JSON in the node's `credentials_enc`,
+//!   encrypted with the same key as the stored passwords, so the database
+//!   never holds the private key in the clear.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use advps_drivers::lxd::client::LxdClient;
+use advps_drivers::lxd::client::{LxdClient, TlsCredentials};
 use advps_drivers::lxd::LxdDriver;
 use advps_drivers::{Driver, DriverError};
 use advps_store::{NodeRecord, Store};
 use tokio::sync::Mutex;
 
+use crate::secrets::Cipher;
+
 pub struct DriverRegistry {
     store: Arc<dyn Store>,
     request_timeout: Duration,
+    cipher: Cipher,
     connected: Mutex<HashMap<String, Arc<dyn Driver>>>,
 }
 
@@ -33,20 +42,52 @@ pub fn unix_socket_of(endpoint: &str) -> Option<PathBuf> {
     }
 }
 
+/// Encrypts a node's TLS credentials for `NodeRecord.credentials_enc`.
+pub fn seal_credentials(cipher: &Cipher, credentials: &TlsCredentials) -> String {
+    cipher.encrypt(&credentials.to_json())
+}
+
+/// Decrypts and parses a node's stored TLS credentials.
+pub fn open_credentials(cipher: &Cipher, stored: &str) -> Result<TlsCredentials, DriverError> {
+    let json = cipher.decrypt(stored).map_err(|e| {
+        DriverError::Unreachable(format!("the node's credentials cannot be read: {e}"))
+    })?;
+    TlsCredentials::from_json(&json).map_err(DriverError::Unreachable)
+}
+
+/// The API client for an LXD node, by its endpoint's scheme.
+pub fn lxd_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<LxdClient, DriverError> {
+    if let Some(socket) = unix_socket_of(&node.endpoint) {
+        return Ok(LxdClient::new(socket));
+    }
+    if node.endpoint.starts_with("https://") {
+        let stored = node.credentials_enc.as_deref().ok_or_else(|| {
+            DriverError::Unreachable(format!(
+                "node '{}' at {} has no client certificate stored (register it with \
+                 --client-cert and --client-key)",
+                node.name, node.endpoint
+            ))
+        })?;
+        let credentials = open_credentials(cipher, stored)?;
+        return LxdClient::https(&node.endpoint, &credentials);
+    }
+    Err(DriverError::Unsupported(format!(
+        "endpoint '{}': LXD is reached through its unix socket (unix:///path) or its HTTPS \
+         API (https://host:port)",
+        node.endpoint
+    )))
+}
+
 /// Connects a driver for `node` (used by the server and the command line).
+/// `cipher` opens the node's stored credentials, if it has any.
 pub async fn connect(
     node: &NodeRecord,
     request_timeout: Duration,
+    cipher: &Cipher,
 ) -> Result<Arc<dyn Driver>, DriverError> {
     match node.driver.as_str() {
         "lxd" => {
-            let socket = unix_socket_of(&node.endpoint).ok_or_else(|| {
-                DriverError::Unsupported(format!(
-                    "endpoint '{}': this build reaches LXD through its unix socket (unix:///path)",
-                    node.endpoint
-                ))
-            })?;
-            let client = LxdClient::new(socket).with_request_timeout(request_timeout);
+            let client = lxd_client_for(node, cipher)?.with_request_timeout(request_timeout);
             Ok(Arc::new(LxdDriver::connect(client).await?))
         }
         other => Err(DriverError::Unsupported(format!("driver '{other}'"))),
@@ -54,10 +95,11 @@ pub async fn connect(
 }
 
 impl DriverRegistry {
-    pub fn new(store: Arc<dyn Store>, request_timeout: Duration) -> DriverRegistry {
+    pub fn new(store: Arc<dyn Store>, request_timeout: Duration, cipher: Cipher) -> DriverRegistry {
         DriverRegistry {
             store,
             request_timeout,
+            cipher,
             connected: Mutex::new(HashMap::new()),
         }
     }
@@ -73,7 +115,7 @@ impl DriverRegistry {
             .await
             .map_err(|e| DriverError::Unreachable(e.to_string()))?
             .ok_or_else(|| DriverError::Unreachable(format!("node '{name}' is not registered")))?;
-        let driver = connect(&node, self.request_timeout).await?;
+        let driver = connect(&node, self.request_timeout, &self.cipher).await?;
         self.connected
             .lock()
             .await
@@ -101,5 +143,87 @@ mod tests {
             Some(PathBuf::from("/var/lib/lxd/unix.socket"))
         );
         assert_eq!(unix_socket_of("https://10.0.0.1:8443"), None);
+    }
+
+    fn node(endpoint: &str, credentials_enc: Option<String>) -> NodeRecord {
+        NodeRecord {
+            id: 1,
+            name: "remote".into(),
+            driver: "lxd".into(),
+            endpoint: endpoint.into(),
+            credentials_enc,
+            created_at: 0,
+        }
+    }
+
+    fn sample_credentials() -> TlsCredentials {
+        TlsCredentials {
+            client_cert: "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n"
+                .into(),
+            client_key: "-----BEGIN PRIVATE KEY-----\nMIGHsecretkey\n-----END PRIVATE KEY-----\n"
+                .into(),
+            server: advps_drivers::lxd::client::ServerTrust::PinnedCert(
+                "-----BEGIN CERTIFICATE-----\nMIIBserver\n-----END CERTIFICATE-----\n".into(),
+            ),
+        }
+    }
+
+    #[test]
+    fn credentials_are_stored_encrypted_and_read_back() {
+        let cipher = Cipher::from_key(&[3u8; 32]);
+        let credentials = sample_credentials();
+        let stored = seal_credentials(&cipher, &credentials);
+        assert!(!stored.contains("PRIVATE KEY"), "{stored}");
+        assert!(!stored.contains("MIGHsecretkey"), "{stored}");
+        assert_eq!(open_credentials(&cipher, &stored).unwrap(), credentials);
+        // Another key cannot open them, and says so.
+        let other = Cipher::from_key(&[4u8; 32]);
+        match open_credentials(&other, &stored) {
+            Err(DriverError::Unreachable(message)) => {
+                assert!(message.contains("credentials"), "{message}")
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        // Valid encryption of something that is not the credentials document.
+        let junk = cipher.encrypt("{\"client_cert\":1}");
+        assert!(matches!(
+            open_credentials(&cipher, &junk),
+            Err(DriverError::Unreachable(_))
+        ));
+    }
+
+    #[test]
+    fn endpoints_choose_the_transport() {
+        let cipher = Cipher::from_key(&[3u8; 32]);
+        let local =
+            lxd_client_for(&node("unix:///var/lib/lxd/unix.socket", None), &cipher).unwrap();
+        assert_eq!(local.endpoint(), "unix:///var/lib/lxd/unix.socket");
+
+        // HTTPS needs stored credentials.
+        match lxd_client_for(&node("https://127.0.0.1:8443", None), &cipher) {
+            Err(DriverError::Unreachable(message)) => {
+                assert!(message.contains("client certificate"), "{message}")
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        // Plain HTTP and unknown schemes are refused: there is no insecure way in.
+        for endpoint in ["http://127.0.0.1:8443", "10.0.0.1:8443", "ftp://x"] {
+            assert!(
+                matches!(
+                    lxd_client_for(&node(endpoint, None), &cipher),
+                    Err(DriverError::Unsupported(_))
+                ),
+                "{endpoint}"
+            );
+        }
+        // Credentials that do not parse as PEM are reported when the client is built.
+        let stored = seal_credentials(&cipher, &sample_credentials());
+        match lxd_client_for(&node("https://127.0.0.1:8443", Some(stored)), &cipher) {
+            Err(DriverError::Unreachable(message)) => {
+                assert!(message.contains("client"), "{message}");
+                assert!(!message.contains("MIGHsecretkey"), "{message}");
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
     }
 }
