@@ -73,9 +73,23 @@ pub enum NodesCommand {
         name: String,
         #[arg(long, value_enum)]
         driver: DriverArg,
-        /// How to reach it, e.g. unix:///var/lib/lxd/unix.socket
+        /// How to reach it: unix:///var/lib/lxd/unix.socket, or
+        /// https://host:8443 with a client certificate
         #[arg(long)]
         endpoint: String,
+        /// Client certificate (PEM) the node trusts; for https:// endpoints
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// Private key (PEM) of the client certificate; stored encrypted
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Accept exactly this server certificate (PEM), e.g. LXD's self-signed
+        /// /var/lib/lxd/server.crt
+        #[arg(long, value_name = "FILE", conflicts_with = "ca")]
+        server_cert: Option<PathBuf>,
+        /// Verify the server's certificate chain and name against this CA (PEM)
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// List nodes
     List,
@@ -201,6 +215,24 @@ pub enum ServicesCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Set when a service expires (RFC 3339 time, or seconds from now)
+    SetExpiry {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum, default_value = "live")]
+        mode: ModeArg,
+        service_id: String,
+        /// e.g. 2026-12-31T00:00:00Z
+        #[arg(
+            long,
+            conflicts_with = "in_seconds",
+            required_unless_present = "in_seconds"
+        )]
+        at: Option<String>,
+        /// Seconds from now (negative: in the past)
+        #[arg(long = "in", allow_hyphen_values = true)]
+        in_seconds: Option<i64>,
+    },
     /// Unbind a live service: its address goes back to the pool and its
     /// instance back to inventory
     Remove {
@@ -216,6 +248,23 @@ pub enum AccountsCommand {
     Create { name: String },
     /// List accounts
     List,
+    /// Add money to an account's wallet
+    Credit {
+        name: String,
+        /// Amount like 100 or 12.50
+        amount: String,
+        /// Which wallet: live (real purchases) or test (the sandbox)
+        #[arg(long, value_enum, default_value = "live")]
+        mode: ModeArg,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+    /// Show an account's wallet balances and ledger
+    Wallet {
+        name: String,
+        #[arg(long, value_enum, default_value = "live")]
+        mode: ModeArg,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -289,7 +338,24 @@ pub enum ProductsCommand {
         /// Upper bound of LOW_STOCK for this product [default: the server's]
         #[arg(long)]
         low_stock_threshold: Option<u32>,
+        /// OS slug installed when a purchase names none
+        #[arg(long)]
+        default_os: Option<String>,
     },
+    /// Add (or reprice) a RAM size of a live product
+    AddSize {
+        id: String,
+        /// RAM like "4 GB"
+        #[arg(long)]
+        ram: String,
+        /// Price per 30 days, like 9.99
+        #[arg(long)]
+        price: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+    /// Set the OS installed when a purchase names none
+    SetDefaultOs { id: String, slug: String },
     /// List live products with their stock
     List,
     /// Set a manual stock, or go back to stock derived from inventory

@@ -161,6 +161,60 @@ async fn accounts(store: &Arc<dyn Store>, cmd: AccountsCommand) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
+        AccountsCommand::Credit {
+            name,
+            amount,
+            mode,
+            currency,
+        } => {
+            let account = find_account(store.as_ref(), &name).await?;
+            let minor = advps_domain::money::parse_amount(&amount)?;
+            if minor == 0 {
+                bail!("the amount must be more than 0");
+            }
+            let mode: Mode = mode.into();
+            let balance = store
+                .credit_wallet(
+                    account.id,
+                    mode,
+                    minor,
+                    &currency,
+                    "operator credit",
+                    time::now_millis(),
+                )
+                .await?;
+            println!(
+                "Credited {} {currency} to {}'s {mode} wallet; balance {} {currency}",
+                advps_domain::money::format_amount(minor),
+                account.name,
+                advps_domain::money::format_amount(balance)
+            );
+        }
+        AccountsCommand::Wallet { name, mode } => {
+            let account = find_account(store.as_ref(), &name).await?;
+            let mode: Mode = mode.into();
+            let balance = store.wallet_balance(account.id, mode).await?;
+            println!(
+                "{} {mode} wallet: {}",
+                account.name,
+                advps_domain::money::format_amount(balance)
+            );
+            println!(
+                "{:<25} {:<9} {:>12} {:<4} {:<18} NOTE",
+                "TIME", "KIND", "AMOUNT", "CUR", "REFERENCE"
+            );
+            for e in store.ledger(account.id, mode).await? {
+                println!(
+                    "{:<25} {:<9} {:>12} {:<4} {:<18} {}",
+                    time::format_millis(e.created_at),
+                    e.kind,
+                    advps_domain::money::format_amount(e.amount_minor),
+                    e.currency,
+                    e.reference.as_deref().unwrap_or("-"),
+                    e.note.as_deref().unwrap_or("")
+                );
+            }
+        }
         AccountsCommand::List => {
             println!("{:<24} {:<26}", "NAME", "CREATED");
             for account in store.list_accounts().await? {
@@ -228,6 +282,7 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
             vm_type,
             stock,
             low_stock_threshold,
+            default_os,
         } => {
             let id = id.unwrap_or_else(|| format!("prod_{}", &ids::key_id()[4..10]));
             if id.is_empty()
@@ -246,6 +301,7 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                 vm_type: vm_type.into(),
                 manual_stock: stock.map(i64::from),
                 low_stock_threshold: low_stock_threshold.map(i64::from),
+                default_os,
                 now: time::now_millis(),
             };
             match store.create_product(&product).await {
@@ -255,7 +311,9 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
             }
         }
         ProductsCommand::List => {
-            let (products, _) = store.list_products(Mode::Live, None, 0, u32::MAX).await?;
+            let (products, _) = store
+                .list_products(Mode::Live, None, 0, u32::MAX, None)
+                .await?;
             println!(
                 "{:<20} {:<28} {:<20} {:<4} {:>6} {:<7} STATUS",
                 "ID", "NAME", "PACK", "TYPE", "STOCK", "SOURCE"
@@ -273,6 +331,42 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                     StockStatus::classify(p.stock, threshold).as_str()
                 );
             }
+        }
+        ProductsCommand::AddSize {
+            id,
+            ram,
+            price,
+            currency,
+        } => {
+            if store.find_product(Mode::Live, &id, None).await?.is_none() {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            let ram_mb = advps_domain::money::parse_ram(&ram)
+                .ok_or_else(|| anyhow::anyhow!("'{ram}' is not a RAM size like \"4 GB\""))?;
+            let price_minor = advps_domain::money::parse_amount(&price)?;
+            let size = advps_store::ProductSize {
+                ram_mb,
+                price_minor,
+                currency: currency.clone(),
+            };
+            store.set_product_size(Mode::Live, &id, &size).await?;
+            println!(
+                "Product {id} sells {} at {} {currency} per 30 days",
+                advps_domain::money::format_ram(ram_mb),
+                advps_domain::money::format_amount(price_minor)
+            );
+        }
+        ProductsCommand::SetDefaultOs { id, slug } => {
+            if store.os_images_by_slug(&slug).await?.is_empty() {
+                bail!("no OS '{slug}' (see `advps os list`)");
+            }
+            if !store
+                .set_product_default_os(Mode::Live, &id, Some(&slug))
+                .await?
+            {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            println!("Product {id} installs {slug} when a purchase names no OS");
         }
         ProductsCommand::SetStock { id, stock, auto } => {
             let value = if auto { None } else { stock.map(i64::from) };

@@ -2,6 +2,7 @@
 //! IP pools, and live services bound to accounts.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use advps_domain::net::{pool_addresses, Cidr};
 use advps_domain::{ids, time, Mode, OsType, PowerState, ServiceType};
+use advps_drivers::lxd::client::{ServerTrust, TlsCredentials};
 use advps_drivers::{AddressConfig, Driver, InstanceKind, PowerStatus};
+use advps_server::secrets::Cipher;
 use advps_server::Config;
 use advps_store::{
     NewIpPool, NewLiveService, NewNode, NewOsImage, Store, StoreError, SyncedInstance,
@@ -34,9 +37,65 @@ async fn driver_of(store: &dyn Store, config: &Config, node: &str) -> Result<Arc
         .find_node(node)
         .await?
         .ok_or_else(|| anyhow!("no node named '{node}' (see `advps nodes list`)"))?;
-    advps_server::drivers::connect(&record, Duration::from_secs(config.engine_timeout_secs))
-        .await
-        .with_context(|| format!("cannot connect to node '{node}' at {}", record.endpoint))
+    let cipher = load_cipher(config)?;
+    advps_server::drivers::connect(
+        &record,
+        Duration::from_secs(config.engine_timeout_secs),
+        &cipher,
+    )
+    .await
+    .with_context(|| format!("cannot connect to node '{node}' at {}", record.endpoint))
+}
+
+/// The data directory's secret key, which also seals node credentials.
+fn load_cipher(config: &Config) -> Result<Cipher> {
+    Cipher::load_or_create(&config.secret_key_path()).context("cannot load the secret key")
+}
+
+/// The credentials for an `https://` node from the operator's PEM files, or
+/// none for a local socket; refuses combinations that cannot work, and an
+/// https endpoint without a way to verify the server.
+fn node_credentials(
+    endpoint: &str,
+    client_cert: Option<&Path>,
+    client_key: Option<&Path>,
+    server_cert: Option<&Path>,
+    ca: Option<&Path>,
+) -> Result<Option<TlsCredentials>> {
+    let read = |what: &str, path: &Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    if !endpoint.starts_with("https://") {
+        if client_cert.is_some() || client_key.is_some() || server_cert.is_some() || ca.is_some() {
+            bail!(
+                "--client-cert, --client-key, --server-cert and --ca apply to https:// \
+                 endpoints only"
+            );
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (client_cert, client_key) else {
+        bail!("an https:// endpoint needs --client-cert FILE and --client-key FILE");
+    };
+    let server = match (server_cert, ca) {
+        (Some(pinned), None) => ServerTrust::PinnedCert(read("server certificate", pinned)?),
+        (None, Some(ca)) => ServerTrust::Ca(read("CA certificate", ca)?),
+        (None, None) => bail!(
+            "an https:// endpoint needs --server-cert FILE (accept exactly that certificate, \
+             e.g. the node's /var/lib/lxd/server.crt) or --ca FILE (verify against a CA)"
+        ),
+        (Some(_), Some(_)) => bail!("give either --server-cert or --ca, not both"),
+    };
+    let credentials = TlsCredentials {
+        client_cert: read("client certificate", cert)?,
+        client_key: read("client key", key)?,
+        server,
+    };
+    credentials
+        .validate()
+        .map_err(|e| anyhow!("unusable TLS credentials: {e}"))?;
+    Ok(Some(credentials))
 }
 
 pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -> Result<()> {
@@ -45,16 +104,32 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
             name,
             driver,
             endpoint,
+            client_cert,
+            client_key,
+            server_cert,
+            ca,
         } => {
             validate_name("node name", &name)?;
             let driver = match driver {
                 DriverArg::Lxd => "lxd",
             };
+            let credentials = node_credentials(
+                &endpoint,
+                client_cert.as_deref(),
+                client_key.as_deref(),
+                server_cert.as_deref(),
+                ca.as_deref(),
+            )?;
+            // Only the sealed form is kept: the database never sees the key.
+            let cipher = load_cipher(config)?;
+            let credentials_enc = credentials
+                .as_ref()
+                .map(|c| advps_server::drivers::seal_credentials(&cipher, c));
             let record = NewNode {
                 name: name.clone(),
                 driver: driver.to_string(),
                 endpoint: endpoint.clone(),
-                credentials_enc: None,
+                credentials_enc: credentials_enc.clone(),
                 now: time::now_millis(),
             };
             // Refuse a node that cannot be reached: a typo found now, not at the first customer call.
@@ -63,12 +138,13 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                 name: name.clone(),
                 driver: driver.to_string(),
                 endpoint: endpoint.clone(),
-                credentials_enc: None,
+                credentials_enc,
                 created_at: 0,
             };
             let connected = advps_server::drivers::connect(
                 &probe,
                 Duration::from_secs(config.engine_timeout_secs),
+                &cipher,
             )
             .await
             .with_context(|| format!("cannot reach {driver} at {endpoint}"))?;
@@ -168,7 +244,11 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                     )
                 })?;
             if let Some(product) = &product {
-                if store.find_product(Mode::Live, product).await?.is_none() {
+                if store
+                    .find_product(Mode::Live, product, None)
+                    .await?
+                    .is_none()
+                {
                     bail!("no live product '{product}' (see `advps products list`)");
                 }
             }
@@ -445,6 +525,46 @@ pub async fn services(store: &Arc<dyn Store>, config: &Config, cmd: ServicesComm
                         .unwrap_or_else(|| "-".into())
                 );
             }
+        }
+        ServicesCommand::SetExpiry {
+            account,
+            mode,
+            service_id,
+            at,
+            in_seconds,
+        } => {
+            let account = store
+                .find_account(&account)
+                .await?
+                .ok_or_else(|| anyhow!("no account named '{account}'"))?;
+            let mode: Mode = mode.into();
+            let scope = advps_store::Scope {
+                account_id: account.id,
+                mode,
+            };
+            let service = store
+                .find_service(scope, &service_id)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "account {} has no {mode} service '{service_id}'",
+                        account.name
+                    )
+                })?;
+            let expires_at = match (at, in_seconds) {
+                (Some(at), _) => chrono::DateTime::parse_from_rfc3339(&at)
+                    .map_err(|_| {
+                        anyhow!("'{at}' is not an RFC 3339 time like 2026-12-31T00:00:00Z")
+                    })?
+                    .timestamp_millis(),
+                (None, Some(secs)) => time::now_millis() + secs.saturating_mul(1000),
+                (None, None) => bail!("give --at TIME or --in SECONDS"),
+            };
+            store.set_service_expiry(service.pk, expires_at).await?;
+            println!(
+                "Service {service_id} expires at {}",
+                time::format_millis(expires_at)
+            );
         }
         ServicesCommand::Remove {
             account,

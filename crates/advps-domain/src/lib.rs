@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod ids;
 pub mod mode;
+pub mod money;
 pub mod net;
 pub mod os;
 pub mod pagination;

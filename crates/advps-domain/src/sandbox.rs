@@ -74,7 +74,19 @@ pub struct SandboxProduct {
     pub pack_name: &'static str,
     pub vm_type: VmType,
     pub stock: i64,
+    /// The one RAM size it is sold in.
+    pub ram_mb: i64,
+    /// Price per 30 days, in minor units of [`CURRENCY`].
+    pub price_minor: i64,
 }
+
+/// The sandbox wallet's currency.
+pub const CURRENCY: &str = "USD";
+/// What every account's sandbox wallet starts with (minor units), so the
+/// purchase flow can be tried at once.
+pub const STARTING_CREDIT: i64 = 100_000;
+/// The OS a sandbox purchase installs when it names none.
+pub const DEFAULT_OS: &str = "ubuntu-22.04";
 
 const fn product(
     id: &'static str,
@@ -82,13 +94,21 @@ const fn product(
     pack_name: &'static str,
     vm_type: VmType,
     stock: i64,
+    ram_gb: i64,
 ) -> SandboxProduct {
+    // Containers cost 1.50 per GB a month, virtual machines 2.50.
+    let per_gb = match vm_type {
+        VmType::Lxc => 150,
+        VmType::Vps => 250,
+    };
     SandboxProduct {
         id,
         name,
         pack_name,
         vm_type,
         stock,
+        ram_mb: ram_gb * 1024,
+        price_minor: per_gb * ram_gb,
     }
 }
 
@@ -99,6 +119,7 @@ pub const CATALOGUE: [SandboxProduct; 12] = [
         "4GB Linux Pack",
         VmType::Lxc,
         25,
+        4,
     ),
     product(
         "prod_def456",
@@ -106,6 +127,7 @@ pub const CATALOGUE: [SandboxProduct; 12] = [
         "2GB Linux Pack",
         VmType::Lxc,
         4,
+        2,
     ),
     product(
         "prod_ghi789",
@@ -113,6 +135,7 @@ pub const CATALOGUE: [SandboxProduct; 12] = [
         "1GB Linux Pack",
         VmType::Lxc,
         0,
+        1,
     ),
     product(
         "prod_jkl012",
@@ -120,6 +143,7 @@ pub const CATALOGUE: [SandboxProduct; 12] = [
         "8GB Linux Pack",
         VmType::Lxc,
         12,
+        8,
     ),
     product(
         "prod_mno345",
@@ -127,6 +151,7 @@ pub const CATALOGUE: [SandboxProduct; 12] = [
         "16GB Linux Pack",
         VmType::Lxc,
         5,
+        16,
     ),
     product(
         "prod_pqr678",
@@ -134,18 +159,27 @@ pub const CATALOGUE: [SandboxProduct; 12] = [
         "32GB Linux Pack",
         VmType::Lxc,
         1,
+        32,
     ),
-    product("prod_stu901", "VPS 1GB", "1GB VPS Pack", VmType::Vps, 40),
-    product("prod_vwx234", "VPS 2GB", "2GB VPS Pack", VmType::Vps, 18),
-    product("prod_yza567", "VPS 4GB", "4GB VPS Pack", VmType::Vps, 6),
-    product("prod_bcd890", "VPS 8GB", "8GB VPS Pack", VmType::Vps, 3),
-    product("prod_efg123", "VPS 16GB", "16GB VPS Pack", VmType::Vps, 0),
+    product("prod_stu901", "VPS 1GB", "1GB VPS Pack", VmType::Vps, 40, 1),
+    product("prod_vwx234", "VPS 2GB", "2GB VPS Pack", VmType::Vps, 18, 2),
+    product("prod_yza567", "VPS 4GB", "4GB VPS Pack", VmType::Vps, 6, 4),
+    product("prod_bcd890", "VPS 8GB", "8GB VPS Pack", VmType::Vps, 3, 8),
+    product(
+        "prod_efg123",
+        "VPS 16GB",
+        "16GB VPS Pack",
+        VmType::Vps,
+        0,
+        16,
+    ),
     product(
         "prod_hij456",
         "Windows VPS 8GB",
         "8GB Windows Pack",
         VmType::Vps,
         9,
+        8,
     ),
 ];
 

@@ -56,12 +56,15 @@ impl FromStr for TaskStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskKind {
     Rebuild,
+    /// Installs, addresses and starts a purchased service.
+    Provision,
 }
 
 impl TaskKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Rebuild => "REBUILD",
+            TaskKind::Provision => "PROVISION",
         }
     }
 }
@@ -72,6 +75,7 @@ impl FromStr for TaskKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "REBUILD" => Ok(TaskKind::Rebuild),
+            "PROVISION" => Ok(TaskKind::Provision),
             other => Err(format!("unknown task kind '{other}'")),
         }
     }

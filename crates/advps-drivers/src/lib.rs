@@ -173,6 +173,10 @@ pub trait Driver: Send + Sync + 'static {
     /// appears on a command line or in a log.
     async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()>;
 
+    /// Gives the guest's first network card the MAC address `mac`; a running
+    /// guest is restarted for it to take effect.
+    async fn set_mac(&self, instance: &str, mac: &str) -> DriverResult<()>;
+
     /// Names of the rebuild steps, in order (for progress and the task log).
     fn rebuild_steps(&self) -> &'static [&'static str];
     /// Runs rebuild step `step`. Each step can run again after a crash

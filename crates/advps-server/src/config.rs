@@ -37,6 +37,12 @@ pub struct Config {
     pub task_lease_secs: u64,
     /// Deadline of one call to a hypervisor, in seconds.
     pub engine_timeout_secs: u64,
+    /// How long sandbox provisioning takes, in seconds.
+    pub sandbox_provision_seconds: f64,
+    /// How often expiry is checked, in seconds.
+    pub expiry_check_secs: u64,
+    /// How long an expired service stays suspended before it is terminated.
+    pub expiry_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -55,6 +61,9 @@ impl Default for Config {
             live_rebuild_limit: 5,
             task_lease_secs: 30,
             engine_timeout_secs: 30,
+            sandbox_provision_seconds: 10.0,
+            expiry_check_secs: 30,
+            expiry_grace_secs: 86_400,
         }
     }
 }
@@ -76,6 +85,9 @@ struct FileConfig {
     live_rebuild_limit: Option<u32>,
     task_lease_secs: Option<u64>,
     engine_timeout_secs: Option<u64>,
+    sandbox_provision_seconds: Option<f64>,
+    expiry_check_secs: Option<u64>,
+    expiry_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +153,10 @@ impl Config {
             max_body_bytes,
             live_rebuild_limit,
             task_lease_secs,
-            engine_timeout_secs
+            engine_timeout_secs,
+            sandbox_provision_seconds,
+            expiry_check_secs,
+            expiry_grace_secs
         );
         if f.secret_key_file.is_some() {
             self.secret_key_file = f.secret_key_file;
@@ -231,6 +246,27 @@ impl Config {
         )? {
             self.engine_timeout_secs = v;
         }
+        if let Some(v) = parsed(
+            "ADVPS_SANDBOX_PROVISION_SECONDS",
+            env("ADVPS_SANDBOX_PROVISION_SECONDS"),
+            "a number of seconds",
+        )? {
+            self.sandbox_provision_seconds = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_EXPIRY_CHECK_SECS",
+            env("ADVPS_EXPIRY_CHECK_SECS"),
+            count,
+        )? {
+            self.expiry_check_secs = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_EXPIRY_GRACE_SECS",
+            env("ADVPS_EXPIRY_GRACE_SECS"),
+            count,
+        )? {
+            self.expiry_grace_secs = v;
+        }
         Ok(())
     }
 
@@ -244,6 +280,18 @@ impl Config {
         if self.rate_limit_window_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "rate_limit_window_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !(self.sandbox_provision_seconds.is_finite() && self.sandbox_provision_seconds >= 0.0) {
+            return Err(ConfigError::Invalid {
+                name: "sandbox_provision_seconds",
+                message: "must be zero or more".into(),
+            });
+        }
+        if self.expiry_check_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "expiry_check_secs",
                 message: "must be at least 1".into(),
             });
         }
@@ -280,6 +328,10 @@ impl Config {
         self.secret_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+
+    pub fn sandbox_provision_millis(&self) -> i64 {
+        (self.sandbox_provision_seconds * 1000.0).round() as i64
     }
 
     pub fn sandbox_task_millis(&self) -> i64 {

@@ -28,9 +28,21 @@ pub enum ApiError {
     /// 405 for a known path with another method.
     #[error("Method not allowed")]
     MethodNotAllowed,
+    /// 402: the wallet cannot pay.
+    #[error("{message}")]
+    PaymentRequired {
+        message: String,
+        errors: Option<Value>,
+    },
     /// 409: a task holds the service.
     #[error("Service is busy: a task is in progress")]
     Busy { task_id: Option<String> },
+    /// 409 for another conflict (out of stock, ...).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        errors: Option<Value>,
+    },
     /// 413.
     #[error("Request body too large")]
     PayloadTooLarge,
@@ -40,6 +52,12 @@ pub enum ApiError {
     /// 429 with the seconds until the window resets.
     #[error("Too many requests: rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
+    /// 429 for an action allowed only so often (MAC reset).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 500 that the reference documents for a failed operation, e.g.
     /// "Failed to start service: service is already running".
     #[error("{0}")]
@@ -68,10 +86,13 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Busy { .. } => StatusCode::CONFLICT,
+            ApiError::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Busy { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::OperationFailed(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -80,7 +101,9 @@ impl ApiError {
 
     fn errors(&self) -> Option<Value> {
         match self {
-            ApiError::BadRequest { errors, .. } => errors.clone(),
+            ApiError::BadRequest { errors, .. }
+            | ApiError::PaymentRequired { errors, .. }
+            | ApiError::Conflict { errors, .. } => errors.clone(),
             ApiError::Busy {
                 task_id: Some(task_id),
             } => Some(serde_json::json!({ "taskId": task_id })),
@@ -102,7 +125,11 @@ impl IntoResponse for ApiError {
         }
         let mut response =
             json_response(self.status(), &error_body(&self.to_string(), self.errors()));
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited { retry_after_secs }
+        | ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(retry_after_secs));

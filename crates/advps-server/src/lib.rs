@@ -10,6 +10,7 @@ pub mod config;
 pub mod drivers;
 pub mod envelope;
 pub mod error;
+pub mod expiry;
 pub mod extract;
 pub mod ops;
 pub mod rate_limit;

@@ -9,8 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use advps_domain::{sandbox, task, time, PowerState, TaskStatus};
-use advps_store::{Store, StoreResult, TaskFinish, TaskRecord};
+use advps_domain::{sandbox, task, time, PowerState, TaskKind, TaskStatus};
+use advps_store::{Scope, Store, StoreResult, TaskFinish, TaskRecord};
+
+use crate::ops::selling::ProvisionParams;
 
 /// Parameters stored with a sandbox rebuild.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -75,11 +77,62 @@ pub async fn settle(store: &dyn Store, task: &TaskRecord, now: i64) -> StoreResu
     }
     match task.due_at {
         Some(due) if due <= now && task.mode == advps_domain::Mode::Test => {
-            store.finish_task(&task.id, &outcome(task, now)).await?;
+            match task.kind {
+                TaskKind::Rebuild => {
+                    store.finish_task(&task.id, &outcome(task, now)).await?;
+                }
+                TaskKind::Provision => settle_provision(store, task, due.min(now), now).await?,
+            }
             Ok(true)
         }
         _ => Ok(false),
     }
+}
+
+/// Ends simulated provisioning: the service comes up, and the order is
+/// completed when it was the last one; or, for the failure simulation, the
+/// whole order fails and is refunded.
+async fn settle_provision(
+    store: &dyn Store,
+    task: &TaskRecord,
+    finished_at: i64,
+    now: i64,
+) -> StoreResult<()> {
+    let scope = Scope {
+        account_id: task.account_id,
+        mode: task.mode,
+    };
+    let Some(order_id) = store
+        .find_service(scope, &task.service_id)
+        .await?
+        .and_then(|s| s.order_id)
+    else {
+        return Ok(());
+    };
+    let failing = serde_json::from_str::<ProvisionParams>(&task.params)
+        .map(|p| p.os == sandbox::FAILING_OS)
+        .unwrap_or(false);
+    if failing {
+        let message = format!(
+            "Provisioning failed: the sandbox remark \"{}\" simulates a failed installation; the order was refunded",
+            sandbox::FAILING_OS
+        );
+        store.fail_order(&order_id, &message, &[], now).await?;
+        return Ok(());
+    }
+    let finish = TaskFinish {
+        status: TaskStatus::Completed,
+        error: None,
+        now,
+        power_state: PowerState::Running,
+        started_at: Some(finished_at),
+        os: None,
+        owner: None,
+    };
+    if store.finish_task(&task.id, &finish).await? {
+        store.settle_order(&order_id, now).await?;
+    }
+    Ok(())
 }
 
 /// Finishes due sandbox tasks in the background, so that a service whose

@@ -25,7 +25,7 @@ use crate::drivers::DriverRegistry;
 use crate::envelope::{error_body, json_response, RequestContext};
 use crate::ops::Operations;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
-use crate::routes::{health, products, services, tasks};
+use crate::routes::{health, os, products, purchase, services, tasks};
 use crate::secrets::Cipher;
 use crate::worker::Worker;
 use crate::{ApiError, Config};
@@ -56,6 +56,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
     let drivers = Arc::new(DriverRegistry::new(
         Arc::clone(&store),
         Duration::from_secs(config.engine_timeout_secs),
+        cipher.clone(),
     ));
     let wake = Arc::new(Notify::new());
     let config = Arc::new(config);
@@ -98,10 +99,20 @@ pub async fn seed_sandbox_catalogue(store: &dyn Store) -> Result<(), advps_store
             vm_type: p.vm_type,
             manual_stock: Some(p.stock),
             low_stock_threshold: None,
+            default_os: Some(catalogue::DEFAULT_OS.to_string()),
             now,
         })
         .collect();
-    store.ensure_products(&products).await
+    store.ensure_products(&products).await?;
+    for p in catalogue::CATALOGUE.iter() {
+        let size = advps_store::ProductSize {
+            ram_mb: p.ram_mb,
+            price_minor: p.price_minor,
+            currency: catalogue::CURRENCY.to_string(),
+        };
+        store.set_product_size(Mode::Test, p.id, &size).await?;
+    }
+    Ok(())
 }
 
 /// The whole HTTP surface.
@@ -110,6 +121,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .nest("/services", services)
         .nest("/products", products::router())
+        .nest("/purchase", purchase::router())
+        .route("/os", get(os::list_os))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -197,6 +210,13 @@ pub async fn serve(
         wake: Arc::clone(&state.wake),
     };
     let worker = tokio::spawn(worker.run(stop_rx.clone()));
+    let expiry = crate::expiry::Expiry {
+        store: Arc::clone(&state.store),
+        drivers: Arc::clone(&state.drivers),
+        every: Duration::from_secs(state.config.expiry_check_secs),
+        grace_ms: (state.config.expiry_grace_secs as i64).saturating_mul(1000),
+    };
+    let expiry = tokio::spawn(expiry.run(stop_rx.clone()));
     let housekeeping = state.memory_limiter.clone().map(|limiter| {
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -216,6 +236,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     let _ = worker.await;
+    let _ = expiry.await;
     if let Some(task) = housekeeping {
         let _ = task.await;
     }

@@ -11,8 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use advps_domain::{time, PowerState, TaskKind, TaskStatus};
-use advps_drivers::{AddressConfig, DriverError, PowerStatus, RebuildRequest, StepOutcome};
-use advps_store::{Scope, Store, TaskFinish, TaskRecord};
+use advps_drivers::{
+    AddressConfig, DriverError, PowerStatus, RebuildRequest, StepOutcome, StopMode,
+};
+use advps_store::{Scope, ServiceRecord, Store, TaskFinish, TaskRecord};
+
+use crate::ops::selling::ProvisionParams;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
@@ -103,6 +107,10 @@ impl Worker {
         };
         let outcome = match task.kind {
             TaskKind::Rebuild => self.rebuild(&task).await,
+            TaskKind::Provision => {
+                self.provision(&task).await;
+                Ok(())
+            }
         };
         heartbeat.abort();
         if let Err(finish) = outcome {
@@ -259,6 +267,257 @@ impl Worker {
             }
         }
     }
+}
+
+impl Worker {
+    /// Provisions one purchased service: installs the OS on its machine,
+    /// gives it an address from the pool and a fresh root password, starts
+    /// it, and completes the order when it was the last one. On failure the
+    /// whole order fails: its machines are wiped back into inventory and the
+    /// wallet is refunded.
+    async fn provision(&self, task: &TaskRecord) {
+        let scope = Scope {
+            account_id: task.account_id,
+            mode: task.mode,
+        };
+        let service = match self.store.find_service(scope, &task.service_id).await {
+            Ok(Some(service)) => service,
+            // The order failed meanwhile and took its services with it.
+            _ => return,
+        };
+        let Some(order_id) = service.order_id.clone() else {
+            return;
+        };
+        if let Err(message) = self.provision_steps(task, &service).await {
+            tracing::warn!(task = %task.id, order = %order_id, %message, "provisioning failed");
+            let states = self.wipe_order(&order_id).await;
+            let borrowed: Vec<(i64, &str)> = states.iter().map(|(id, s)| (*id, *s)).collect();
+            if let Err(e) = self
+                .store
+                .fail_order(&order_id, &message, &borrowed, time::now_millis())
+                .await
+            {
+                tracing::error!(order = %order_id, error = %e, "could not record the order's failure");
+            }
+        }
+    }
+
+    async fn provision_steps(
+        &self,
+        task: &TaskRecord,
+        service: &ServiceRecord,
+    ) -> Result<(), String> {
+        if task.attempts > MAX_ATTEMPTS {
+            return Err(format!(
+                "Provisioning failed: gave up after {} interrupted attempts",
+                task.attempts - 1
+            ));
+        }
+        let params: ProvisionParams = serde_json::from_str(&task.params)
+            .map_err(|e| format!("Provisioning failed: bad task parameters: {e}"))?;
+        let image = params
+            .image
+            .clone()
+            .ok_or("Provisioning failed: no OS image is mapped for the selected OS")?;
+        let node = service.node.clone().unwrap_or_default();
+        let driver = self
+            .drivers
+            .for_node(&node)
+            .await
+            .map_err(|e| format!("Provisioning failed: {}", describe(&e)))?;
+        let request = RebuildRequest {
+            instance: service.vmid.clone(),
+            image,
+            address: None,
+            password: None,
+        };
+        let install = driver.rebuild_steps().len();
+        // After the install: address, password, start.
+        let total = install + 3;
+        let mut scratch: Value = serde_json::from_str(&task.scratch)
+            .unwrap_or_else(|_| Value::Object(Default::default()));
+        let mut step = task.step.max(0) as usize;
+        while step < total {
+            let name = if step < install {
+                driver.rebuild_steps()[step]
+            } else {
+                ["address", "password", "start"][step - install]
+            };
+            let mut tries = 0;
+            let result: Result<(), DriverError> = loop {
+                tries += 1;
+                let attempt = if step < install {
+                    driver
+                        .rebuild_step(&request, step, &mut scratch)
+                        .await
+                        .map(|_| ())
+                } else {
+                    match name {
+                        "address" => self.provision_address(service, driver.as_ref()).await,
+                        "password" => {
+                            let password = advps_domain::password::generate();
+                            match driver.set_root_password(&service.vmid, &password).await {
+                                Ok(()) => self
+                                    .store
+                                    .store_password(service.pk, &self.cipher.encrypt(&password))
+                                    .await
+                                    .map_err(|e| DriverError::Engine(e.to_string())),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        _ => match driver.start(&service.vmid).await {
+                            Ok(()) | Err(DriverError::AlreadyRunning) => Ok(()),
+                            Err(e) => Err(e),
+                        },
+                    }
+                };
+                match attempt {
+                    // A guest that has just started may not take commands yet.
+                    Err(e) if (e.is_transient() || step >= install) && tries < STEP_TRIES + 5 => {
+                        tracing::debug!(task = %task.id, step = name, error = %e, "step failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
+                    }
+                    other => break other,
+                }
+            };
+            result
+                .map_err(|e| format!("Provisioning failed at step '{name}': {}", describe(&e)))?;
+            step += 1;
+            let progress = ((step * 100) / total).clamp(1, 99) as i64;
+            let saved = self
+                .store
+                .record_step(
+                    &task.id,
+                    &self.owner,
+                    step as i64,
+                    &scratch.to_string(),
+                    progress,
+                    time::now_millis(),
+                )
+                .await;
+            if !matches!(saved, Ok(true)) {
+                // The lease went to another worker, or the order failed meanwhile.
+                return Ok(());
+            }
+        }
+        let now = time::now_millis();
+        let finish = TaskFinish {
+            status: TaskStatus::Completed,
+            error: None,
+            now,
+            power_state: PowerState::Running,
+            started_at: Some(now),
+            os: None,
+            owner: Some(self.owner.clone()),
+        };
+        if self
+            .store
+            .finish_task(&task.id, &finish)
+            .await
+            .unwrap_or(false)
+        {
+            if let Some(order_id) = &service.order_id {
+                let _ = self.store.settle_order(order_id, now).await;
+            }
+            tracing::info!(task = %task.id, service = %service.service_id, "service provisioned");
+        }
+        Ok(())
+    }
+
+    async fn provision_address(
+        &self,
+        service: &ServiceRecord,
+        driver: &dyn advps_drivers::Driver,
+    ) -> Result<(), DriverError> {
+        let node = service.node.clone().unwrap_or_default();
+        let lease = self
+            .store
+            .allocate_address(service.pk, &node, time::now_millis())
+            .await
+            .map_err(|e| DriverError::Engine(e.to_string()))?
+            .ok_or_else(|| {
+                DriverError::Unsupported("no free address in the node's IP pools".into())
+            })?;
+        let config = AddressConfig {
+            address: lease.address.parse().map_err(|_| {
+                DriverError::Engine(format!("stored address '{}' is not IPv4", lease.address))
+            })?,
+            prefix: lease.prefix,
+            gateway: lease.gateway.parse().ok(),
+        };
+        driver.configure_address(&service.vmid, &config).await
+    }
+
+    /// Reinstalls the machines of a failed order from their product's
+    /// default OS so no customer data stays behind. Returns the inventory
+    /// state each one goes back to: `free` when wiped, else `out_of_service`.
+    async fn wipe_order(&self, order_id: &str) -> Vec<(i64, &'static str)> {
+        let mut states = Vec::new();
+        let Ok(services) = self.store.order_services(order_id).await else {
+            return states;
+        };
+        for service in services {
+            let Some(instance_id) = service.instance_id else {
+                continue;
+            };
+            let wiped = wipe_machine(self.store.as_ref(), &self.drivers, &service).await;
+            if let Err(e) = &wiped {
+                tracing::warn!(instance = %service.vmid, error = %e, "could not wipe; taking it out of service");
+            }
+            states.push((
+                instance_id,
+                if wiped.is_ok() {
+                    "free"
+                } else {
+                    "out_of_service"
+                },
+            ));
+        }
+        states
+    }
+}
+
+/// Reinstalls a machine from its product's default OS so that nothing of
+/// its last customer stays, and leaves it stopped.
+pub async fn wipe_machine(
+    store: &dyn Store,
+    drivers: &DriverRegistry,
+    service: &ServiceRecord,
+) -> Result<(), String> {
+    let product = service.product_id.clone().ok_or("no product")?;
+    let product = store
+        .find_product(service.mode, &product, None)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("unknown product")?;
+    let slug = product.default_os.ok_or("the product has no default OS")?;
+    let family = advps_domain::OsType::for_service(service.service_type);
+    let image = store
+        .os_images_by_slug(&slug)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|i| i.os_type == family && (i.node.is_none() || i.node == service.node))
+        .ok_or("no image for the default OS")?;
+    let driver = drivers
+        .for_node(service.node.as_deref().unwrap_or_default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = RebuildRequest {
+        instance: service.vmid.clone(),
+        image: image.image,
+        address: None,
+        password: None,
+    };
+    let mut scratch = Value::Object(Default::default());
+    for step in 0..driver.rebuild_steps().len() {
+        driver
+            .rebuild_step(&request, step, &mut scratch)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = driver.stop(&service.vmid, StopMode::Force).await;
+    Ok(())
 }
 
 /// A driver error in words fit for a client.

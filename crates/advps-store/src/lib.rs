@@ -16,6 +16,9 @@ pub use model::*;
 pub use sqlite::SqliteStore;
 
 use advps_domain::{Mode, PowerState, VmType};
+
+/// A day, in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
 use async_trait::async_trait;
 
 /// Everything advps keeps. Times are Unix milliseconds.
@@ -23,7 +26,8 @@ use async_trait::async_trait;
 pub trait Store: Send + Sync + 'static {
     // --- accounts -------------------------------------------------------
 
-    /// Creates an account together with its sandbox fleet, in one transaction.
+    /// Creates an account together with its sandbox fleet and the sandbox
+    /// wallet's starting credit, in one transaction.
     /// A name that exists is [`StoreError::Conflict`].
     async fn create_account(&self, name: &str, now: i64) -> StoreResult<Account>;
     async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
@@ -62,6 +66,9 @@ pub trait Store: Send + Sync + 'static {
     async fn assign_ip(&self, service_pk: i64, ip: &str) -> StoreResult<Option<String>>;
     /// Records the OS a service runs.
     async fn set_service_os(&self, service_pk: i64, slug: &str, name: &str) -> StoreResult<()>;
+    /// Stores an (encrypted) password whatever the service's state (used
+    /// while provisioning).
+    async fn store_password(&self, service_pk: i64, password_enc: &str) -> StoreResult<()>;
     /// Stores an (encrypted) password only while the service is running.
     async fn set_password(&self, service_pk: i64, password_enc: &str) -> StoreResult<bool>;
 
@@ -92,14 +99,36 @@ pub trait Store: Send + Sync + 'static {
     async fn create_product(&self, product: &NewProduct) -> StoreResult<()>;
     /// Visible products of a mode with their stock, sorted by stock
     /// descending then id, and the total count.
+    /// Sandbox stock is per account: what the account bought is taken off
+    /// the catalogue's figure, so testers do not see each other's purchases.
     async fn list_products(
         &self,
         mode: Mode,
         vm_type: Option<VmType>,
         offset: u64,
         limit: u32,
+        account_id: Option<i64>,
     ) -> StoreResult<(Vec<ProductStock>, u64)>;
-    async fn find_product(&self, mode: Mode, id: &str) -> StoreResult<Option<ProductStock>>;
+    async fn find_product(
+        &self,
+        mode: Mode,
+        id: &str,
+        account_id: Option<i64>,
+    ) -> StoreResult<Option<ProductStock>>;
+    /// Adds or replaces a RAM size of a product with its price.
+    async fn set_product_size(
+        &self,
+        mode: Mode,
+        product_id: &str,
+        size: &ProductSize,
+    ) -> StoreResult<()>;
+    async fn product_sizes(&self, mode: Mode, product_id: &str) -> StoreResult<Vec<ProductSize>>;
+    async fn set_product_default_os(
+        &self,
+        mode: Mode,
+        product_id: &str,
+        slug: Option<&str>,
+    ) -> StoreResult<bool>;
     /// Sets (`Some`) or clears (`None`, stock derived from inventory) the
     /// manual stock; false when there is no such product.
     async fn set_manual_stock(&self, mode: Mode, id: &str, stock: Option<i64>)
@@ -183,6 +212,77 @@ pub trait Store: Send + Sync + 'static {
         token: &str,
         power: Option<(PowerState, Option<i64>)>,
     ) -> StoreResult<()>;
+
+    // --- wallet, orders, renewal, expiry -----------------------------------
+
+    /// Adds a ledger entry of kind `credit`; returns the new balance.
+    async fn credit_wallet(
+        &self,
+        account_id: i64,
+        mode: Mode,
+        amount_minor: i64,
+        currency: &str,
+        note: &str,
+        now: i64,
+    ) -> StoreResult<i64>;
+    async fn wallet_balance(&self, account_id: i64, mode: Mode) -> StoreResult<i64>;
+    async fn ledger(&self, account_id: i64, mode: Mode) -> StoreResult<Vec<LedgerEntry>>;
+    /// Places an order atomically: checks the balance, takes the machines
+    /// (free instances of the product and size live; the account's sandbox
+    /// stock in test mode), charges the wallet, records the order, its
+    /// services (`PROVISIONING`) and one provisioning task each. Nothing is
+    /// charged or taken unless all of it succeeds.
+    async fn place_order(&self, order: &NewOrder) -> StoreResult<PlaceOrder>;
+    async fn find_order(&self, scope: Scope, order_id: &str) -> StoreResult<Option<OrderRecord>>;
+    async fn order_services(&self, order_id: &str) -> StoreResult<Vec<ServiceRecord>>;
+    /// Marks a `PENDING` order `COMPLETED` once none of its services is still
+    /// provisioning; true when it did.
+    async fn settle_order(&self, order_id: &str, now: i64) -> StoreResult<bool>;
+    /// Fails a `PENDING` order once: refunds it, fails its unfinished tasks,
+    /// removes its services, and puts each instance back in inventory as
+    /// given (`free`, or `out_of_service` when it could not be wiped).
+    async fn fail_order(
+        &self,
+        order_id: &str,
+        error: &str,
+        instance_states: &[(i64, &str)],
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Renews services atomically: pays from the wallet, moves each expiry
+    /// by its validity and lifts a suspension.
+    async fn renew_services(
+        &self,
+        scope: Scope,
+        items: &[RenewItem],
+        currency: &str,
+        reference: &str,
+        now: i64,
+    ) -> StoreResult<Renewal>;
+    /// Services whose expiry has passed and that are not yet suspended.
+    async fn services_to_suspend(&self, now: i64, limit: i64) -> StoreResult<Vec<ServiceRecord>>;
+    /// Suspended services whose expiry is before `cutoff`.
+    async fn services_to_terminate(
+        &self,
+        cutoff: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ServiceRecord>>;
+    /// Moves a service to `SUSPENDED` from a resting state.
+    async fn suspend_service(&self, service_pk: i64) -> StoreResult<bool>;
+    /// Sets a service's expiry (operators).
+    async fn set_service_expiry(&self, service_pk: i64, expires_at: i64) -> StoreResult<()>;
+    /// Takes the right to reset a MAC now if the last reset is at least
+    /// `interval_ms` old; otherwise returns when it may be done again.
+    async fn claim_mac_reset(
+        &self,
+        service_pk: i64,
+        now: i64,
+        interval_ms: i64,
+    ) -> StoreResult<Result<(), i64>>;
+    async fn set_service_mac(&self, service_pk: i64, mac: &str) -> StoreResult<()>;
+    /// Gives back a MAC reset that could not be carried out.
+    async fn restore_mac_reset(&self, service_pk: i64, previous: Option<i64>) -> StoreResult<()>;
+    /// Puts an instance back in inventory (`free`) or out of it.
+    async fn set_instance_state(&self, instance_id: i64, state: &str) -> StoreResult<()>;
 
     // --- the task worker ------------------------------------------------------
 

@@ -61,6 +61,13 @@ pub struct ServiceRecord {
     /// Live services: the node and inventory instance they run on.
     pub node: Option<String>,
     pub instance_id: Option<i64>,
+    /// The order that bought it, and what it was bought as (renewal prices).
+    pub order_id: Option<String>,
+    pub product_id: Option<String>,
+    pub ram_mb: Option<i64>,
+    pub username: Option<String>,
+    pub last_mac_reset: Option<i64>,
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +154,8 @@ pub struct NewProduct {
     pub vm_type: VmType,
     pub manual_stock: Option<i64>,
     pub low_stock_threshold: Option<i64>,
+    /// The OS installed when a purchase names none.
+    pub default_os: Option<String>,
     pub now: i64,
 }
 
@@ -160,6 +169,7 @@ pub struct ProductStock {
     pub stock: i64,
     pub manual: bool,
     pub low_stock_threshold: Option<i64>,
+    pub default_os: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -298,4 +308,105 @@ pub enum LockOutcome {
     Locked,
     /// A task or another operation holds the service.
     Busy,
+}
+
+/// A RAM size of a product and its price per 30 days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductSize {
+    pub ram_mb: i64,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `credit`, `purchase`, `renewal` or `refund`.
+    pub kind: String,
+    pub reference: Option<String>,
+    pub note: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub id: String,
+    pub account_id: i64,
+    pub mode: Mode,
+    pub product_id: String,
+    pub ram_mb: i64,
+    pub os_slug: String,
+    pub os_name: String,
+    pub quantity: i64,
+    pub validity_days: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `PENDING`, `COMPLETED` or `FAILED`.
+    pub status: String,
+    pub remark: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A purchase to place: paid, stocked and recorded in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub scope: Scope,
+    /// `VPS` or `LXC`: the order number's prefix.
+    pub prefix: &'static str,
+    /// `DDMMYY` of the order's day.
+    pub day: String,
+    pub product_id: String,
+    pub service_type: ServiceType,
+    pub ram_mb: i64,
+    pub os_slug: String,
+    pub os_name: String,
+    pub quantity: i64,
+    pub validity_days: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub remark: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    /// JSON parameters of each service's provisioning task.
+    pub task_params: String,
+    /// For sandbox orders: when simulated provisioning is over.
+    pub due_at: Option<i64>,
+    /// Sandbox orders: the encrypted password and address each service gets
+    /// (simulated provisioning has no engine to make them).
+    pub sandbox_credentials: Vec<(String, String)>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum PlaceOrder {
+    Placed {
+        order: Box<OrderRecord>,
+        services: Vec<ServiceRecord>,
+    },
+    OutOfStock {
+        available: i64,
+    },
+    InsufficientFunds {
+        balance: i64,
+    },
+}
+
+/// One service to renew, with its price.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewItem {
+    pub service_pk: i64,
+    pub validity_days: i64,
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Renewal {
+    Renewed(Vec<ServiceRecord>),
+    InsufficientFunds { balance: i64 },
 }

@@ -128,6 +128,12 @@ fn service_from(row: &SqliteRow) -> StoreResult<ServiceRecord> {
         created_at: row.try_get("created_at")?,
         node: row.try_get("node")?,
         instance_id: row.try_get("instance_id")?,
+        order_id: row.try_get("order_id")?,
+        product_id: row.try_get("product_id")?,
+        ram_mb: row.try_get("ram_mb")?,
+        username: row.try_get("username")?,
+        last_mac_reset: row.try_get("last_mac_reset")?,
+        mac: row.try_get("mac")?,
     })
 }
 
@@ -160,11 +166,15 @@ fn task_from(row: &SqliteRow) -> StoreResult<TaskRecord> {
     })
 }
 
-// Stock is computed in SQL so that sorting and paging happen on it.
-const PRODUCT_SELECT: &str = "SELECT p.id, p.name, p.pack_name, p.vm_type, p.low_stock_threshold, \
+// Stock is computed in SQL so that sorting and paging happen on it. The one
+// parameter is the account whose sandbox purchases come off sandbox stock.
+const PRODUCT_SELECT: &str =
+    "SELECT p.id, p.name, p.pack_name, p.vm_type, p.low_stock_threshold, p.default_os, \
      p.manual_stock IS NOT NULL AS manual, \
-     COALESCE(p.manual_stock, (SELECT COUNT(*) FROM instances i \
-        WHERE i.product_id = p.id AND i.state = 'free' AND i.healthy = 1)) AS stock \
+     CASE WHEN p.mode = 'test' THEN COALESCE(p.manual_stock, 0) - (SELECT COUNT(*) FROM services s \
+        WHERE s.account_id = ?1 AND s.mode = 'test' AND s.product_id = p.id) \
+     ELSE COALESCE(p.manual_stock, (SELECT COUNT(*) FROM instances i \
+        WHERE i.product_id = p.id AND i.state = 'free' AND i.healthy = 1)) END AS stock \
      FROM products p";
 
 fn product_from(row: &SqliteRow) -> StoreResult<ProductStock> {
@@ -176,6 +186,7 @@ fn product_from(row: &SqliteRow) -> StoreResult<ProductStock> {
         stock: row.try_get("stock")?,
         manual: row.try_get("manual")?,
         low_stock_threshold: row.try_get("low_stock_threshold")?,
+        default_os: row.try_get("default_os")?,
     })
 }
 
@@ -223,6 +234,16 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        sqlx::query(
+            "INSERT INTO ledger_entries (account_id, mode, amount_minor, currency, kind, note, created_at) \
+             VALUES (?, 'test', ?, ?, 'credit', 'sandbox starting credit', ?)",
+        )
+        .bind(id)
+        .bind(sandbox::STARTING_CREDIT)
+        .bind(sandbox::CURRENCY)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Account {
             id,
@@ -368,6 +389,15 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE services SET os_slug = ?, os_name = ? WHERE pk = ?")
             .bind(slug)
             .bind(name)
+            .bind(service_pk)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn store_password(&self, service_pk: i64, password_enc: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE services SET password_enc = ? WHERE pk = ?")
+            .bind(password_enc)
             .bind(service_pk)
             .execute(&self.writer)
             .await?;
@@ -573,6 +603,7 @@ impl Store for SqliteStore {
         vm_type: Option<VmType>,
         offset: u64,
         limit: u32,
+        account_id: Option<i64>,
     ) -> StoreResult<(Vec<ProductStock>, u64)> {
         let type_filter = vm_type.map(VmType::as_str);
         let total: i64 = sqlx::query(
@@ -590,11 +621,11 @@ impl Store for SqliteStore {
             return Ok((Vec::new(), total as u64));
         }
         let rows = sqlx::query(&format!(
-            "{PRODUCT_SELECT} WHERE p.mode = ? AND p.visible = 1 AND (? IS NULL OR p.vm_type = ?) \
-             ORDER BY stock DESC, p.id ASC LIMIT ? OFFSET ?"
+            "{PRODUCT_SELECT} WHERE p.mode = ?2 AND p.visible = 1 AND (?3 IS NULL OR p.vm_type = ?3) \
+             ORDER BY stock DESC, p.id ASC LIMIT ?4 OFFSET ?5"
         ))
+        .bind(account_id.unwrap_or(0))
         .bind(mode.as_str())
-        .bind(type_filter)
         .bind(type_filter)
         .bind(i64::from(limit))
         .bind(offset as i64)
@@ -607,10 +638,16 @@ impl Store for SqliteStore {
         Ok((products, total as u64))
     }
 
-    async fn find_product(&self, mode: Mode, id: &str) -> StoreResult<Option<ProductStock>> {
+    async fn find_product(
+        &self,
+        mode: Mode,
+        id: &str,
+        account_id: Option<i64>,
+    ) -> StoreResult<Option<ProductStock>> {
         sqlx::query(&format!(
-            "{PRODUCT_SELECT} WHERE p.mode = ? AND p.id = ? AND p.visible = 1"
+            "{PRODUCT_SELECT} WHERE p.mode = ?2 AND p.id = ?3 AND p.visible = 1"
         ))
+        .bind(account_id.unwrap_or(0))
         .bind(mode.as_str())
         .bind(id)
         .fetch_optional(&self.reader)
@@ -1179,6 +1216,561 @@ impl Store for SqliteStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+    async fn set_product_size(
+        &self,
+        mode: Mode,
+        product_id: &str,
+        size: &ProductSize,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO product_sizes (mode, product_id, ram_mb, price_minor, currency) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (mode, product_id, ram_mb) DO UPDATE SET price_minor = excluded.price_minor, \
+             currency = excluded.currency",
+        )
+        .bind(mode.as_str())
+        .bind(product_id)
+        .bind(size.ram_mb)
+        .bind(size.price_minor)
+        .bind(&size.currency)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn product_sizes(&self, mode: Mode, product_id: &str) -> StoreResult<Vec<ProductSize>> {
+        sqlx::query("SELECT ram_mb, price_minor, currency FROM product_sizes WHERE mode = ? AND product_id = ? ORDER BY ram_mb")
+            .bind(mode.as_str())
+            .bind(product_id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ProductSize {
+                    ram_mb: r.try_get("ram_mb")?,
+                    price_minor: r.try_get("price_minor")?,
+                    currency: r.try_get("currency")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_product_default_os(
+        &self,
+        mode: Mode,
+        product_id: &str,
+        slug: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE products SET default_os = ? WHERE mode = ? AND id = ?")
+            .bind(slug)
+            .bind(mode.as_str())
+            .bind(product_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn credit_wallet(
+        &self,
+        account_id: i64,
+        mode: Mode,
+        amount_minor: i64,
+        currency: &str,
+        note: &str,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO ledger_entries (account_id, mode, amount_minor, currency, kind, note, created_at) \
+             VALUES (?, ?, ?, ?, 'credit', ?, ?)",
+        )
+        .bind(account_id)
+        .bind(mode.as_str())
+        .bind(amount_minor)
+        .bind(currency)
+        .bind(note)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let balance = balance_in(&mut tx, account_id, mode).await?;
+        tx.commit().await?;
+        Ok(balance)
+    }
+
+    async fn wallet_balance(&self, account_id: i64, mode: Mode) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COALESCE(SUM(amount_minor), 0) AS b FROM ledger_entries WHERE account_id = ? AND mode = ?")
+            .bind(account_id)
+            .bind(mode.as_str())
+            .fetch_one(&self.reader)
+            .await?
+            .try_get("b")?)
+    }
+
+    async fn ledger(&self, account_id: i64, mode: Mode) -> StoreResult<Vec<LedgerEntry>> {
+        sqlx::query("SELECT * FROM ledger_entries WHERE account_id = ? AND mode = ? ORDER BY id")
+            .bind(account_id)
+            .bind(mode.as_str())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(LedgerEntry {
+                    id: r.try_get("id")?,
+                    amount_minor: r.try_get("amount_minor")?,
+                    currency: r.try_get("currency")?,
+                    kind: r.try_get("kind")?,
+                    reference: r.try_get("reference")?,
+                    note: r.try_get("note")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn place_order(&self, order: &NewOrder) -> StoreResult<PlaceOrder> {
+        let scope = order.scope;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let balance = balance_in(&mut tx, scope.account_id, scope.mode).await?;
+        if balance < order.amount_minor {
+            return Ok(PlaceOrder::InsufficientFunds { balance });
+        }
+        // The machines: free instances of the product and size (live), or
+        // the account's share of the sandbox catalogue's stock.
+        let instances: Vec<(i64, String, String)> = match scope.mode {
+            Mode::Live => {
+                let kind = if order.service_type.is_container() {
+                    "container"
+                } else {
+                    "vm"
+                };
+                let rows = sqlx::query(
+                    "SELECT id, node, engine_id FROM instances WHERE product_id = ? AND memory_mb = ? AND kind = ? \
+                     AND state = 'free' AND healthy = 1 ORDER BY id LIMIT ?",
+                )
+                .bind(&order.product_id)
+                .bind(order.ram_mb)
+                .bind(kind)
+                .bind(order.quantity)
+                .fetch_all(&mut *tx)
+                .await?;
+                let found = rows
+                    .iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get("id")?,
+                            r.try_get("node")?,
+                            r.try_get("engine_id")?,
+                        ))
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                if (found.len() as i64) < order.quantity {
+                    return Ok(PlaceOrder::OutOfStock {
+                        available: found.len() as i64,
+                    });
+                }
+                found
+            }
+            Mode::Test => {
+                let available: i64 = sqlx::query(&format!(
+                    "{PRODUCT_SELECT} WHERE p.mode = 'test' AND p.id = ?2"
+                ))
+                .bind(scope.account_id)
+                .bind(&order.product_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("stock"))
+                .transpose()?
+                .unwrap_or(0);
+                if available < order.quantity {
+                    return Ok(PlaceOrder::OutOfStock {
+                        available: available.max(0),
+                    });
+                }
+                Vec::new()
+            }
+        };
+        let counter: i64 = sqlx::query(
+            "INSERT INTO order_counters (day_key, last) VALUES (?, 1) \
+             ON CONFLICT (day_key) DO UPDATE SET last = last + 1 RETURNING last",
+        )
+        .bind(format!("{}{}", order.prefix, order.day))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("last")?;
+        let order_id = format!("{}{}-{:04}", order.prefix, order.day, counter);
+        sqlx::query(
+            "INSERT INTO orders (id, account_id, mode, product_id, ram_mb, os_slug, os_name, quantity, validity_days, \
+             amount_minor, currency, status, remark, customer_name, customer_email, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?)",
+        )
+        .bind(&order_id)
+        .bind(scope.account_id)
+        .bind(scope.mode.as_str())
+        .bind(&order.product_id)
+        .bind(order.ram_mb)
+        .bind(&order.os_slug)
+        .bind(&order.os_name)
+        .bind(order.quantity)
+        .bind(order.validity_days)
+        .bind(order.amount_minor)
+        .bind(&order.currency)
+        .bind(&order.remark)
+        .bind(&order.customer_name)
+        .bind(&order.customer_email)
+        .bind(order.now)
+        .bind(order.now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO ledger_entries (account_id, mode, amount_minor, currency, kind, reference, note, created_at) \
+             VALUES (?, ?, ?, ?, 'purchase', ?, ?, ?)",
+        )
+        .bind(scope.account_id)
+        .bind(scope.mode.as_str())
+        .bind(-order.amount_minor)
+        .bind(&order.currency)
+        .bind(&order_id)
+        .bind(format!("{} x {}", order.quantity, order.product_id))
+        .bind(order.now)
+        .execute(&mut *tx)
+        .await?;
+        let expires_at = order.now + order.validity_days * crate::DAY_MS;
+        let mut services = Vec::new();
+        for unit in 0..order.quantity as usize {
+            let (instance_id, node, vmid, service_id) = match scope.mode {
+                Mode::Live => {
+                    let Some((id, node, engine_id)) = instances.get(unit).cloned() else {
+                        return Ok(PlaceOrder::OutOfStock {
+                            available: instances.len() as i64,
+                        });
+                    };
+                    sqlx::query("UPDATE instances SET state = 'assigned', updated_at = ? WHERE id = ? AND state = 'free'")
+                        .bind(order.now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    (
+                        Some(id),
+                        Some(node),
+                        engine_id,
+                        unique_live_id(&mut tx, scope).await?,
+                    )
+                }
+                Mode::Test => {
+                    let (service_id, vmid) =
+                        next_sandbox_id(&mut tx, scope, order.service_type).await?;
+                    (None, None, vmid, service_id)
+                }
+            };
+            let (password_enc, ip) = match order.sandbox_credentials.get(unit) {
+                Some((p, ip)) => (Some(p.as_str()), Some(ip.as_str())),
+                None => (None, None),
+            };
+            let row = sqlx::query(
+                "INSERT INTO services (account_id, mode, service_id, service_type, vmid, power_state, ip, reserved_ip, \
+                 os_slug, os_name, password_enc, expires_at, created_at, node, instance_id, order_id, product_id, ram_mb, \
+                 username) VALUES (?, ?, ?, ?, ?, 'PROVISIONING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'root') RETURNING *",
+            )
+            .bind(scope.account_id)
+            .bind(scope.mode.as_str())
+            .bind(&service_id)
+            .bind(order.service_type.as_str())
+            .bind(&vmid)
+            .bind(ip)
+            .bind(ip)
+            .bind(&order.os_slug)
+            .bind(&order.os_name)
+            .bind(password_enc)
+            .bind(expires_at)
+            .bind(order.now)
+            .bind(&node)
+            .bind(instance_id)
+            .bind(&order_id)
+            .bind(&order.product_id)
+            .bind(order.ram_mb)
+            .fetch_one(&mut *tx)
+            .await?;
+            let service = service_from(&row)?;
+            sqlx::query(
+                "INSERT INTO tasks (id, account_id, mode, service_pk, kind, status, progress, params, prev_state, \
+                 created_at, updated_at, due_at) VALUES (?, ?, ?, ?, 'PROVISION', 'PENDING', 0, ?, 'STOPPED', ?, ?, ?)",
+            )
+            .bind(new_task_id())
+            .bind(scope.account_id)
+            .bind(scope.mode.as_str())
+            .bind(service.pk)
+            .bind(&order.task_params)
+            .bind(order.now)
+            .bind(order.now)
+            .bind(order.due_at)
+            .execute(&mut *tx)
+            .await?;
+            services.push(service);
+        }
+        let record = sqlx::query("SELECT * FROM orders WHERE id = ?")
+            .bind(&order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = order_from(&record)?;
+        tx.commit().await?;
+        Ok(PlaceOrder::Placed {
+            order: Box::new(record),
+            services,
+        })
+    }
+
+    async fn find_order(&self, scope: Scope, order_id: &str) -> StoreResult<Option<OrderRecord>> {
+        sqlx::query("SELECT * FROM orders WHERE id = ? AND account_id = ? AND mode = ?")
+            .bind(order_id)
+            .bind(scope.account_id)
+            .bind(scope.mode.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(order_from)
+            .transpose()
+    }
+
+    async fn order_services(&self, order_id: &str) -> StoreResult<Vec<ServiceRecord>> {
+        sqlx::query("SELECT * FROM services WHERE order_id = ? ORDER BY pk")
+            .bind(order_id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(service_from)
+            .collect()
+    }
+
+    async fn settle_order(&self, order_id: &str, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE orders SET status = 'COMPLETED', updated_at = ? WHERE id = ? AND status = 'PENDING' \
+             AND NOT EXISTS (SELECT 1 FROM services s WHERE s.order_id = orders.id AND s.power_state = 'PROVISIONING')",
+        )
+        .bind(now)
+        .bind(order_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_order(
+        &self,
+        order_id: &str,
+        error: &str,
+        instance_states: &[(i64, &str)],
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(order) = sqlx::query(
+            "UPDATE orders SET status = 'FAILED', error = ?, updated_at = ? WHERE id = ? AND status = 'PENDING' RETURNING *",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let order = order_from(&order)?;
+        sqlx::query(
+            "INSERT INTO ledger_entries (account_id, mode, amount_minor, currency, kind, reference, note, created_at) \
+             VALUES (?, ?, ?, ?, 'refund', ?, 'provisioning failed', ?)",
+        )
+        .bind(order.account_id)
+        .bind(order.mode.as_str())
+        .bind(order.amount_minor)
+        .bind(&order.currency)
+        .bind(order_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let pks: Vec<(i64, Option<i64>)> =
+            sqlx::query("SELECT pk, instance_id FROM services WHERE order_id = ?")
+                .bind(order_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("pk")?, r.try_get("instance_id")?)))
+                .collect::<StoreResult<_>>()?;
+        for (pk, instance_id) in pks {
+            sqlx::query("UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?")
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM tasks WHERE service_pk = ?")
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM services WHERE pk = ?")
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(id) = instance_id {
+                let state = instance_states
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, s)| *s)
+                    .unwrap_or("free");
+                sqlx::query("UPDATE instances SET state = ?, updated_at = ? WHERE id = ?")
+                    .bind(state)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn renew_services(
+        &self,
+        scope: Scope,
+        items: &[RenewItem],
+        currency: &str,
+        reference: &str,
+        now: i64,
+    ) -> StoreResult<Renewal> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let total: i64 = items.iter().map(|i| i.amount_minor).sum();
+        let balance = balance_in(&mut tx, scope.account_id, scope.mode).await?;
+        if balance < total {
+            return Ok(Renewal::InsufficientFunds { balance });
+        }
+        sqlx::query(
+            "INSERT INTO ledger_entries (account_id, mode, amount_minor, currency, kind, reference, note, created_at) \
+             VALUES (?, ?, ?, ?, 'renewal', ?, ?, ?)",
+        )
+        .bind(scope.account_id)
+        .bind(scope.mode.as_str())
+        .bind(-total)
+        .bind(currency)
+        .bind(reference)
+        .bind(format!("{} service(s)", items.len()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut renewed = Vec::new();
+        for item in items {
+            let row = sqlx::query(
+                "UPDATE services SET expires_at = COALESCE(expires_at, ?) + ?, \
+                 power_state = CASE WHEN power_state = 'SUSPENDED' THEN 'STOPPED' ELSE power_state END \
+                 WHERE pk = ? AND account_id = ? AND mode = ? RETURNING *",
+            )
+            .bind(now)
+            .bind(item.validity_days * crate::DAY_MS)
+            .bind(item.service_pk)
+            .bind(scope.account_id)
+            .bind(scope.mode.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            renewed.push(service_from(&row)?);
+        }
+        tx.commit().await?;
+        Ok(Renewal::Renewed(renewed))
+    }
+
+    async fn services_to_suspend(&self, now: i64, limit: i64) -> StoreResult<Vec<ServiceRecord>> {
+        sqlx::query(
+            "SELECT * FROM services WHERE expires_at <= ? AND power_state IN ('RUNNING', 'STOPPED') \
+             ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(service_from)
+        .collect()
+    }
+
+    async fn services_to_terminate(
+        &self,
+        cutoff: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ServiceRecord>> {
+        sqlx::query("SELECT * FROM services WHERE expires_at <= ? AND power_state = 'SUSPENDED' ORDER BY expires_at LIMIT ?")
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(service_from)
+            .collect()
+    }
+
+    async fn suspend_service(&self, service_pk: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE services SET power_state = 'SUSPENDED', started_at = NULL WHERE pk = ? \
+             AND power_state IN ('RUNNING', 'STOPPED') AND (op_lock IS NULL OR op_lock_until <= ?)",
+        )
+        .bind(service_pk)
+        .bind(advps_domain::time::now_millis())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_service_expiry(&self, service_pk: i64, expires_at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE services SET expires_at = ? WHERE pk = ?")
+            .bind(expires_at)
+            .bind(service_pk)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_mac_reset(
+        &self,
+        service_pk: i64,
+        now: i64,
+        interval_ms: i64,
+    ) -> StoreResult<Result<(), i64>> {
+        let done = sqlx::query(
+            "UPDATE services SET last_mac_reset = ? WHERE pk = ? AND (last_mac_reset IS NULL OR last_mac_reset <= ?)",
+        )
+        .bind(now)
+        .bind(service_pk)
+        .bind(now - interval_ms)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        let last: Option<i64> = sqlx::query("SELECT last_mac_reset FROM services WHERE pk = ?")
+            .bind(service_pk)
+            .fetch_one(&self.writer)
+            .await?
+            .try_get("last_mac_reset")?;
+        Ok(Err(last.unwrap_or(now) + interval_ms))
+    }
+
+    async fn set_service_mac(&self, service_pk: i64, mac: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE services SET mac = ? WHERE pk = ?")
+            .bind(mac)
+            .bind(service_pk)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn restore_mac_reset(&self, service_pk: i64, previous: Option<i64>) -> StoreResult<()> {
+        sqlx::query("UPDATE services SET last_mac_reset = ? WHERE pk = ?")
+            .bind(previous)
+            .bind(service_pk)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_instance_state(&self, instance_id: i64, state: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET state = ? WHERE id = ?")
+            .bind(state)
+            .bind(instance_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
 }
 
 fn insert_product(
@@ -1186,11 +1778,11 @@ fn insert_product(
     if_absent: bool,
 ) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
     let sql = if if_absent {
-        "INSERT INTO products (mode, id, name, pack_name, vm_type, manual_stock, low_stock_threshold, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mode, id) DO NOTHING"
+        "INSERT INTO products (mode, id, name, pack_name, vm_type, manual_stock, low_stock_threshold, default_os, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mode, id) DO NOTHING"
     } else {
-        "INSERT INTO products (mode, id, name, pack_name, vm_type, manual_stock, low_stock_threshold, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO products (mode, id, name, pack_name, vm_type, manual_stock, low_stock_threshold, default_os, \
+         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     };
     sqlx::query(sql)
         .bind(p.mode.as_str())
@@ -1200,6 +1792,7 @@ fn insert_product(
         .bind(p.vm_type.as_str())
         .bind(p.manual_stock)
         .bind(p.low_stock_threshold)
+        .bind(&p.default_os)
         .bind(p.now)
 }
 
@@ -1251,5 +1844,92 @@ fn lease_from(row: &SqliteRow) -> StoreResult<AddressLease> {
         prefix: prefix as u8,
         gateway: row.try_get("gateway")?,
         pool: row.try_get("pool")?,
+    })
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+async fn balance_in(tx: &mut Tx<'_>, account_id: i64, mode: Mode) -> StoreResult<i64> {
+    Ok(sqlx::query("SELECT COALESCE(SUM(amount_minor), 0) AS b FROM ledger_entries WHERE account_id = ? AND mode = ?")
+        .bind(account_id)
+        .bind(mode.as_str())
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("b")?)
+}
+
+/// A live service id no service of the account has.
+async fn unique_live_id(tx: &mut Tx<'_>, scope: Scope) -> StoreResult<String> {
+    loop {
+        let candidate = advps_domain::ids::live_service_id();
+        let taken = sqlx::query("SELECT 1 FROM services WHERE service_id = ?")
+            .bind(&candidate)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if taken.is_none() {
+            let _ = scope;
+            return Ok(candidate);
+        }
+    }
+}
+
+/// The next sandbox service id of a type (`lxc_service_2`, `vps_service_3`)
+/// and a simulated vmid for it.
+async fn next_sandbox_id(
+    tx: &mut Tx<'_>,
+    scope: Scope,
+    service_type: advps_domain::ServiceType,
+) -> StoreResult<(String, String)> {
+    let (prefix, vm_prefix, base) = match service_type {
+        advps_domain::ServiceType::Linux => ("lxc", "ct", 2000),
+        advps_domain::ServiceType::Vps => ("vps", "vm", 1000),
+        advps_domain::ServiceType::ProvisionalVps => ("pvps", "vm", 3000),
+    };
+    let mut n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM services WHERE account_id = ? AND mode = 'test' AND service_id LIKE ?")
+        .bind(scope.account_id)
+        .bind(format!("{prefix}_service_%"))
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?;
+    loop {
+        n += 1;
+        let id = format!("{prefix}_service_{n}");
+        let taken = sqlx::query(
+            "SELECT 1 FROM services WHERE account_id = ? AND mode = 'test' AND service_id = ?",
+        )
+        .bind(scope.account_id)
+        .bind(&id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if taken.is_none() {
+            return Ok((id, format!("{vm_prefix}{}", base + n - 1)));
+        }
+    }
+}
+
+fn new_task_id() -> String {
+    advps_domain::ids::task_id()
+}
+
+fn order_from(row: &SqliteRow) -> StoreResult<OrderRecord> {
+    Ok(OrderRecord {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        mode: parse(row, "mode")?,
+        product_id: row.try_get("product_id")?,
+        ram_mb: row.try_get("ram_mb")?,
+        os_slug: row.try_get("os_slug")?,
+        os_name: row.try_get("os_name")?,
+        quantity: row.try_get("quantity")?,
+        validity_days: row.try_get("validity_days")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        status: row.try_get("status")?,
+        remark: row.try_get("remark")?,
+        customer_name: row.try_get("customer_name")?,
+        customer_email: row.try_get("customer_email")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }

@@ -43,6 +43,7 @@ fn product(mode: Mode, id: &str, vm_type: VmType, stock: Option<i64>) -> NewProd
         vm_type,
         manual_stock: stock,
         low_stock_threshold: None,
+        default_os: None,
         now: 1,
     }
 }
@@ -347,21 +348,27 @@ async fn product_stock_is_sorted_paged_and_derived_from_free_inventory() {
         .ensure_products(&[product(Mode::Test, "p_c", VmType::Vps, Some(0))])
         .await
         .unwrap();
-    let (rows, total) = store.list_products(Mode::Test, None, 0, 10).await.unwrap();
+    let (rows, total) = store
+        .list_products(Mode::Test, None, 0, 10, None)
+        .await
+        .unwrap();
     assert_eq!(total, 3);
     let ids: Vec<_> = rows.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["p_c", "p_a", "p_b"], "stock desc, then id");
-    let (page2, _) = store.list_products(Mode::Test, None, 2, 2).await.unwrap();
+    let (page2, _) = store
+        .list_products(Mode::Test, None, 2, 2, None)
+        .await
+        .unwrap();
     assert_eq!(page2.len(), 1);
     assert_eq!(page2[0].id, "p_b");
     let (past, total) = store
-        .list_products(Mode::Test, None, u64::MAX / 2, 10)
+        .list_products(Mode::Test, None, u64::MAX / 2, 10, None)
         .await
         .unwrap();
     assert!(past.is_empty());
     assert_eq!(total, 3);
     let (lxc, lxc_total) = store
-        .list_products(Mode::Test, Some(VmType::Lxc), 0, 10)
+        .list_products(Mode::Test, Some(VmType::Lxc), 0, 10, None)
         .await
         .unwrap();
     assert_eq!((lxc.len(), lxc_total), (1, 1));
@@ -389,13 +396,13 @@ async fn product_stock_is_sorted_paged_and_derived_from_free_inventory() {
             .unwrap();
     }
     let live = store
-        .find_product(Mode::Live, "live_1")
+        .find_product(Mode::Live, "live_1", None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((live.stock, live.manual), (3, false));
     assert!(store
-        .find_product(Mode::Test, "live_1")
+        .find_product(Mode::Test, "live_1", None)
         .await
         .unwrap()
         .is_none());
@@ -404,7 +411,7 @@ async fn product_stock_is_sorted_paged_and_derived_from_free_inventory() {
         .await
         .unwrap());
     let manual = store
-        .find_product(Mode::Live, "live_1")
+        .find_product(Mode::Live, "live_1", None)
         .await
         .unwrap()
         .unwrap();
@@ -415,7 +422,7 @@ async fn product_stock_is_sorted_paged_and_derived_from_free_inventory() {
         .unwrap());
     assert_eq!(
         store
-            .find_product(Mode::Live, "live_1")
+            .find_product(Mode::Live, "live_1", None)
             .await
             .unwrap()
             .unwrap()

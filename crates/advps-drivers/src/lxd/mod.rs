@@ -488,6 +488,36 @@ impl Driver for LxdDriver {
         })
     }
 
+    async fn set_mac(&self, instance: &str, mac: &str) -> DriverResult<()> {
+        let info = self.instance(instance).await?;
+        let running =
+            power_from(info.get("status").and_then(Value::as_str)) == PowerStatus::Running;
+        // The key LXD keeps the MAC of eth0 in; it applies at the next start.
+        let body = json!({ "config": { "volatile.eth0.hwaddr": mac } });
+        if running {
+            self.stop(
+                instance,
+                StopMode::Graceful {
+                    timeout: REBUILD_STOP_TIMEOUT,
+                },
+            )
+            .await?;
+        }
+        let patched = self
+            .client
+            .call(
+                Method::PATCH,
+                &Self::instance_path(instance),
+                Body::Json(&body),
+                POWER_WAIT,
+            )
+            .await;
+        if running {
+            self.ensure_started(instance).await?;
+        }
+        patched.map(|_| ())
+    }
+
     fn rebuild_steps(&self) -> &'static [&'static str] {
         if self.native_rebuild {
             REBUILD_STEPS_NATIVE

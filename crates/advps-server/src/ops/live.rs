@@ -350,6 +350,21 @@ impl Operations {
     }
 }
 
+impl Operations {
+    pub(super) async fn live_reset_mac(&self, service: &ServiceRecord) -> Result<String, ApiError> {
+        let action = "reset MAC address";
+        let driver = self.driver_for(service, action).await?;
+        let token = self.lock(service).await?;
+        let mac = super::selling::random_mac();
+        let result = driver.set_mac(&service.vmid, &mac).await;
+        self.store.unlock_service(service.pk, &token, None).await?;
+        result.map(|()| mac).map_err(|e| {
+            tracing::warn!(service = %service.service_id, error = %e, "MAC reset failed");
+            ApiError::OperationFailed(format!("Failed to {action}: {}", describe(&e)))
+        })
+    }
+}
+
 pub fn address_config(lease: &advps_store::AddressLease) -> Option<AddressConfig> {
     Some(AddressConfig {
         address: lease.address.parse().ok()?,

@@ -7,6 +7,7 @@
 //! service and gets the error that its new state calls for.
 
 mod live;
+pub mod selling;
 
 use std::sync::Arc;
 
@@ -130,6 +131,20 @@ impl Operations {
         Ok(service)
     }
 
+    /// Refuses a mutating call on a service that a task holds (409) or that
+    /// has expired (403).
+    async fn usable(&self, service: &ServiceRecord) -> Result<(), ApiError> {
+        if service.power_state.is_busy() {
+            return Err(self.busy(service).await);
+        }
+        if service.power_state == PowerState::Suspended {
+            return Err(ApiError::Forbidden(
+                "Service has expired and is suspended; renew it to use it again".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The error for a service that a task holds.
     async fn busy(&self, service: &ServiceRecord) -> ApiError {
         let task_id = match self.store.active_task(service.pk).await {
@@ -150,9 +165,7 @@ impl Operations {
         wrong_state: &str,
     ) -> Result<ServiceRecord, ApiError> {
         let service = self.service(scope, service_id).await?;
-        if service.power_state.is_busy() {
-            return Err(self.busy(&service).await);
-        }
+        self.usable(&service).await?;
         if service.mode == Mode::Live {
             return self.live_power(service, to, from, action).await;
         }
@@ -226,9 +239,7 @@ impl Operations {
                 "IP configuration not supported for this service type",
             ));
         }
-        if service.power_state.is_busy() {
-            return Err(self.busy(&service).await);
-        }
+        self.usable(&service).await?;
         if service.mode == Mode::Live {
             let ip = self.live_configure_ip(&service).await?;
             return Ok((service, ip));
@@ -255,9 +266,7 @@ impl Operations {
         service_id: &str,
     ) -> Result<(ServiceRecord, String), ApiError> {
         let service = self.service(scope, service_id).await?;
-        if service.power_state.is_busy() {
-            return Err(self.busy(&service).await);
-        }
+        self.usable(&service).await?;
         if service.mode == Mode::Live {
             let password = self.live_generate_password(&service).await?;
             return Ok((service, password));
@@ -292,12 +301,25 @@ impl Operations {
         body: &serde_json::Value,
     ) -> Result<(ServiceRecord, TaskRecord), ApiError> {
         let service = self.service(scope, service_id).await?;
-        let os = body
-            .get("os")
-            .and_then(|v| v.as_str())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::bad_request("Missing or invalid os in request body"))?;
+        let invalid = || ApiError::bad_request("Missing or invalid os in request body");
+        // The OS is a slug, or the id the OS catalogue lists it under.
+        let os: String = match body.get("os") {
+            Some(serde_json::Value::String(s))
+                if !s.trim().is_empty() && s.trim().parse::<i64>().is_err() =>
+            {
+                s.trim().to_string()
+            }
+            Some(v @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => {
+                let family = advps_domain::OsType::for_service(service.service_type);
+                self.resolve_os(scope.mode, family, v)
+                    .await?
+                    .map(|entry| entry.slug)
+                    .ok_or_else(invalid)?
+            }
+            _ => return Err(invalid()),
+        };
+        let os = os.as_str();
+        self.usable(&service).await?;
         if service.mode == Mode::Live {
             let task = self.live_rebuild(scope, &service, os).await?;
             return Ok((service, task));
@@ -364,22 +386,29 @@ impl Operations {
         })
     }
 
+    /// Stock of the caller's mode; sandbox stock is the caller's own.
     pub async fn list_stock(
         &self,
-        mode: Mode,
+        scope: Scope,
         vm_type: Option<VmType>,
         page: PageRequest,
     ) -> Result<StockPage, ApiError> {
         let (products, total) = self
             .store
-            .list_products(mode, vm_type, page.offset(), page.limit)
+            .list_products(
+                scope.mode,
+                vm_type,
+                page.offset(),
+                page.limit,
+                Some(scope.account_id),
+            )
             .await?;
         Ok(StockPage { products, total })
     }
 
-    pub async fn stock(&self, mode: Mode, product_id: &str) -> Result<ProductStock, ApiError> {
+    pub async fn stock(&self, scope: Scope, product_id: &str) -> Result<ProductStock, ApiError> {
         self.store
-            .find_product(mode, product_id)
+            .find_product(scope.mode, product_id, Some(scope.account_id))
             .await?
             .ok_or(ApiError::NotFound(PRODUCT_NOT_FOUND))
     }

@@ -49,7 +49,7 @@ pub async fn list_product_stock(
         query.get("limit").map(String::as_str),
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let result = state.ops.list_stock(caller.mode, vm_type, page).await?;
+    let result = state.ops.list_stock(caller.scope(), vm_type, page).await?;
     let rows: Vec<Value> = result
         .products
         .iter()
@@ -72,7 +72,7 @@ pub async fn get_product_stock(
     ctx: RequestContext,
     Path(product_id): Path<String>,
 ) -> Result<Success, ApiError> {
-    let product = state.ops.stock(caller.mode, &product_id).await?;
+    let product = state.ops.stock(caller.scope(), &product_id).await?;
     Ok(Success::new(
         "Product stock retrieved successfully",
         json!({ "stock": stock_row(&state, &product) }),

@@ -23,6 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/{service_id}/status", get(get_service_status))
         .route("/{service_id}/generate-password", post(generate_password))
         .route("/{service_id}/rebuild", post(rebuild_service))
+        .route("/{service_id}/reset-mac", post(reset_mac))
+        .route("/renew", post(renew_services))
 }
 
 fn power_response(
@@ -188,4 +190,53 @@ pub async fn rebuild_service(
         &ctx,
     )
     .with_rebuild_shape())
+}
+
+pub async fn renew_services(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody,
+) -> Result<Success, ApiError> {
+    let (order_id, services, total, currency) = state.ops.renew(caller.scope(), &body).await?;
+    let renewed: Vec<Value> = services
+        .iter()
+        .map(|s| {
+            json!({
+                "serviceId": s.service_id,
+                "expiryDate": s.expires_at.map(time::format_millis),
+                "runningStatus": s.power_state.as_str(),
+            })
+        })
+        .collect();
+    Ok(Success::new(
+        "Services renewed successfully",
+        json!({
+            "orderId": order_id,
+            "services": renewed,
+            "totalAmount": advps_domain::money::as_decimal(total),
+            "currency": currency,
+        }),
+        caller.mode,
+        &ctx,
+    ))
+}
+
+pub async fn reset_mac(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(service_id): Path<String>,
+) -> Result<Success, ApiError> {
+    let (service, mac) = state.ops.reset_mac(caller.scope(), &service_id).await?;
+    Ok(Success::new(
+        "MAC address reset successfully",
+        json!({
+            "serviceId": service.service_id,
+            "serviceType": service.service_type.as_str(),
+            "mac": mac,
+        }),
+        caller.mode,
+        &ctx,
+    ))
 }

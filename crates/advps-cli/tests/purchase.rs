@@ -1,0 +1,619 @@
+//! Buying in the sandbox: the OS catalogue, purchase validation, orders and
+//! their polling, the wallet's exact arithmetic, stock per account, the last
+//! unit bought twice at once, insufficient funds, the failure simulation
+//! with its refund, renewal, expiry (suspension, then termination back into
+//! stock) and MAC resets.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const FAST: &[(&str, &str)] = &[
+    ("ADVPS_SANDBOX_PROVISION_SECONDS", "1"),
+    ("ADVPS_EXPIRY_CHECK_SECS", "1"),
+];
+
+async fn buy_linux(server: &TestServer, key: &str, body: serde_json::Value) -> Resp {
+    server.post_json("/api/v1/purchase/linux", key, &body).await
+}
+
+/// Polls an order until it leaves PENDING.
+async fn wait_order(server: &TestServer, key: &str, order_id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = server
+            .get(&format!("/api/v1/purchase/{order_id}"), key)
+            .await;
+        let data = assert_api_success(&resp, "Order retrieved successfully", "test").clone();
+        if data["order"]["status"] != "PENDING" {
+            return data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {order_id} still pending: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn wallet(server: &TestServer, account: &str) -> String {
+    let out = server.cli_ok(&["accounts", "wallet", account, "--mode", "test"]);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+async fn stock_of(server: &TestServer, key: &str, product: &str) -> i64 {
+    let resp = server
+        .get(&format!("/api/v1/products/stock/{product}"), key)
+        .await;
+    resp.data()["stock"]["stock"].as_i64().expect("stock")
+}
+
+#[tokio::test]
+async fn os_catalogue_lists_families_and_filters() {
+    let server = TestServer::start();
+    let key = &server.test_key;
+    let all = server.get("/api/v1/os", key).await;
+    let data = assert_api_success(&all, "OS list retrieved successfully", "test");
+    let os = data["os"].as_array().unwrap();
+    assert!(os.iter().any(|o| o["slug"] == "windows-2022"
+        && o["type"] == "vps"
+        && o["name"] == "Windows Server 2022"));
+    assert!(os
+        .iter()
+        .all(|o| o["id"].is_i64() && o["slug"] != "sandbox-fail"));
+    let lxc = server.get("/api/v1/os?type=lxc", key).await;
+    let lxc = lxc.data()["os"].as_array().unwrap().clone();
+    assert!(!lxc.is_empty());
+    assert!(lxc.iter().all(|o| o["type"] == "lxc"));
+    assert!(!lxc.iter().any(|o| o["slug"] == "windows-2022"));
+    let linux = server.get("/api/v1/os?type=linux", key).await;
+    assert_eq!(linux.data()["os"].as_array().unwrap(), &lxc);
+    let bad = server.get("/api/v1/os?type=bsd", key).await;
+    assert_error(
+        &bad,
+        400,
+        "Invalid type value — must be 'vps', 'lxc' or 'linux'",
+    );
+
+    // A rebuild accepts the catalogue's id as well as the slug.
+    let debian = lxc.iter().find(|o| o["slug"] == "debian-11").unwrap();
+    let resp = server
+        .post_json(
+            "/api/v1/services/lxc_service_1/rebuild",
+            key,
+            &json!({ "os": debian["id"] }),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn a_linux_purchase_is_charged_provisioned_and_manageable() {
+    let server = TestServer::start_with_env(FAST);
+    let key = &server.test_key;
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 1000.00");
+    let before = stock_of(&server, key, "prod_abc123").await;
+
+    // 4 GB container at 6.00 per 30 days, two of them for 45 days: 6.00 * 2 * 45 / 30 = 18.00.
+    let resp = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_abc123", "ram": "4GB", "osId": null, "quantity": 2, "validity": 45, "remark": "web", "extra": true}),
+    )
+    .await;
+    let data = assert_api_success(&resp, "Order placed successfully", "test");
+    let order = &data["order"];
+    let order_id = order["orderId"].as_str().unwrap().to_string();
+    assert!(
+        order_id.starts_with("LXC") && order_id.len() == "LXC040426-0001".len(),
+        "{order_id}"
+    );
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["totalAmount"], 18.0);
+    assert_eq!(order["currency"], "USD");
+    assert_eq!(
+        order["os"]["id"], "ubuntu-22.04",
+        "the product's default OS"
+    );
+    assert_eq!(data["services"].as_array().unwrap().len(), 2);
+    assert!(
+        data["services"][0]["password"].is_null(),
+        "no password before completion"
+    );
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 982.00");
+
+    let done = wait_order(&server, key, &order_id).await;
+    assert_eq!(done["order"]["status"], "COMPLETED", "{done}");
+    let services = done["services"].as_array().unwrap();
+    let mut passwords = Vec::new();
+    for s in services {
+        assert!(
+            s["ip"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("203.0.113.")),
+            "{s}"
+        );
+        assert_eq!(s["username"], "root");
+        let password = s["password"].as_str().unwrap();
+        assert!(is_strong_password(password), "{password}");
+        passwords.push(password.to_string());
+        assert!(is_timestamp(s["expiryDate"].as_str().unwrap()));
+    }
+    // The password is final: the next poll shows the same.
+    let again = server
+        .get(&format!("/api/v1/purchase/{order_id}"), key)
+        .await;
+    let again_pw: Vec<_> = again.data()["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["password"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(again_pw, passwords);
+
+    // The bought services are managed like any other.
+    let id = services[0]["serviceId"].as_str().unwrap();
+    assert!(id.starts_with("lxc_service_"), "{id}");
+    let status = server.status_data(key, id).await;
+    assert_eq!(status["runningStatus"], "RUNNING");
+    assert_eq!(status["service"]["expiryDate"], services[0]["expiryDate"]);
+    assert_eq!(status["service"]["os"]["id"], "ubuntu-22.04");
+    let stop = server.action(key, id, "stop").await;
+    assert_api_success(&stop, "Linux service stopped successfully", "test");
+
+    // Stock is the account's own: it went down by two here, not for another account.
+    assert_eq!(stock_of(&server, key, "prod_abc123").await, before - 2);
+    server.create_account("acme");
+    let acme = server.create_key("acme", "test");
+    assert_eq!(stock_of(&server, &acme, "prod_abc123").await, before);
+    // And the order is the buyer's only.
+    let other = server
+        .get(&format!("/api/v1/purchase/{order_id}"), &acme)
+        .await;
+    assert_error(&other, 404, "Order not found or not accessible");
+    let live = server.create_key("demo", "live");
+    let live_view = server
+        .get(&format!("/api/v1/purchase/{order_id}"), &live)
+        .await;
+    assert_error(&live_view, 404, "Order not found or not accessible");
+}
+
+#[tokio::test]
+async fn purchases_are_validated_before_anything_is_charged() {
+    let server = TestServer::start();
+    let key = &server.test_key;
+    let cases = [
+        (json!({"ram": "4 GB"}), 400, "productId is required"),
+        (
+            json!({"productId": "prod_abc123"}),
+            400,
+            "ram is required, e.g. \"4 GB\"",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "lots"}),
+            400,
+            "Invalid ram value 'lots': write it like \"4 GB\"",
+        ),
+        (
+            json!({"productId": "prod_nope", "ram": "4 GB"}),
+            404,
+            "Product not found",
+        ),
+        (
+            json!({"productId": "prod_stu901", "ram": "1 GB"}),
+            400,
+            "Product prod_stu901 is not a Linux product",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "8 GB"}),
+            400,
+            "RAM size 8 GB is not available for this product",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "4 GB", "osId": 99999}),
+            400,
+            "Unknown osId for this product type",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "4 GB", "osId": "windows-2022"}),
+            400,
+            "Unknown osId for this product type",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "4 GB", "quantity": 0}),
+            400,
+            "quantity must be a whole number from 1 to 10",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "4 GB", "quantity": 11}),
+            400,
+            "quantity must be a whole number from 1 to 10",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "4 GB", "validity": 0}),
+            400,
+            "validity must be a whole number of days from 1 to 365",
+        ),
+        (
+            json!({"productId": "prod_abc123", "ram": "4 GB", "validity": "30"}),
+            400,
+            "validity must be a whole number of days from 1 to 365",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let resp = buy_linux(&server, key, body.clone()).await;
+        assert_error(&resp, status, message);
+    }
+    let size = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_abc123", "ram": "8 GB"}),
+    )
+    .await;
+    assert_eq!(size.body["errors"]["available"], json!(["4 GB"]));
+    // A VPS needs the customer's name and email.
+    let vps = server
+        .post_json(
+            "/api/v1/purchase/vps",
+            key,
+            &json!({"productId": "prod_stu901", "ram": "1 GB"}),
+        )
+        .await;
+    assert_error(&vps, 400, "name is required");
+    let vps = server
+        .post_json(
+            "/api/v1/purchase/vps",
+            key,
+            &json!({"productId": "prod_stu901", "ram": "1 GB", "name": "Ops", "email": "nope"}),
+        )
+        .await;
+    assert_error(&vps, 400, "email is required and must be an email address");
+    // Out of stock from the start.
+    let empty = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_ghi789", "ram": "1 GB"}),
+    )
+    .await;
+    assert_error(&empty, 409, "Product is out of stock");
+    assert_eq!(
+        wallet(&server, "demo"),
+        "demo test wallet: 1000.00",
+        "nothing was charged"
+    );
+}
+
+#[tokio::test]
+async fn the_last_unit_bought_twice_at_once_goes_to_exactly_one_order() {
+    let server = TestServer::start();
+    let key = server.test_key.clone();
+    // prod_pqr678 (32 GB container, 48.00 per 30 days) has exactly one unit.
+    let body = json!({"productId": "prod_pqr678", "ram": "32 GB", "quantity": 1, "validity": 30});
+    let (a, b) = tokio::join!(
+        buy_linux(&server, &key, body.clone()),
+        buy_linux(&server, &key, body.clone())
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.text, b.text);
+    let loser = if a.status == 409 { &a } else { &b };
+    assert_error(loser, 409, "Product is out of stock");
+    assert_eq!(
+        wallet(&server, "demo"),
+        "demo test wallet: 952.00",
+        "charged once"
+    );
+    assert_eq!(stock_of(&server, &key, "prod_pqr678").await, 0);
+}
+
+#[tokio::test]
+async fn not_enough_balance_is_402_and_nothing_is_taken() {
+    let server = TestServer::start();
+    let key = &server.test_key;
+    // 9 Windows VPS of 8 GB (20.00 per 30 days) for a year: 2190.00 > 1000.00.
+    let resp = server
+        .post_json(
+            "/api/v1/purchase/vps",
+            key,
+            &json!({"productId": "prod_hij456", "ram": "8 GB", "quantity": 9, "validity": 365, "name": "Ops", "email": "ops@example.com"}),
+        )
+        .await;
+    assert_error(&resp, 402, "Insufficient wallet balance");
+    assert_eq!(resp.body["errors"]["required"], 2190.0);
+    assert_eq!(resp.body["errors"]["balance"], 1000.0);
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 1000.00");
+    assert_eq!(stock_of(&server, key, "prod_hij456").await, 9);
+    // Credit arrives; the same purchase goes through.
+    server.cli_ok(&["accounts", "credit", "demo", "1190", "--mode", "test"]);
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 2190.00");
+    let resp = server
+        .post_json(
+            "/api/v1/purchase/vps",
+            key,
+            &json!({"productId": "prod_hij456", "ram": "8 GB", "quantity": 9, "validity": 365, "name": "Ops", "email": "ops@example.com"}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 0.00");
+}
+
+#[tokio::test]
+async fn a_failed_provisioning_refunds_and_returns_the_stock() {
+    let server = TestServer::start_with_env(FAST);
+    let key = &server.test_key;
+    let resp = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_jkl012", "ram": "8 GB", "quantity": 2, "remark": "sandbox-fail"}),
+    )
+    .await;
+    let data = assert_api_success(&resp, "Order placed successfully", "test");
+    let order_id = data["order"]["orderId"].as_str().unwrap().to_string();
+    let service_id = data["services"][0]["serviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 976.00");
+    let done = wait_order(&server, key, &order_id).await;
+    assert_eq!(done["order"]["status"], "FAILED", "{done}");
+    assert!(
+        done["order"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refunded"),
+        "{done}"
+    );
+    assert_eq!(done["services"], json!([]));
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 1000.00");
+    assert_eq!(stock_of(&server, key, "prod_jkl012").await, 12);
+    let gone = server.status(key, &service_id).await;
+    assert_error(&gone, 404, "Service not found or not accessible");
+    let ledger = server.cli_ok(&["accounts", "wallet", "demo", "--mode", "test"]);
+    assert!(
+        ledger.contains("refund") && ledger.contains(&order_id),
+        "{ledger}"
+    );
+}
+
+#[tokio::test]
+async fn renewal_window_price_and_validity() {
+    let server = TestServer::start_with_env(FAST);
+    let key = &server.test_key;
+    let resp = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_def456", "ram": "2 GB", "quantity": 2, "validity": 30}),
+    )
+    .await;
+    let data = assert_api_success(&resp, "Order placed successfully", "test").clone();
+    let order_id = data["order"]["orderId"].as_str().unwrap().to_string();
+    let ids: Vec<String> = data["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["serviceId"].as_str().unwrap().to_string())
+        .collect();
+    wait_order(&server, key, &order_id).await;
+    // 2 GB container: 3.00 per 30 days; two for 30 days = 6.00.
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 994.00");
+
+    let early = server
+        .post_json(
+            "/api/v1/services/renew",
+            key,
+            &json!({"orderId": order_id, "serviceIds": [ids[0]]}),
+        )
+        .await;
+    assert_eq!(early.status, 400, "{}", early.text);
+    assert!(early.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("can be renewed from 5 days before to 1 day after its expiry"));
+
+    // Two days before expiry: inside the window.
+    for id in &ids {
+        server.cli_ok(&[
+            "services",
+            "set-expiry",
+            "--account",
+            "demo",
+            "--mode",
+            "test",
+            id,
+            "--in",
+            "172800",
+        ]);
+    }
+    let before = server.status_data(key, &ids[0]).await["service"]["expiryDate"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = server
+        .post_json(
+            "/api/v1/services/renew",
+            key,
+            &json!({"orderId": order_id, "serviceIds": ids, "serviceValidities": [{"serviceId": ids[1], "validity": 15}]}),
+        )
+        .await;
+    let renewed = assert_api_success(&resp, "Services renewed successfully", "test");
+    // 3.00 for 30 days + 1.50 for 15 days.
+    assert_eq!(renewed["totalAmount"], 4.5);
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 989.50");
+    let after = server.status_data(key, &ids[0]).await["service"]["expiryDate"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ms = |t: &str| chrono_ms(t);
+    assert_eq!(
+        ms(&after) - ms(&before),
+        30 * 86_400_000,
+        "{before} -> {after}"
+    );
+
+    let stranger = server
+        .post_json(
+            "/api/v1/services/renew",
+            key,
+            &json!({"orderId": order_id, "serviceIds": ["vps_service_1"]}),
+        )
+        .await;
+    assert_error(
+        &stranger,
+        400,
+        &format!("Service vps_service_1 does not belong to order {order_id}"),
+    );
+    let unknown = server
+        .post_json(
+            "/api/v1/services/renew",
+            key,
+            &json!({"orderId": "LXC010101-9999", "serviceIds": [ids[0]]}),
+        )
+        .await;
+    assert_error(&unknown, 404, "Order not found or not accessible");
+    let missing = server
+        .post_json("/api/v1/services/renew", key, &json!({"orderId": order_id}))
+        .await;
+    assert_error(
+        &missing,
+        400,
+        "serviceIds must be a non-empty list of service ids",
+    );
+}
+
+/// Milliseconds of an RFC 3339 UTC timestamp with milliseconds.
+fn chrono_ms(t: &str) -> i64 {
+    // YYYY-MM-DDTHH:MM:SS.mmmZ, computed without a date library.
+    let (date, time) = t.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, millis) = time.split_once('.').unwrap();
+    let h: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let (y, m, day) = (d[0], d[1], d[2]);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + h[0]) * 60 + h[1]) * 60_000 + h[2] * 1000 + millis.parse::<i64>().unwrap()
+}
+
+#[tokio::test]
+async fn expiry_suspends_renewal_revives_and_grace_terminates_into_stock() {
+    let server = TestServer::start_with_env(&[
+        ("ADVPS_SANDBOX_PROVISION_SECONDS", "0.5"),
+        ("ADVPS_EXPIRY_CHECK_SECS", "1"),
+        ("ADVPS_EXPIRY_GRACE_SECS", "4"),
+    ]);
+    let key = &server.test_key;
+    let resp = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_mno345", "ram": "16 GB", "quantity": 2}),
+    )
+    .await;
+    let data = assert_api_success(&resp, "Order placed successfully", "test").clone();
+    let order_id = data["order"]["orderId"].as_str().unwrap().to_string();
+    let a = data["services"][0]["serviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = data["services"][1]["serviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_order(&server, key, &order_id).await;
+    assert_eq!(stock_of(&server, key, "prod_mno345").await, 3);
+
+    for id in [&a, &b] {
+        server.cli_ok(&[
+            "services",
+            "set-expiry",
+            "--account",
+            "demo",
+            "--mode",
+            "test",
+            id,
+            "--in",
+            "-1",
+        ]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.status_data(key, &a).await["runningStatus"] != "SUSPENDED" {
+        assert!(Instant::now() < deadline, "not suspended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = server.status_data(key, &a).await;
+    assert_eq!(status["vmStatus"]["status"], "suspended");
+    assert_eq!(status["uptime"], 0);
+    let refused = server.action(key, &a, "start").await;
+    assert_error(
+        &refused,
+        403,
+        "Service has expired and is suspended; renew it to use it again",
+    );
+
+    // Renewing one brings it back; the other is terminated after the grace period.
+    let renewed = server
+        .post_json(
+            "/api/v1/services/renew",
+            key,
+            &json!({"orderId": order_id, "serviceIds": [a]}),
+        )
+        .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    assert_eq!(
+        server.status_data(key, &a).await["runningStatus"],
+        "RUNNING"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = server.status(key, &b).await;
+        if resp.status == 404 {
+            assert_error(&resp, 404, "Service not found or not accessible");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not terminated: {}", resp.text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        stock_of(&server, key, "prod_mno345").await,
+        4,
+        "the terminated one is back in stock"
+    );
+    assert_eq!(
+        server.status_data(key, &a).await["runningStatus"],
+        "RUNNING"
+    );
+}
+
+#[tokio::test]
+async fn mac_reset_is_for_vps_once_a_day() {
+    let server = TestServer::start();
+    let key = &server.test_key;
+    let first = server.action(key, "vps_service_1", "reset-mac").await;
+    let data = assert_api_success(&first, "MAC address reset successfully", "test");
+    let mac = data["mac"].as_str().unwrap();
+    assert_eq!(mac.len(), 17, "{mac}");
+    let second = server.action(key, "vps_service_1", "reset-mac").await;
+    assert_error(
+        &second,
+        429,
+        "The MAC address can be reset once every 24 hours",
+    );
+    let retry = second.header_u64("retry-after");
+    assert!((86_390..=86_400).contains(&retry), "{retry}");
+    // Another VPS has its own allowance.
+    assert_eq!(
+        server
+            .action(key, "vps_service_2", "reset-mac")
+            .await
+            .status,
+        200
+    );
+    for other in ["lxc_service_1", "pvps_service_1", "no_such_service"] {
+        let resp = server.action(key, other, "reset-mac").await;
+        assert_error(&resp, 404, "Service not found or not accessible");
+    }
+}
