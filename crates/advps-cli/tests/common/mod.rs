@@ -172,6 +172,25 @@ impl TestServer {
         self.printed_key = spawned.key;
     }
 
+    /// Kills the server with SIGKILL (no chance to clean up), then starts it again on the same
+    /// data directory.
+    pub fn kill_and_restart(&mut self) {
+        let mut child = self.child.take().expect("server is not running");
+        let pid = child.id().to_string();
+        let kill = Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -KILL {pid} failed");
+        let status = child.wait().expect("wait for killed server");
+        assert!(!status.success(), "a killed server exited with {status:?}");
+        let spawned = spawn_server(&self.data_dir, &self.log_path, &self.env);
+        self.child = Some(spawned.child);
+        self.base_url = spawned.base_url;
+        self.startup_lines = spawned.lines;
+        self.printed_key = spawned.key;
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server is not running");
