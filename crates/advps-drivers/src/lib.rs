@@ -1,5 +1,5 @@
 //! Hypervisor drivers: one [`Driver`] trait for every engine advps can run
-//! live services on, and its implementations (LXD/Incus today).
+//! live services on, and its implementations (LXD/Incus and Proxmox VE).
 //!
 //! A driver speaks to one node in the engine's own terms and reports back in
 //! a small common vocabulary: power, live status (state, measured uptime,
@@ -9,6 +9,7 @@
 //! capability into the reference's error instead of failing obscurely.
 
 pub mod lxd;
+pub mod proxmox;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -96,6 +97,29 @@ pub enum StopMode {
     Force,
 }
 
+/// Which path a stop or reboot took on the engine, so the API can tell the
+/// client whether its guest was shut down cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerOutcome {
+    /// The guest shut down (or restarted) on request, within the timeout.
+    Graceful,
+    /// The power was cut at once, as asked.
+    Forced,
+    /// The guest did not shut down in time and was forced off.
+    GracefulThenForced,
+}
+
+impl PowerOutcome {
+    /// The word the API reports (`powerMode`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerOutcome::Graceful => "graceful",
+            PowerOutcome::Forced => "forced",
+            PowerOutcome::GracefulThenForced => "graceful_then_forced",
+        }
+    }
+}
+
 /// What a driver can do on its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -165,6 +189,39 @@ pub trait Driver: Send + Sync + 'static {
     async fn start(&self, instance: &str) -> DriverResult<()>;
     async fn stop(&self, instance: &str, mode: StopMode) -> DriverResult<()>;
     async fn reboot(&self, instance: &str) -> DriverResult<()>;
+
+    /// Stops the guest like [`Driver::stop`] and says which path was taken.
+    /// The default cannot tell whether a graceful stop had to be forced, so
+    /// it reports the mode asked for; drivers that know override it.
+    async fn stop_with_outcome(
+        &self,
+        instance: &str,
+        mode: StopMode,
+    ) -> DriverResult<PowerOutcome> {
+        self.stop(instance, mode).await?;
+        Ok(match mode {
+            StopMode::Force => PowerOutcome::Forced,
+            StopMode::Graceful { .. } => PowerOutcome::Graceful,
+        })
+    }
+
+    /// Restarts a running guest in the given mode and says which path was
+    /// taken. The default reboots gracefully with [`Driver::reboot`], and for
+    /// a forced reboot cuts the power and starts the guest again.
+    async fn reboot_with_mode(&self, instance: &str, mode: StopMode) -> DriverResult<PowerOutcome> {
+        match mode {
+            StopMode::Graceful { .. } => {
+                self.reboot(instance).await?;
+                Ok(PowerOutcome::Graceful)
+            }
+            StopMode::Force => {
+                self.stop(instance, StopMode::Force).await?;
+                self.start(instance).await?;
+                Ok(PowerOutcome::Forced)
+            }
+        }
+    }
+
     async fn status(&self, instance: &str) -> DriverResult<LiveStatus>;
 
     /// Configures the address on the guest so that it holds across reboots.

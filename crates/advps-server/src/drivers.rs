@@ -8,6 +8,11 @@
 //!   server is verified) are kept as JSON in the node's `credentials_enc`,
 //!   encrypted with the same key as the stored passwords, so the database
 //!   never holds the private key in the clear.
+//!
+//! A Proxmox VE node (`proxmox`) is `https://HOST:8006`, any node of the
+//! cluster (pveproxy forwards to the others, so one record serves the whole
+//! cluster). Its credentials ([`PveCredentials`]: the API token and the
+//! server's pinned fingerprint or CA) are sealed the same way.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +21,8 @@ use std::time::Duration;
 
 use advps_drivers::lxd::client::{LxdClient, TlsCredentials};
 use advps_drivers::lxd::LxdDriver;
+use advps_drivers::proxmox::client::{PveClient, PveCredentials};
+use advps_drivers::proxmox::ProxmoxDriver;
 use advps_drivers::{Driver, DriverError};
 use advps_store::{NodeRecord, Store};
 use tokio::sync::Mutex;
@@ -55,6 +62,32 @@ pub fn open_credentials(cipher: &Cipher, stored: &str) -> Result<TlsCredentials,
     TlsCredentials::from_json(&json).map_err(DriverError::Unreachable)
 }
 
+/// Encrypts a Proxmox node's token and trust settings.
+pub fn seal_pve_credentials(cipher: &Cipher, credentials: &PveCredentials) -> String {
+    cipher.encrypt(&credentials.to_json())
+}
+
+/// Decrypts and parses a Proxmox node's stored credentials.
+pub fn open_pve_credentials(cipher: &Cipher, stored: &str) -> Result<PveCredentials, DriverError> {
+    let json = cipher.decrypt(stored).map_err(|e| {
+        DriverError::Unreachable(format!("the node's credentials cannot be read: {e}"))
+    })?;
+    PveCredentials::from_json(&json).map_err(DriverError::Unreachable)
+}
+
+/// The API client for a Proxmox VE node: its endpoint and stored token.
+pub fn pve_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<PveClient, DriverError> {
+    let stored = node.credentials_enc.as_deref().ok_or_else(|| {
+        DriverError::Unreachable(format!(
+            "node '{}' at {} has no API token stored (register it with --token and \
+             --fingerprint or --ca)",
+            node.name, node.endpoint
+        ))
+    })?;
+    let credentials = open_pve_credentials(cipher, stored)?;
+    PveClient::new(&node.endpoint, &credentials)
+}
+
 /// The API client for an LXD node, by its endpoint's scheme.
 pub fn lxd_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<LxdClient, DriverError> {
     if let Some(socket) = unix_socket_of(&node.endpoint) {
@@ -89,6 +122,10 @@ pub async fn connect(
         "lxd" => {
             let client = lxd_client_for(node, cipher)?.with_request_timeout(request_timeout);
             Ok(Arc::new(LxdDriver::connect(client).await?))
+        }
+        "proxmox" => {
+            let client = pve_client_for(node, cipher)?.with_request_timeout(request_timeout);
+            Ok(Arc::new(ProxmoxDriver::connect(client).await?))
         }
         other => Err(DriverError::Unsupported(format!("driver '{other}'"))),
     }
@@ -190,6 +227,29 @@ mod tests {
             open_credentials(&cipher, &junk),
             Err(DriverError::Unreachable(_))
         ));
+    }
+
+    #[test]
+    fn proxmox_tokens_are_stored_encrypted() {
+        let cipher = Cipher::from_key(&[3u8; 32]);
+        let credentials = PveCredentials {
+            token: "advps@pve!advps=9d1c-secret".into(),
+            server: advps_drivers::proxmox::client::PveTrust::Fingerprint("AB:".repeat(31) + "CD"),
+        };
+        let stored = seal_pve_credentials(&cipher, &credentials);
+        assert!(!stored.contains("9d1c-secret"), "{stored}");
+        assert_eq!(open_pve_credentials(&cipher, &stored).unwrap(), credentials);
+        let mut pve = node("https://127.0.0.1:8006", None);
+        pve.driver = "proxmox".into();
+        match pve_client_for(&pve, &cipher) {
+            Err(DriverError::Unreachable(message)) => {
+                assert!(message.contains("token"), "{message}")
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        pve.credentials_enc = Some(stored);
+        let client = pve_client_for(&pve, &cipher).unwrap();
+        assert_eq!(client.endpoint(), "https://127.0.0.1:8006");
     }
 
     #[test]

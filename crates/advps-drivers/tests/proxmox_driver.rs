@@ -1,0 +1,666 @@
+//! The Proxmox VE driver against a fake PVE cluster over TLS (see
+//! `support/fake_pve.rs`): every operation on a QEMU VM and an LXC
+//! container, the failures PVE reports (in a task or at once), locks and
+//! transient refusals, a rebuild resumed after a crash, and the TLS and
+//! token checks. Each test ends by asserting that every request the driver
+//! sent fits the official API schema.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use advps_drivers::proxmox::client::{PveClient, PveCredentials, PveTrust};
+use advps_drivers::proxmox::ProxmoxDriver;
+use advps_drivers::{
+    AddressConfig, Driver, DriverError, InstanceKind, PowerOutcome, PowerStatus, RebuildRequest,
+    StepOutcome, StopMode,
+};
+use hyper::Method;
+use serde_json::{json, Value};
+use support::fake_pve::{cluster, FakePve, State, TOKEN};
+
+fn client(fake: &FakePve) -> PveClient {
+    let credentials = PveCredentials {
+        token: TOKEN.into(),
+        server: PveTrust::Fingerprint(fake.fingerprint.clone()),
+    };
+    PveClient::new(&fake.url, &credentials)
+        .unwrap()
+        .with_poll_interval(Duration::from_millis(5))
+        .with_lock_wait(Duration::from_secs(2))
+        .with_request_timeout(Duration::from_secs(10))
+}
+
+async fn setup(state: State) -> (FakePve, ProxmoxDriver) {
+    let fake = FakePve::start(state).await;
+    let driver = ProxmoxDriver::connect(client(&fake)).await.unwrap();
+    (fake, driver)
+}
+
+const GRACEFUL: StopMode = StopMode::Graceful {
+    timeout: Duration::from_secs(10),
+};
+
+#[tokio::test]
+async fn inventory_and_images_come_from_the_whole_cluster() {
+    let (fake, driver) = setup(cluster()).await;
+    let instances = driver.list_instances().await.unwrap();
+    let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    // The template is an image, not an instance; the CT's vmid came as a string.
+    assert_eq!(names, ["100", "101", "102"]);
+    assert_eq!(instances[0].kind, InstanceKind::VirtualMachine);
+    assert_eq!(instances[0].power, PowerStatus::Running);
+    assert_eq!(instances[0].memory_mb, Some(2048));
+    assert_eq!(instances[1].kind, InstanceKind::Container);
+    assert_eq!(instances[2].power, PowerStatus::Stopped);
+
+    let images = driver.list_images().await.unwrap();
+    let aliases: Vec<&str> = images.iter().map(|i| i.alias.as_str()).collect();
+    assert_eq!(
+        aliases,
+        [
+            "9000",
+            "cephfs:vztmpl/ubuntu-24.04-standard_24.04-2_amd64.tar.zst",
+            "local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+        ]
+    );
+    assert_eq!(images[0].kind, InstanceKind::VirtualMachine);
+    assert_eq!(images[0].description, "debian-12-cloud");
+    assert_eq!(images[1].kind, InstanceKind::Container);
+    // The shared storage was listed through one node only.
+    assert_eq!(fake.with(|s| s.count("GET", "/cephfs/content")), 1);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_vm_is_powered_through_tasks_on_its_own_node() {
+    let (fake, driver) = setup(cluster()).await;
+    let status = driver.status("100").await.unwrap();
+    assert_eq!(status.power, PowerStatus::Running);
+    assert_eq!(status.uptime_secs, 3600);
+    assert_eq!(status.addresses, vec![Ipv4Addr::new(203, 0, 113, 10)]);
+
+    driver.stop("100", GRACEFUL).await.unwrap();
+    assert!(!fake.guest(100).unwrap().running);
+    let shutdown = fake.with(|s| {
+        s.requests
+            .iter()
+            .find(|r| r.path.ends_with("/status/shutdown"))
+            .cloned()
+            .unwrap()
+    });
+    assert_eq!(shutdown.path, "/nodes/pve1/qemu/100/status/shutdown");
+    // No forceStop: the driver forces the guest off itself when it must, so
+    // that it can say so.
+    assert_eq!(shutdown.params.get("forceStop"), None);
+    assert_eq!(
+        shutdown.params.get("timeout").map(String::as_str),
+        Some("10")
+    );
+    let status = driver.status("100").await.unwrap();
+    assert_eq!(
+        (status.power, status.uptime_secs),
+        (PowerStatus::Stopped, 0)
+    );
+    assert!(status.addresses.is_empty());
+    assert_eq!(
+        driver.stop("100", StopMode::Force).await,
+        Err(DriverError::NotRunning)
+    );
+    assert_eq!(driver.reboot("100").await, Err(DriverError::NotRunning));
+
+    driver.start("100").await.unwrap();
+    assert!(fake.guest(100).unwrap().running);
+    assert_eq!(driver.start("100").await, Err(DriverError::AlreadyRunning));
+    fake.with(|s| s.guests.get_mut(&100).unwrap().uptime = 500);
+    driver.reboot("100").await.unwrap();
+    assert_eq!(fake.guest(100).unwrap().uptime, 1);
+    driver.stop("100", StopMode::Force).await.unwrap();
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/100/status/stop")), 1);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_guest_that_ignores_the_shutdown_is_forced_off_and_says_so() {
+    let (fake, driver) = setup(cluster()).await;
+    fake.with(|s| {
+        s.fail_next.insert(
+            "qmshutdown".into(),
+            "VM quit/powerdown failed - got timeout".into(),
+        )
+    });
+    assert_eq!(
+        driver.stop_with_outcome("100", GRACEFUL).await,
+        Ok(PowerOutcome::GracefulThenForced)
+    );
+    assert!(!fake.guest(100).unwrap().running);
+    assert_eq!(
+        fake.with(|s| s.count("POST", "/qemu/100/status/shutdown")),
+        1
+    );
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/100/status/stop")), 1);
+    driver.start("100").await.unwrap();
+    assert_eq!(
+        driver.stop_with_outcome("100", GRACEFUL).await,
+        Ok(PowerOutcome::Graceful)
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_container_is_powered_and_measured_too() {
+    let (fake, driver) = setup(cluster()).await;
+    let status = driver.status("101").await.unwrap();
+    // The uptime came as a string.
+    assert_eq!(status.uptime_secs, 7200);
+    assert_eq!(status.addresses, vec![Ipv4Addr::new(203, 0, 113, 20)]);
+    assert!(fake.with(|s| s.count("GET", "/nodes/pve2/lxc/101/interfaces")) == 1);
+
+    driver.reboot("101").await.unwrap();
+    driver.stop("101", GRACEFUL).await.unwrap();
+    assert_eq!(driver.reboot("101").await, Err(DriverError::NotRunning));
+    assert_eq!(
+        driver.stop("101", GRACEFUL).await,
+        Err(DriverError::NotRunning)
+    );
+    driver.start("101").await.unwrap();
+    assert_eq!(driver.start("101").await, Err(DriverError::AlreadyRunning));
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn already_running_is_recognised_at_dispatch_and_inside_the_task() {
+    let (fake, driver) = setup(cluster()).await;
+    let client = driver.client();
+    // LXC refuses at once.
+    assert_eq!(
+        client
+            .run(
+                Method::POST,
+                "/nodes/pve2/lxc/101/status/start",
+                &[],
+                Duration::from_secs(5)
+            )
+            .await,
+        Err(DriverError::AlreadyRunning)
+    );
+    // QEMU accepts, and the task fails.
+    assert_eq!(
+        client
+            .run(
+                Method::POST,
+                "/nodes/pve1/qemu/100/status/start",
+                &[],
+                Duration::from_secs(5)
+            )
+            .await,
+        Err(DriverError::AlreadyRunning)
+    );
+    assert_eq!(fake.with(|s| s.count("GET", "/status")), 2 + 1);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn unknown_guests_are_not_found() {
+    let (fake, driver) = setup(cluster()).await;
+    assert_eq!(driver.start("999").await, Err(DriverError::NotFound));
+    assert_eq!(driver.status("999").await, Err(DriverError::NotFound));
+    assert!(
+        matches!(driver.start("web1").await, Err(DriverError::Engine(m)) if m.contains("vmid"))
+    );
+    // PVE's own answer for a guest that is not there: 500 "... does not exist".
+    assert_eq!(
+        driver
+            .client()
+            .get("/nodes/pve1/qemu/999/status/current", &[])
+            .await,
+        Err(DriverError::NotFound)
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn addresses_fall_back_to_the_configuration_when_the_agent_is_down() {
+    let (fake, driver) = setup(cluster()).await;
+    fake.with(|s| {
+        let g = s.guests.get_mut(&100).unwrap();
+        g.agent_up = false;
+        g.config.insert(
+            "ipconfig0".into(),
+            "ip=198.51.100.7/24,gw=198.51.100.1".into(),
+        );
+    });
+    let status = driver.status("100").await.unwrap();
+    assert_eq!(status.addresses, vec![Ipv4Addr::new(198, 51, 100, 7)]);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn addresses_are_configured_by_cloud_init_or_net0() {
+    let (fake, driver) = setup(cluster()).await;
+    let address = AddressConfig {
+        address: Ipv4Addr::new(198, 51, 100, 30),
+        prefix: 24,
+        gateway: Some(Ipv4Addr::new(198, 51, 100, 1)),
+    };
+    fake.with(|s| s.guests.get_mut(&100).unwrap().uptime = 999);
+    driver.configure_address("100", &address).await.unwrap();
+    let vm = fake.guest(100).unwrap();
+    assert_eq!(
+        vm.config["ipconfig0"],
+        "ip=198.51.100.30/24,gw=198.51.100.1"
+    );
+    // Cloud-init applies it at boot: the running VM was rebooted once.
+    assert_eq!(vm.uptime, 1);
+    assert_eq!(fake.with(|s| s.count("PUT", "/qemu/100/cloudinit")), 1);
+    assert_eq!(
+        driver.status("100").await.unwrap().addresses,
+        vec![address.address]
+    );
+    driver.configure_address("100", &address).await.unwrap();
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/100/status/reboot")), 1);
+
+    driver.configure_address("101", &address).await.unwrap();
+    let ct = fake.guest(101).unwrap();
+    assert_eq!(
+        ct.config["net0"],
+        "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:BB:00:01,ip=198.51.100.30/24,gw=198.51.100.1,type=veth"
+    );
+    assert!(ct.running);
+    assert_eq!(
+        driver.status("101").await.unwrap().addresses,
+        vec![address.address]
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn vm_passwords_go_through_the_agent_and_cloud_init() {
+    let (fake, driver) = setup(cluster()).await;
+    driver.set_root_password("100", "n3w-Secret").await.unwrap();
+    let vm = fake.guest(100).unwrap();
+    assert_eq!(vm.root_password.as_deref(), Some("n3w-Secret"));
+    assert_eq!(vm.cipassword.as_deref(), Some("n3w-Secret"));
+    assert_eq!(vm.config["ciuser"], "root");
+
+    // Agent down: a clear error, and cloud-init's copy is left as it was.
+    fake.with(|s| s.guests.get_mut(&100).unwrap().agent_up = false);
+    match driver.set_root_password("100", "other-Secret").await {
+        Err(DriverError::Engine(m)) => assert!(m.contains("guest agent"), "{m}"),
+        other => panic!("expected the agent's error, got {other:?}"),
+    }
+    assert_eq!(
+        fake.guest(100).unwrap().cipassword.as_deref(),
+        Some("n3w-Secret")
+    );
+
+    assert_eq!(
+        driver.set_root_password("102", "n3w-Secret").await,
+        Err(DriverError::NotRunning)
+    );
+    match driver.set_root_password("101", "n3w-Secret").await {
+        Err(DriverError::Unsupported(m)) => assert!(m.contains("container"), "{m}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn macs_are_set_in_net0_with_a_restart() {
+    let (fake, driver) = setup(cluster()).await;
+    driver.set_mac("100", "02:AD:00:00:00:01").await.unwrap();
+    let vm = fake.guest(100).unwrap();
+    assert_eq!(
+        vm.config["net0"],
+        "virtio=02:AD:00:00:00:01,bridge=vmbr0,firewall=1"
+    );
+    assert!(vm.running);
+    assert_eq!(
+        fake.with(|s| s.count("POST", "/qemu/100/status/shutdown")),
+        1
+    );
+
+    driver.set_mac("102", "02:AD:00:00:00:02").await.unwrap();
+    assert!(!fake.guest(102).unwrap().running);
+
+    driver.set_mac("101", "02:AD:00:00:00:03").await.unwrap();
+    let ct = fake.guest(101).unwrap();
+    assert!(ct.config["net0"].contains("hwaddr=02:AD:00:00:00:03"));
+    assert!(ct.running);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn locks_and_transient_refusals_are_waited_out() {
+    let (fake, driver) = setup(cluster()).await;
+    // A backup holds the lock for a few requests, and the first dispatches
+    // and polls meet a busy node.
+    fake.with(|s| {
+        let g = s.guests.get_mut(&102).unwrap();
+        g.lock = Some("backup".into());
+        g.lock_ttl = Some(4);
+        s.transient_dispatches = 0;
+    });
+    driver.start("102").await.unwrap();
+    assert!(fake.guest(102).unwrap().running);
+    assert!(fake.with(|s| s.count("POST", "/qemu/102/status/start")) >= 2);
+
+    fake.with(|s| {
+        s.transient_dispatches = 2;
+        s.first_poll_400 = true;
+    });
+    driver.stop("102", StopMode::Force).await.unwrap();
+    assert!(!fake.guest(102).unwrap().running);
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/102/status/stop")), 3);
+
+    // A lock that does not go: reported once the wait is over.
+    fake.with(|s| s.guests.get_mut(&102).unwrap().lock = Some("migrate".into()));
+    match driver.start("102").await {
+        Err(DriverError::Engine(m)) => assert!(m.contains("locked (migrate)"), "{m}"),
+        other => panic!("expected the lock error, got {other:?}"),
+    }
+    fake.assert_clean();
+}
+
+async fn run_rebuild(
+    driver: &ProxmoxDriver,
+    request: &RebuildRequest,
+) -> Result<Value, DriverError> {
+    let mut scratch = json!({});
+    for step in 0..driver.rebuild_steps().len() {
+        match driver.rebuild_step(request, step, &mut scratch).await? {
+            StepOutcome::Next => {}
+            StepOutcome::Done => return Ok(scratch),
+        }
+    }
+    panic!("the rebuild never said it was done");
+}
+
+fn address() -> AddressConfig {
+    AddressConfig {
+        address: Ipv4Addr::new(203, 0, 113, 50),
+        prefix: 24,
+        gateway: Some(Ipv4Addr::new(203, 0, 113, 1)),
+    }
+}
+
+#[tokio::test]
+async fn a_vm_is_rebuilt_by_a_full_clone_keeping_its_mac_and_size() {
+    let (fake, driver) = setup(cluster()).await;
+    let request = RebuildRequest {
+        instance: "100".into(),
+        image: "9000".into(),
+        address: Some(address()),
+        password: Some("rebuilt-Pass1".into()),
+    };
+    run_rebuild(&driver, &request).await.unwrap();
+    let vm = fake.guest(100).unwrap();
+    assert!(vm.running);
+    assert_eq!(vm.node, "pve1");
+    assert!(vm.lock.is_none());
+    assert_eq!(
+        vm.config["net0"],
+        "virtio=BC:24:11:AA:00:01,bridge=vmbr0,firewall=1"
+    );
+    assert_eq!(vm.config["memory"], "2048");
+    assert_eq!(vm.config["name"], "web1");
+    assert_eq!(vm.config["ipconfig0"], "ip=203.0.113.50/24,gw=203.0.113.1");
+    assert_eq!(vm.cipassword.as_deref(), Some("rebuilt-Pass1"));
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/9000/clone")), 1);
+    assert_eq!(fake.with(|s| s.count("DELETE", "/qemu/100")), 1);
+    // By name too.
+    let by_name = RebuildRequest {
+        image: "debian-12-cloud".into(),
+        ..request.clone()
+    };
+    run_rebuild(&driver, &by_name).await.unwrap();
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/9000/clone")), 2);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_container_is_recreated_from_its_template_with_the_same_vmid() {
+    let (fake, driver) = setup(cluster()).await;
+    let request = RebuildRequest {
+        instance: "101".into(),
+        image: "local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz".into(),
+        address: Some(address()),
+        password: Some("rebuilt-Pass2".into()),
+    };
+    run_rebuild(&driver, &request).await.unwrap();
+    let ct = fake.guest(101).unwrap();
+    assert!(ct.running);
+    assert_eq!(ct.node, "pve2");
+    assert_eq!(ct.root_password.as_deref(), Some("rebuilt-Pass2"));
+    assert_eq!(
+        ct.config["net0"],
+        "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:BB:00:01,ip=203.0.113.50/24,gw=203.0.113.1,type=veth"
+    );
+    assert_eq!(ct.config["hostname"], "ct1");
+    assert_eq!(ct.config["rootfs"], "local-lvm:vm-101-disk-0,size=8G");
+    let create = fake.with(|s| {
+        s.requests
+            .iter()
+            .find(|r| r.method == "POST" && r.path == "/nodes/pve2/lxc")
+            .cloned()
+            .unwrap()
+    });
+    assert_eq!(create.params["ostemplate"], request.image);
+    assert_eq!(create.params["vmid"], "101");
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_wrong_image_is_refused_before_anything_is_destroyed() {
+    let (fake, driver) = setup(cluster()).await;
+    for (instance, image) in [
+        ("101", "local:vztmpl/missing.tar.zst"),
+        ("101", "9000"),
+        (
+            "100",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+        ),
+    ] {
+        let request = RebuildRequest {
+            instance: instance.into(),
+            image: image.into(),
+            address: None,
+            password: None,
+        };
+        let err = run_rebuild(&driver, &request).await.unwrap_err();
+        assert!(matches!(err, DriverError::Engine(_)), "{image}: {err:?}");
+    }
+    assert_eq!(fake.with(|s| s.count("DELETE", "")), 0);
+    assert!(fake.guest(100).unwrap().running && fake.guest(101).unwrap().running);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rebuild_failing_inside_proxmox_reports_proxmox_s_message() {
+    let (fake, driver) = setup(cluster()).await;
+    fake.with(|s| {
+        s.fail_next.insert(
+            "vzcreate".into(),
+            "unable to create CT 101 - no space left on device".into(),
+        )
+    });
+    let request = RebuildRequest {
+        instance: "101".into(),
+        image: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        address: None,
+        password: Some("rebuilt-Pass2".into()),
+    };
+    match run_rebuild(&driver, &request).await {
+        Err(DriverError::Engine(m)) => {
+            assert_eq!(m, "unable to create CT 101 - no space left on device")
+        }
+        other => panic!("expected the task's error, got {other:?}"),
+    }
+    assert!(fake.guest(101).is_none(), "PVE removes a failed create");
+
+    fake.with(|s| {
+        s.fail_next.insert(
+            "qmclone".into(),
+            "clone failed: storage 'local-lvm' is full".into(),
+        )
+    });
+    let request = RebuildRequest {
+        instance: "102".into(),
+        image: "9000".into(),
+        address: None,
+        password: None,
+    };
+    match run_rebuild(&driver, &request).await {
+        Err(DriverError::Engine(m)) => assert!(m.contains("storage 'local-lvm' is full"), "{m}"),
+        other => panic!("expected the task's error, got {other:?}"),
+    }
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rebuild_resumed_after_a_crash_waits_for_the_clone_it_started() {
+    let (fake, driver) = setup(cluster()).await;
+    let request = RebuildRequest {
+        instance: "100".into(),
+        image: "9000".into(),
+        address: None,
+        password: None,
+    };
+    let create = driver
+        .rebuild_steps()
+        .iter()
+        .position(|s| *s == "create")
+        .unwrap();
+    let mut scratch = json!({});
+    for step in 0..create {
+        driver
+            .rebuild_step(&request, step, &mut scratch)
+            .await
+            .unwrap();
+    }
+    // The clone runs long; the process dies while waiting for it.
+    fake.with(|s| s.task_polls = 1_000_000);
+    let saved = scratch.clone();
+    let crashed = tokio::time::timeout(
+        Duration::from_millis(300),
+        driver.rebuild_step(&request, create, &mut scratch),
+    )
+    .await;
+    assert!(crashed.is_err(), "the step should still be waiting");
+    assert_eq!(fake.guest(100).unwrap().lock.as_deref(), Some("clone"));
+
+    // A new process resumes the step with the state saved before it; the
+    // clone finishes meanwhile.
+    fake.with(|s| {
+        s.task_polls = 0;
+        s.guests.get_mut(&100).unwrap().lock_ttl = Some(3);
+    });
+    let mut scratch = saved;
+    for step in create..driver.rebuild_steps().len() {
+        driver
+            .rebuild_step(&request, step, &mut scratch)
+            .await
+            .unwrap();
+    }
+    assert_eq!(fake.with(|s| s.count("POST", "/qemu/9000/clone")), 1);
+    let vm = fake.guest(100).unwrap();
+    assert!(vm.running);
+    assert_eq!(
+        vm.config["net0"],
+        "virtio=BC:24:11:AA:00:01,bridge=vmbr0,firewall=1"
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn the_server_is_pinned_or_verified_and_the_token_checked() {
+    let fake = FakePve::start(cluster()).await;
+    // The CA that signed the server's certificate.
+    let by_ca = PveCredentials {
+        token: TOKEN.into(),
+        server: PveTrust::Ca(fake.ca_pem.clone()),
+    };
+    let driver = ProxmoxDriver::connect(PveClient::new(&fake.url, &by_ca).unwrap()).await;
+    assert!(driver.is_ok(), "{:?}", driver.err());
+
+    // Another fingerprint: refused, saying which certificate was seen.
+    let wrong = PveCredentials {
+        token: TOKEN.into(),
+        server: PveTrust::Fingerprint("AB:".repeat(31) + "CD"),
+    };
+    match ProxmoxDriver::connect(PveClient::new(&fake.url, &wrong).unwrap()).await {
+        Err(DriverError::Unreachable(m)) => {
+            assert!(m.contains(&fake.fingerprint), "{m}");
+            assert!(m.contains("pinned"), "{m}");
+        }
+        other => panic!("expected a refused certificate, got {:?}", other.err()),
+    }
+    // A CA that did not sign it.
+    let other_ca = FakePve::start(State::default()).await;
+    let foreign = PveCredentials {
+        token: TOKEN.into(),
+        server: PveTrust::Ca(other_ca.ca_pem.clone()),
+    };
+    assert!(matches!(
+        ProxmoxDriver::connect(PveClient::new(&fake.url, &foreign).unwrap()).await,
+        Err(DriverError::Unreachable(_))
+    ));
+    // A token the server does not know.
+    let bad_token = PveCredentials {
+        token: "advps@pve!advps=wrong".into(),
+        server: PveTrust::Fingerprint(fake.fingerprint.clone()),
+    };
+    match ProxmoxDriver::connect(PveClient::new(&fake.url, &bad_token).unwrap()).await {
+        Err(DriverError::Engine(m)) => assert!(m.contains("authentication"), "{m}"),
+        other => panic!("expected an authentication error, got {:?}", other.err()),
+    }
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn requests_outside_the_schema_are_caught() {
+    let (fake, driver) = setup(cluster()).await;
+    let client = driver.client();
+    let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+    type Call<'a> = (Method, &'a str, Vec<(String, String)>);
+    let bad: Vec<Call> = vec![
+        // A misspelt parameter (PVE's is forceStop).
+        (
+            Method::POST,
+            "/nodes/pve1/qemu/100/status/shutdown",
+            vec![p("forcestop", "1")],
+        ),
+        // A path that does not exist, and a method a path does not have.
+        (Method::GET, "/nodes/pve1/qemu/100/status/nonsense", vec![]),
+        (Method::PUT, "/nodes/pve1/qemu/100/status/start", vec![]),
+        // A value outside an enum, a key a property string does not have,
+        // a missing required parameter, a boolean that is not 0/1.
+        (Method::GET, "/cluster/resources", vec![p("type", "vms")]),
+        (
+            Method::PUT,
+            "/nodes/pve2/lxc/101/config",
+            vec![p("net0", "name=eth0,bridge=vmbr0,ipaddr=1.2.3.4/24")],
+        ),
+        (
+            Method::POST,
+            "/nodes/pve1/qemu/9000/clone",
+            vec![p("full", "1")],
+        ),
+        (
+            Method::POST,
+            "/nodes/pve1/qemu/100/status/shutdown",
+            vec![p("forceStop", "yes please")],
+        ),
+    ];
+    let count = bad.len();
+    for (method, path, params) in bad {
+        let result = client.call(method.clone(), path, &params).await;
+        assert!(result.is_err(), "{method} {path} was accepted");
+    }
+    let violations = fake.with(|s| std::mem::take(&mut s.violations));
+    assert_eq!(violations.len(), count, "{violations:#?}");
+    assert!(violations[0].contains("forcestop"), "{}", violations[0]);
+    fake.assert_clean();
+}
