@@ -13,8 +13,15 @@ fn random_from(alphabet: &[u8], len: usize) -> String {
 }
 
 /// `req_<unix epoch milliseconds>_<9 lower-case alphanumerics>`.
+///
+/// Request ids are labels, not secrets: they come from the thread's
+/// generator (seeded from the OS) rather than a system call each.
 pub fn request_id(epoch_ms: i64) -> String {
-    format!("req_{epoch_ms}_{}", random_from(LOWER_ALNUM, 9))
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..9)
+        .map(|_| LOWER_ALNUM[rng.gen_range(0..LOWER_ALNUM.len())] as char)
+        .collect();
+    format!("req_{epoch_ms}_{tail}")
 }
 
 /// An API key's public id, shown by `advps keys list` and used to revoke it.

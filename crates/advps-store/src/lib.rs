@@ -8,6 +8,7 @@
 //! PostgreSQL implementation follow without touching any caller.
 
 mod error;
+mod fast_read;
 mod model;
 mod sqlite;
 
@@ -283,6 +284,66 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_mac_reset(&self, service_pk: i64, previous: Option<i64>) -> StoreResult<()>;
     /// Puts an instance back in inventory (`free`) or out of it.
     async fn set_instance_state(&self, instance_id: i64, state: &str) -> StoreResult<()>;
+
+    // --- idempotency, events and webhooks, audit ------------------------------
+
+    /// Starts an idempotent request, or tells how a repeat is to be answered.
+    /// Records expire after `ttl_ms`; one left in flight longer than
+    /// `stale_ms` (its server died) is taken over.
+    async fn begin_idempotent(
+        &self,
+        key_id: &str,
+        idem_key: &str,
+        fingerprint: &str,
+        now: i64,
+        ttl_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin>;
+    async fn finish_idempotent(
+        &self,
+        key_id: &str,
+        idem_key: &str,
+        status: u16,
+        body: &str,
+        content_type: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Forgets an in-flight record (the request failed in a way worth retrying).
+    async fn abandon_idempotent(&self, key_id: &str, idem_key: &str) -> StoreResult<()>;
+
+    async fn create_webhook(&self, endpoint: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint>;
+    async fn list_webhooks(&self, scope: Scope) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// All endpoints (operators), or an account's.
+    async fn all_webhooks(&self, account_id: Option<i64>) -> StoreResult<Vec<WebhookEndpoint>>;
+    async fn find_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool>;
+    /// Replaces the secret; the previous one stays valid until `previous_until`.
+    async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        secret_enc: &str,
+        previous_until: i64,
+    ) -> StoreResult<bool>;
+    /// Turns new events into deliveries for the endpoints that want them.
+    async fn fan_out_events(&self, now: i64, limit: i64) -> StoreResult<u64>;
+    /// Claims due deliveries, holding each for `hold_ms` while it is sent.
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        hold_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    async fn record_delivery(&self, id: &str, attempt: &DeliveryAttempt) -> StoreResult<()>;
+    async fn list_deliveries(
+        &self,
+        endpoint_id: &str,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<WebhookDelivery>, u64)>;
+    /// Queues a delivery again now; false when there is no such delivery.
+    async fn redeliver(&self, endpoint_id: &str, delivery_id: &str, now: i64) -> StoreResult<bool>;
+
+    async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<()>;
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<(Vec<AuditEntry>, u64)>;
 
     // --- the task worker ------------------------------------------------------
 

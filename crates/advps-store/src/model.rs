@@ -410,3 +410,122 @@ pub enum Renewal {
     Renewed(Vec<ServiceRecord>),
     InsufficientFunds { balance: i64 },
 }
+
+/// What beginning an idempotent request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First time: run the request, then record its response.
+    Started,
+    /// Done before with the same request: replay this response.
+    Replay {
+        status: u16,
+        body: String,
+        content_type: Option<String>,
+    },
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InFlight,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhookEndpoint {
+    pub id: String,
+    pub scope: Scope,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types; empty means all.
+    pub events: Vec<String>,
+    pub secret_enc: String,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub account_id: i64,
+    pub mode: Mode,
+    pub url: String,
+    pub description: Option<String>,
+    pub events: Vec<String>,
+    pub secret_enc: String,
+    pub previous_secret_enc: Option<String>,
+    pub previous_until: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryAttempt {
+    pub delivered: bool,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub now: i64,
+    /// When to try again; `None` gives up (the delivery is `failed`).
+    pub retry_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewAuditEntry {
+    pub at: i64,
+    pub account_id: Option<i64>,
+    pub key_id: Option<String>,
+    pub mode: Option<Mode>,
+    pub method: String,
+    pub path: String,
+    pub service_id: Option<String>,
+    pub status: u16,
+    pub request_id: String,
+    pub idempotency_key: Option<String>,
+    pub task_id: Option<String>,
+    pub order_id: Option<String>,
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub account_id: Option<i64>,
+    pub account_name: Option<String>,
+    pub key_id: Option<String>,
+    pub mode: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub service_id: Option<String>,
+    pub status: i64,
+    pub request_id: String,
+    pub idempotency_key: Option<String>,
+    pub task_id: Option<String>,
+    pub order_id: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub account_id: Option<i64>,
+    pub mode: Option<Mode>,
+    pub service_id: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub offset: u64,
+    pub limit: u32,
+}

@@ -29,6 +29,8 @@ pub const DATABASE_FILE: &str = "advps.db";
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    fast: std::sync::Arc<crate::fast_read::FastReader>,
+    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -62,7 +64,12 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { reader, writer })
+        Ok(SqliteStore {
+            reader,
+            writer,
+            fast: std::sync::Arc::new(crate::fast_read::FastReader::new(path)),
+            path: path.to_path_buf(),
+        })
     }
 
     /// Closes both pools, waiting for connections to be returned.
@@ -295,15 +302,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ?"
-        ))
-        .bind(key_hash)
-        .fetch_optional(&self.reader)
-        .await?
-        .as_ref()
-        .map(key_from)
-        .transpose()
+        self.fast.find_api_key(key_hash)
     }
 
     async fn list_api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
@@ -326,7 +325,13 @@ impl Store for SqliteStore {
                 .bind(key_id)
                 .execute(&self.writer)
                 .await?;
-        Ok(done.rows_affected() == 1)
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            if let Err(e) = crate::fast_read::bump_key_generation(&self.path) {
+                tracing::warn!(error = %e, "could not mark the key revocation for other processes");
+            }
+        }
+        Ok(revoked)
     }
 
     async fn touch_api_key(&self, key_id: &str, now: i64) -> StoreResult<()> {
@@ -343,15 +348,7 @@ impl Store for SqliteStore {
         scope: Scope,
         service_id: &str,
     ) -> StoreResult<Option<ServiceRecord>> {
-        sqlx::query("SELECT * FROM services WHERE account_id = ? AND mode = ? AND service_id = ?")
-            .bind(scope.account_id)
-            .bind(scope.mode.as_str())
-            .bind(service_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .as_ref()
-            .map(service_from)
-            .transpose()
+        self.fast.find_service(scope, service_id)
     }
 
     async fn transition_power(
@@ -361,6 +358,7 @@ impl Store for SqliteStore {
         to: PowerState,
         started_at: Option<i64>,
     ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE services SET power_state = ?, started_at = ? WHERE pk = ? AND power_state = ?",
         )
@@ -368,9 +366,21 @@ impl Store for SqliteStore {
         .bind(started_at)
         .bind(service_pk)
         .bind(from.as_str())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let moved = done.rows_affected() == 1;
+        if moved {
+            emit_power_changed(
+                &mut tx,
+                service_pk,
+                from.as_str(),
+                to.as_str(),
+                advps_domain::time::now_millis(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
     }
 
     async fn assign_ip(&self, service_pk: i64, ip: &str) -> StoreResult<Option<String>> {
@@ -561,6 +571,11 @@ impl Store for SqliteStore {
             return Ok(false);
         };
         let service_pk: i64 = row.try_get("service_pk")?;
+        let before: String = sqlx::query("SELECT power_state FROM services WHERE pk = ?")
+            .bind(service_pk)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("power_state")?;
         let (os_slug, os_name) = match &finish.os {
             Some((slug, name)) => (Some(slug.as_str()), Some(name.as_str())),
             None => (None, None),
@@ -575,6 +590,42 @@ impl Store for SqliteStore {
         .bind(os_name)
         .bind(service_pk)
         .execute(&mut *tx)
+        .await?;
+        let task = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN services s ON s.pk = t.service_pk WHERE t.id = ?"
+        ))
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let task = task_from(&task)?;
+        let event_type = if finish.status == TaskStatus::Completed {
+            "task.completed"
+        } else {
+            "task.failed"
+        };
+        let data = serde_json::json!({
+            "taskId": task.id,
+            "serviceId": task.service_id,
+            "type": task.kind.as_str(),
+            "status": finish.status.as_str(),
+            "error": finish.error,
+        });
+        emit(
+            &mut tx,
+            Some(task.account_id),
+            task.mode,
+            event_type,
+            data,
+            finish.now,
+        )
+        .await?;
+        emit_power_changed(
+            &mut tx,
+            service_pk,
+            &before,
+            finish.power_state.as_str(),
+            finish.now,
+        )
         .await?;
         tx.commit().await?;
         Ok(true)
@@ -663,13 +714,19 @@ impl Store for SqliteStore {
         id: &str,
         stock: Option<i64>,
     ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("UPDATE products SET manual_stock = ? WHERE mode = ? AND id = ?")
             .bind(stock)
             .bind(mode.as_str())
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let changed = done.rows_affected() == 1;
+        if changed && mode == Mode::Live {
+            emit_stock_changed(&mut tx, 0, mode, id, advps_domain::time::now_millis()).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn add_instance(&self, instance: &NewInstance) -> StoreResult<i64> {
@@ -1056,14 +1113,19 @@ impl Store for SqliteStore {
 
     async fn remove_service(&self, service_pk: i64) -> StoreResult<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query("SELECT instance_id FROM services WHERE pk = ?")
-            .bind(service_pk)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(row) = sqlx::query(
+            "SELECT instance_id, account_id, mode, product_id FROM services WHERE pk = ?",
+        )
+        .bind(service_pk)
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             return Ok(false);
         };
         let instance_id: Option<i64> = row.try_get("instance_id")?;
+        let account_id: i64 = row.try_get("account_id")?;
+        let mode: Mode = parse(&row, "mode")?;
+        let product_id: Option<String> = row.try_get("product_id")?;
         sqlx::query(
             "UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?",
         )
@@ -1083,6 +1145,16 @@ impl Store for SqliteStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(product_id) = product_id {
+            emit_stock_changed(
+                &mut tx,
+                account_id,
+                mode,
+                &product_id,
+                advps_domain::time::now_millis(),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -1118,8 +1190,17 @@ impl Store for SqliteStore {
         token: &str,
         power: Option<(PowerState, Option<i64>)>,
     ) -> StoreResult<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         match power {
             Some((state, started_at)) => {
+                let before: Option<String> =
+                    sqlx::query("SELECT power_state FROM services WHERE pk = ? AND op_lock = ?")
+                        .bind(service_pk)
+                        .bind(token)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.try_get("power_state"))
+                        .transpose()?;
                 sqlx::query(
                     "UPDATE services SET op_lock = NULL, op_lock_until = NULL, power_state = ?, started_at = ? \
                      WHERE pk = ? AND op_lock = ?",
@@ -1128,17 +1209,28 @@ impl Store for SqliteStore {
                 .bind(started_at)
                 .bind(service_pk)
                 .bind(token)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                if let Some(before) = before {
+                    emit_power_changed(
+                        &mut tx,
+                        service_pk,
+                        &before,
+                        state.as_str(),
+                        advps_domain::time::now_millis(),
+                    )
+                    .await?;
+                }
             }
             None => {
                 sqlx::query("UPDATE services SET op_lock = NULL, op_lock_until = NULL WHERE pk = ? AND op_lock = ?")
                     .bind(service_pk)
                     .bind(token)
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1511,6 +1603,14 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let record = order_from(&record)?;
+        emit_stock_changed(
+            &mut tx,
+            scope.account_id,
+            scope.mode,
+            &order.product_id,
+            order.now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(PlaceOrder::Placed {
             order: Box::new(record),
@@ -1541,15 +1641,41 @@ impl Store for SqliteStore {
     }
 
     async fn settle_order(&self, order_id: &str, now: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
             "UPDATE orders SET status = 'COMPLETED', updated_at = ? WHERE id = ? AND status = 'PENDING' \
-             AND NOT EXISTS (SELECT 1 FROM services s WHERE s.order_id = orders.id AND s.power_state = 'PROVISIONING')",
+             AND NOT EXISTS (SELECT 1 FROM services s WHERE s.order_id = orders.id AND s.power_state = 'PROVISIONING') \
+             RETURNING account_id, mode",
         )
         .bind(now)
         .bind(order_id)
-        .execute(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let settled = row.is_some();
+        if let Some(row) = row {
+            let account_id: i64 = row.try_get("account_id")?;
+            let mode: Mode = parse(&row, "mode")?;
+            let services: Vec<String> =
+                sqlx::query("SELECT service_id FROM services WHERE order_id = ? ORDER BY pk")
+                    .bind(order_id)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get("service_id"))
+                    .collect::<Result<_, _>>()?;
+            let data = serde_json::json!({ "orderId": order_id, "status": "COMPLETED", "serviceIds": services });
+            emit(
+                &mut tx,
+                Some(account_id),
+                mode,
+                "order.completed",
+                data,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(settled)
     }
 
     async fn fail_order(
@@ -1619,6 +1745,24 @@ impl Store for SqliteStore {
                     .await?;
             }
         }
+        let data = serde_json::json!({ "orderId": order_id, "status": "FAILED", "error": error });
+        emit(
+            &mut tx,
+            Some(order.account_id),
+            order.mode,
+            "order.failed",
+            data,
+            now,
+        )
+        .await?;
+        emit_stock_changed(
+            &mut tx,
+            order.account_id,
+            order.mode,
+            &order.product_id,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1700,15 +1844,30 @@ impl Store for SqliteStore {
     }
 
     async fn suspend_service(&self, service_pk: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE services SET power_state = 'SUSPENDED', started_at = NULL WHERE pk = ? \
-             AND power_state IN ('RUNNING', 'STOPPED') AND (op_lock IS NULL OR op_lock_until <= ?)",
+        let now = advps_domain::time::now_millis();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let before: Option<String> = sqlx::query(
+            "SELECT power_state FROM services WHERE pk = ? AND power_state IN ('RUNNING', 'STOPPED') \
+             AND (op_lock IS NULL OR op_lock_until <= ?)",
         )
         .bind(service_pk)
-        .bind(advps_domain::time::now_millis())
-        .execute(&self.writer)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("power_state"))
+        .transpose()?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE services SET power_state = 'SUSPENDED', started_at = NULL WHERE pk = ?",
+        )
+        .bind(service_pk)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        emit_power_changed(&mut tx, service_pk, &before, "SUSPENDED", now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn set_service_expiry(&self, service_pk: i64, expires_at: i64) -> StoreResult<()> {
@@ -1770,6 +1929,425 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+    async fn begin_idempotent(
+        &self,
+        key_id: &str,
+        idem_key: &str,
+        fingerprint: &str,
+        now: i64,
+        ttl_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "DELETE FROM idempotency_records WHERE key_id = ? AND idem_key = ? AND expires_at <= ?",
+        )
+        .bind(key_id)
+        .bind(idem_key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let existing =
+            sqlx::query("SELECT * FROM idempotency_records WHERE key_id = ? AND idem_key = ?")
+                .bind(key_id)
+                .bind(idem_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let outcome = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO idempotency_records (key_id, idem_key, fingerprint, state, created_at, expires_at) \
+                     VALUES (?, ?, ?, 'in_flight', ?, ?)",
+                )
+                .bind(key_id)
+                .bind(idem_key)
+                .bind(fingerprint)
+                .bind(now)
+                .bind(now + ttl_ms)
+                .execute(&mut *tx)
+                .await?;
+                IdempotencyBegin::Started
+            }
+            Some(row) => {
+                let stored: String = row.try_get("fingerprint")?;
+                let state: String = row.try_get("state")?;
+                let created: i64 = row.try_get("created_at")?;
+                if stored != fingerprint {
+                    IdempotencyBegin::Mismatch
+                } else if state == "done" {
+                    let status: i64 = row.try_get("status")?;
+                    IdempotencyBegin::Replay {
+                        status: status as u16,
+                        body: row
+                            .try_get::<Option<String>, _>("body")?
+                            .unwrap_or_default(),
+                        content_type: row.try_get("content_type")?,
+                    }
+                } else if created + stale_ms <= now {
+                    // Its server died mid-request: this one runs it.
+                    sqlx::query("UPDATE idempotency_records SET created_at = ? WHERE key_id = ? AND idem_key = ?")
+                        .bind(now)
+                        .bind(key_id)
+                        .bind(idem_key)
+                        .execute(&mut *tx)
+                        .await?;
+                    IdempotencyBegin::Started
+                } else {
+                    IdempotencyBegin::InFlight
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn finish_idempotent(
+        &self,
+        key_id: &str,
+        idem_key: &str,
+        status: u16,
+        body: &str,
+        content_type: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_records SET state = 'done', status = ?, body = ?, content_type = ? \
+             WHERE key_id = ? AND idem_key = ?",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(content_type)
+        .bind(key_id)
+        .bind(idem_key)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn abandon_idempotent(&self, key_id: &str, idem_key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency_records WHERE key_id = ? AND idem_key = ? AND state = 'in_flight'")
+            .bind(key_id)
+            .bind(idem_key)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_webhook(&self, endpoint: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
+        let row = sqlx::query(
+            "INSERT INTO webhook_endpoints (id, account_id, mode, url, description, events, secret_enc, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(&endpoint.id)
+        .bind(endpoint.scope.account_id)
+        .bind(endpoint.scope.mode.as_str())
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(serde_json::to_string(&endpoint.events).unwrap_or_else(|_| "[]".into()))
+        .bind(&endpoint.secret_enc)
+        .bind(endpoint.now)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| StoreError::from_write(e, format!("webhook '{}'", endpoint.id)))?;
+        webhook_from(&row)
+    }
+
+    async fn list_webhooks(&self, scope: Scope) -> StoreResult<Vec<WebhookEndpoint>> {
+        sqlx::query("SELECT * FROM webhook_endpoints WHERE account_id = ? AND mode = ? ORDER BY created_at, id")
+            .bind(scope.account_id)
+            .bind(scope.mode.as_str())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(webhook_from)
+            .collect()
+    }
+
+    async fn all_webhooks(&self, account_id: Option<i64>) -> StoreResult<Vec<WebhookEndpoint>> {
+        sqlx::query("SELECT * FROM webhook_endpoints WHERE (? IS NULL OR account_id = ?) ORDER BY created_at, id")
+            .bind(account_id)
+            .bind(account_id)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(webhook_from)
+            .collect()
+    }
+
+    async fn find_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        sqlx::query("SELECT * FROM webhook_endpoints WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(webhook_from)
+            .transpose()
+    }
+
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        secret_enc: &str,
+        previous_until: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET previous_secret_enc = secret_enc, previous_until = ?, secret_enc = ? WHERE id = ?",
+        )
+        .bind(previous_until)
+        .bind(secret_enc)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fan_out_events(&self, now: i64, limit: i64) -> StoreResult<u64> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let events = sqlx::query(
+            "SELECT * FROM events WHERE fanned_out = 0 ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut made = 0;
+        for event in &events {
+            let id: String = event.try_get("id")?;
+            let account_id: Option<i64> = event.try_get("account_id")?;
+            let mode: String = event.try_get("mode")?;
+            let event_type: String = event.try_get("event_type")?;
+            let payload: String = event.try_get("payload")?;
+            let endpoints = sqlx::query(
+                "SELECT id, events FROM webhook_endpoints WHERE mode = ? AND (? IS NULL OR account_id = ?)",
+            )
+            .bind(&mode)
+            .bind(account_id)
+            .bind(account_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for endpoint in &endpoints {
+                let wanted: String = endpoint.try_get("events")?;
+                let wanted: Vec<String> = serde_json::from_str(&wanted).unwrap_or_default();
+                if !wanted.is_empty() && !wanted.contains(&event_type) {
+                    continue;
+                }
+                let endpoint_id: String = endpoint.try_get("id")?;
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, attempts, \
+                     next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                )
+                .bind(format!("msg_{}", advps_domain::ids::task_id().replace('-', "")))
+                .bind(&endpoint_id)
+                .bind(&id)
+                .bind(&event_type)
+                .bind(&payload)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                made += 1;
+            }
+            sqlx::query("UPDATE events SET fanned_out = 1 WHERE id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(made)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        hold_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at, created_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deliveries = rows
+            .iter()
+            .map(delivery_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        for d in &deliveries {
+            // Held while it is sent; if this process dies, it is due again after the hold.
+            sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?")
+                .bind(now + hold_ms)
+                .bind(&d.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deliveries)
+    }
+
+    async fn record_delivery(&self, id: &str, attempt: &DeliveryAttempt) -> StoreResult<()> {
+        let status = if attempt.delivered {
+            "delivered"
+        } else if attempt.retry_at.is_some() {
+            "pending"
+        } else {
+            "failed"
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
+             last_status_code = ?, last_error = ?, updated_at = ?, delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END \
+             WHERE id = ?",
+        )
+        .bind(status)
+        .bind(attempt.retry_at.unwrap_or(attempt.now))
+        .bind(attempt.status_code)
+        .bind(&attempt.error)
+        .bind(attempt.now)
+        .bind(attempt.delivered)
+        .bind(attempt.now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        endpoint_id: &str,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<WebhookDelivery>, u64)> {
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM webhook_deliveries WHERE endpoint_id = ?")
+                .bind(endpoint_id)
+                .fetch_one(&self.reader)
+                .await?
+                .try_get("n")?;
+        if offset >= total as u64 {
+            return Ok((Vec::new(), total as u64));
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE endpoint_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+        )
+        .bind(endpoint_id)
+        .bind(i64::from(limit))
+        .bind(offset as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok((
+            rows.iter().map(delivery_from).collect::<StoreResult<_>>()?,
+            total as u64,
+        ))
+    }
+
+    async fn redeliver(&self, endpoint_id: &str, delivery_id: &str, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? \
+             WHERE id = ? AND endpoint_id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(delivery_id)
+        .bind(endpoint_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_audit(&self, e: &NewAuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_entries (at, account_id, key_id, mode, method, path, service_id, status, request_id, \
+             idempotency_key, task_id, order_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(e.account_id)
+        .bind(&e.key_id)
+        .bind(e.mode.map(Mode::as_str))
+        .bind(&e.method)
+        .bind(&e.path)
+        .bind(&e.service_id)
+        .bind(i64::from(e.status))
+        .bind(&e.request_id)
+        .bind(&e.idempotency_key)
+        .bind(&e.task_id)
+        .bind(&e.order_id)
+        .bind(&e.source)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> StoreResult<(Vec<AuditEntry>, u64)> {
+        const WHERE: &str = "WHERE (?1 IS NULL OR e.account_id = ?1) AND (?2 IS NULL OR e.mode = ?2) \
+             AND (?3 IS NULL OR e.service_id = ?3) AND (?4 IS NULL OR e.at >= ?4) AND (?5 IS NULL OR e.at <= ?5)";
+        let mode = f.mode.map(Mode::as_str);
+        let total: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM audit_entries e {WHERE}"
+        ))
+        .bind(f.account_id)
+        .bind(mode)
+        .bind(&f.service_id)
+        .bind(f.from)
+        .bind(f.to)
+        .fetch_one(&self.reader)
+        .await?
+        .try_get("n")?;
+        if f.offset >= total as u64 {
+            return Ok((Vec::new(), total as u64));
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT e.*, a.name AS account_name FROM audit_entries e LEFT JOIN accounts a ON a.id = e.account_id \
+             {WHERE} ORDER BY e.at DESC, e.id DESC LIMIT ?6 OFFSET ?7"
+        ))
+        .bind(f.account_id)
+        .bind(mode)
+        .bind(&f.service_id)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(i64::from(f.limit))
+        .bind(f.offset as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                let status: i64 = r.try_get("status")?;
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    account_id: r.try_get("account_id")?,
+                    account_name: r.try_get("account_name")?,
+                    key_id: r.try_get("key_id")?,
+                    mode: r.try_get("mode")?,
+                    method: r.try_get("method")?,
+                    path: r.try_get("path")?,
+                    service_id: r.try_get("service_id")?,
+                    status,
+                    request_id: r.try_get("request_id")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    task_id: r.try_get("task_id")?,
+                    order_id: r.try_get("order_id")?,
+                    source: r.try_get("source")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((entries, total as u64))
     }
 }
 
@@ -1932,4 +2510,132 @@ fn order_from(row: &SqliteRow) -> StoreResult<OrderRecord> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+fn webhook_from(row: &SqliteRow) -> StoreResult<WebhookEndpoint> {
+    let events: String = row.try_get("events")?;
+    Ok(WebhookEndpoint {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        mode: parse(row, "mode")?,
+        url: row.try_get("url")?,
+        description: row.try_get("description")?,
+        events: serde_json::from_str(&events).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        secret_enc: row.try_get("secret_enc")?,
+        previous_secret_enc: row.try_get("previous_secret_enc")?,
+        previous_until: row.try_get("previous_until")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn delivery_from(row: &SqliteRow) -> StoreResult<WebhookDelivery> {
+    Ok(WebhookDelivery {
+        id: row.try_get("id")?,
+        endpoint_id: row.try_get("endpoint_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get("payload")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_status_code: row.try_get("last_status_code")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+    })
+}
+
+/// Writes an event to the outbox, in the caller's transaction, so it exists
+/// exactly when the change it describes does. `account_id` `None` addresses
+/// every account of the mode.
+async fn emit(
+    tx: &mut Tx<'_>,
+    account_id: Option<i64>,
+    mode: Mode,
+    event_type: &str,
+    data: serde_json::Value,
+    now: i64,
+) -> StoreResult<()> {
+    let id = format!("evt_{}", advps_domain::ids::task_id().replace('-', ""));
+    let payload = serde_json::json!({
+        "type": event_type,
+        "timestamp": advps_domain::time::format_millis(now),
+        "data": data,
+    });
+    sqlx::query("INSERT INTO events (id, account_id, mode, event_type, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&id)
+        .bind(account_id)
+        .bind(mode.as_str())
+        .bind(event_type)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Emits `product.stock_changed` with the product's stock as its audience
+/// sees it: the account's own for sandbox products, everyone's for live ones.
+async fn emit_stock_changed(
+    tx: &mut Tx<'_>,
+    account_id: i64,
+    mode: Mode,
+    product_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let stock: Option<i64> =
+        sqlx::query(&format!("{PRODUCT_SELECT} WHERE p.mode = ?2 AND p.id = ?3"))
+            .bind(account_id)
+            .bind(mode.as_str())
+            .bind(product_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("stock"))
+            .transpose()?;
+    let audience = match mode {
+        Mode::Test => Some(account_id),
+        Mode::Live => None,
+    };
+    let data = serde_json::json!({ "productId": product_id, "stock": stock.unwrap_or(0).max(0) });
+    emit(tx, audience, mode, "product.stock_changed", data, now).await
+}
+
+/// Emits `service.power_state_changed` for a service whose state moved.
+async fn emit_power_changed(
+    tx: &mut Tx<'_>,
+    service_pk: i64,
+    from: &str,
+    to: &str,
+    now: i64,
+) -> StoreResult<()> {
+    if from == to {
+        return Ok(());
+    }
+    let row =
+        sqlx::query("SELECT account_id, mode, service_id, service_type FROM services WHERE pk = ?")
+            .bind(service_pk)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let mode: Mode = parse(&row, "mode")?;
+    let account_id: i64 = row.try_get("account_id")?;
+    let service_id: String = row.try_get("service_id")?;
+    let service_type: String = row.try_get("service_type")?;
+    let data = serde_json::json!({
+        "serviceId": service_id,
+        "serviceType": service_type,
+        "previousStatus": from,
+        "status": to,
+    });
+    emit(
+        tx,
+        Some(account_id),
+        mode,
+        "service.power_state_changed",
+        data,
+        now,
+    )
+    .await
 }

@@ -461,3 +461,42 @@ async fn data_survives_reopening() {
         .unwrap();
     assert_eq!(svc.power_state, PowerState::Stopped);
 }
+
+#[tokio::test]
+async fn a_key_revoked_by_another_process_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SqliteStore::open(dir.path()).await.unwrap();
+    let cli = SqliteStore::open(dir.path()).await.unwrap();
+    let demo = server.create_account("demo", 1).await.unwrap();
+    server
+        .insert_api_key(&NewApiKey {
+            id: "key_x".into(),
+            account_id: demo.id,
+            mode: Mode::Test,
+            key_hash: "ef".repeat(32),
+            last4: "ABCD".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    // The serving side has read (and may remember) the key.
+    for _ in 0..3 {
+        let k = server
+            .find_api_key(&"ef".repeat(32))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.revoked_at, None);
+    }
+    assert!(cli.revoke_api_key("key_x", 50).await.unwrap());
+    let k = server
+        .find_api_key(&"ef".repeat(32))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        k.revoked_at,
+        Some(50),
+        "the revocation is seen on the next read"
+    );
+}
