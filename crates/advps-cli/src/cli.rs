@@ -59,11 +59,55 @@ pub enum Command {
     /// Manage live services (instances bound to accounts)
     #[command(subcommand)]
     Services(ServicesCommand),
+    /// Manage webhook endpoints
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+    /// Read the audit log of mutating API calls
+    Audit {
+        /// Only this account's entries
+        #[arg(long)]
+        account: Option<String>,
+        /// Only calls on this service
+        #[arg(long)]
+        service: Option<String>,
+        /// How many entries, newest first
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register an endpoint for an account (prints its secret once)
+    Add {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_enum, default_value = "live")]
+        mode: ModeArg,
+        url: String,
+        /// Event types, comma separated [default: all]
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// List endpoints
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Delete an endpoint
+    Remove { id: String },
+    /// Show an endpoint's recent deliveries
+    Deliveries {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DriverArg {
     Lxd,
+    Proxmox,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,9 +118,18 @@ pub enum NodesCommand {
         #[arg(long, value_enum)]
         driver: DriverArg,
         /// How to reach it: unix:///var/lib/lxd/unix.socket, or
-        /// https://host:8443 with a client certificate
+        /// https://host:8443 with a client certificate; Proxmox VE:
+        /// https://HOST:8006 (any node of the cluster)
         #[arg(long)]
         endpoint: String,
+        /// Proxmox VE API token, USER@REALM!TOKENID=SECRET; stored encrypted
+        /// (prefer the environment variable to keep it off the command line)
+        #[arg(long, env = "ADVPS_PVE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Proxmox VE: accept exactly the server certificate with this SHA-256
+        /// fingerprint (AB:CD:..., as shown under the node's Certificates)
+        #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "server_cert"])]
+        fingerprint: Option<String>,
         /// Client certificate (PEM) the node trusts; for https:// endpoints
         #[arg(long, value_name = "FILE", requires = "client_key")]
         client_cert: Option<PathBuf>,
@@ -87,7 +140,8 @@ pub enum NodesCommand {
         /// /var/lib/lxd/server.crt
         #[arg(long, value_name = "FILE", conflicts_with = "ca")]
         server_cert: Option<PathBuf>,
-        /// Verify the server's certificate chain and name against this CA (PEM)
+        /// Verify the server's certificate chain and name against this CA (PEM;
+        /// for Proxmox VE, e.g. the cluster's /etc/pve/pve-root-ca.pem)
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
     },

@@ -11,7 +11,7 @@ use advps_domain::{api_key, ids, time, Mode, StockStatus};
 use advps_server::Config;
 use advps_store::{NewApiKey, NewProduct, SqliteStore, Store, StoreError};
 
-use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand};
+use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand, WebhooksCommand};
 use crate::live_admin;
 
 /// The account made on the first start so that a newcomer can call the API at once.
@@ -42,6 +42,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Os(cmd) => live_admin::os(&open(&config).await?, cmd).await,
         Command::Ippools(cmd) => live_admin::ippools(&open(&config).await?, cmd).await,
         Command::Services(cmd) => live_admin::services(&open(&config).await?, &config, cmd).await,
+        Command::Webhooks(cmd) => webhooks(&open(&config).await?, &config, cmd).await,
+        Command::Audit {
+            account,
+            service,
+            limit,
+        } => audit(&open(&config).await?, account, service, limit).await,
     }
 }
 
@@ -378,6 +384,156 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                 None => println!("Stock of {id} is derived from inventory"),
             }
         }
+    }
+    Ok(())
+}
+
+async fn webhooks(store: &Arc<dyn Store>, config: &Config, cmd: WebhooksCommand) -> Result<()> {
+    match cmd {
+        WebhooksCommand::Add {
+            account,
+            mode,
+            url,
+            events,
+        } => {
+            let account = find_account(store.as_ref(), &account).await?;
+            for e in &events {
+                if !advps_server::webhooks::EVENT_TYPES.contains(&e.as_str()) {
+                    bail!(
+                        "unknown event type '{e}'; known: {}",
+                        advps_server::webhooks::EVENT_TYPES.join(", ")
+                    );
+                }
+            }
+            advps_server::webhooks::check_url(&url, config.webhook_allow_private)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let cipher = advps_server::secrets::Cipher::load_or_create(&config.secret_key_path())?;
+            let secret = advps_server::webhooks::new_secret();
+            let endpoint = store
+                .create_webhook(&advps_store::NewWebhookEndpoint {
+                    id: format!("we_{}", &ids::key_id()[4..]),
+                    scope: advps_store::Scope {
+                        account_id: account.id,
+                        mode: mode.into(),
+                    },
+                    url,
+                    description: None,
+                    events,
+                    secret_enc: cipher.encrypt(&secret),
+                    now: time::now_millis(),
+                })
+                .await?;
+            println!(
+                "Added webhook endpoint {} for {} (signing secret shown only this once):",
+                endpoint.id, account.name
+            );
+            println!("{secret}");
+        }
+        WebhooksCommand::List { account } => {
+            let account_id = match account {
+                Some(name) => Some(find_account(store.as_ref(), &name).await?.id),
+                None => None,
+            };
+            println!(
+                "{:<22} {:<8} {:<5} {:<50} EVENTS",
+                "ID", "ACCOUNT", "MODE", "URL"
+            );
+            let accounts = store.list_accounts().await?;
+            for e in store.all_webhooks(account_id).await? {
+                let owner = accounts
+                    .iter()
+                    .find(|a| a.id == e.account_id)
+                    .map(|a| a.name.as_str())
+                    .unwrap_or("?");
+                let events = if e.events.is_empty() {
+                    "all".to_string()
+                } else {
+                    e.events.join(",")
+                };
+                println!(
+                    "{:<22} {:<8} {:<5} {:<50} {}",
+                    e.id,
+                    owner,
+                    e.mode.as_str(),
+                    e.url,
+                    events
+                );
+            }
+        }
+        WebhooksCommand::Remove { id } => {
+            if !store.delete_webhook(&id).await? {
+                bail!("no webhook endpoint '{id}' (see `advps webhooks list`)");
+            }
+            println!("Removed webhook endpoint {id}");
+        }
+        WebhooksCommand::Deliveries { id, limit } => {
+            if store.find_webhook(&id).await?.is_none() {
+                bail!("no webhook endpoint '{id}' (see `advps webhooks list`)");
+            }
+            let (deliveries, total) = store.list_deliveries(&id, 0, limit).await?;
+            println!("{total} deliveries, newest first");
+            println!(
+                "{:<38} {:<28} {:<10} {:>8} {:<6} ERROR",
+                "ID", "EVENT", "STATUS", "ATTEMPTS", "CODE"
+            );
+            for d in deliveries {
+                println!(
+                    "{:<38} {:<28} {:<10} {:>8} {:<6} {}",
+                    d.id,
+                    d.event_type,
+                    d.status,
+                    d.attempts,
+                    d.last_status_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    d.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit(
+    store: &Arc<dyn Store>,
+    account: Option<String>,
+    service: Option<String>,
+    limit: u32,
+) -> Result<()> {
+    let account_id = match account {
+        Some(name) => Some(find_account(store.as_ref(), &name).await?.id),
+        None => None,
+    };
+    let (entries, total) = store
+        .list_audit(&advps_store::AuditFilter {
+            account_id,
+            mode: None,
+            service_id: service,
+            from: None,
+            to: None,
+            offset: 0,
+            limit: limit.clamp(1, 10_000),
+        })
+        .await?;
+    println!("{total} entries, newest first");
+    println!(
+        "{:<25} {:<10} {:<5} {:<6} {:<45} {:<6} {:<16} {:<30} SOURCE",
+        "TIME", "ACCOUNT", "MODE", "METHOD", "PATH", "STATUS", "SERVICE", "REQUEST"
+    );
+    for e in entries {
+        println!(
+            "{:<25} {:<10} {:<5} {:<6} {:<45} {:<6} {:<16} {:<30} {}",
+            time::format_millis(e.at),
+            e.account_name.as_deref().unwrap_or("-"),
+            e.mode.as_deref().unwrap_or("-"),
+            e.method,
+            e.path,
+            e.status,
+            e.service_id.as_deref().unwrap_or("-"),
+            e.request_id,
+            e.source.as_deref().unwrap_or("-")
+        );
     }
     Ok(())
 }

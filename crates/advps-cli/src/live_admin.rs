@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use advps_domain::net::{pool_addresses, Cidr};
 use advps_domain::{ids, time, Mode, OsType, PowerState, ServiceType};
 use advps_drivers::lxd::client::{ServerTrust, TlsCredentials};
+use advps_drivers::proxmox::client::{PveCredentials, PveTrust};
 use advps_drivers::{AddressConfig, Driver, InstanceKind, PowerStatus};
 use advps_server::secrets::Cipher;
 use advps_server::Config;
@@ -98,33 +99,89 @@ fn node_credentials(
     Ok(Some(credentials))
 }
 
+/// The credentials of a Proxmox VE node: the API token and how to verify
+/// the server (a pinned fingerprint or a CA), checked before they are kept.
+fn pve_credentials(
+    endpoint: &str,
+    token: Option<String>,
+    fingerprint: Option<String>,
+    ca: Option<&Path>,
+    lxd_only: bool,
+) -> Result<PveCredentials> {
+    if lxd_only {
+        bail!("--client-cert, --client-key and --server-cert apply to LXD nodes only");
+    }
+    if !endpoint.starts_with("https://") {
+        bail!("a Proxmox VE node is reached at https://HOST:8006");
+    }
+    let Some(token) = token else {
+        bail!("a Proxmox VE node needs --token USER@REALM!TOKENID=SECRET (or ADVPS_PVE_TOKEN)");
+    };
+    let server = match (fingerprint, ca) {
+        (Some(fp), None) => PveTrust::Fingerprint(fp),
+        (None, Some(ca)) => PveTrust::Ca(
+            std::fs::read_to_string(ca)
+                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?,
+        ),
+        (None, None) => bail!(
+            "a Proxmox VE node needs --fingerprint SHA256 (the node certificate's fingerprint, \
+             AB:CD:...) or --ca FILE (e.g. the cluster's /etc/pve/pve-root-ca.pem)"
+        ),
+        (Some(_), Some(_)) => bail!("give either --fingerprint or --ca, not both"),
+    };
+    let credentials = PveCredentials { token, server };
+    credentials
+        .validate()
+        .map_err(|e| anyhow!("unusable Proxmox VE credentials: {e}"))?;
+    Ok(credentials)
+}
+
 pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -> Result<()> {
     match cmd {
         NodesCommand::Add {
             name,
             driver,
             endpoint,
+            token,
+            fingerprint,
             client_cert,
             client_key,
             server_cert,
             ca,
         } => {
             validate_name("node name", &name)?;
-            let driver = match driver {
-                DriverArg::Lxd => "lxd",
-            };
-            let credentials = node_credentials(
-                &endpoint,
-                client_cert.as_deref(),
-                client_key.as_deref(),
-                server_cert.as_deref(),
-                ca.as_deref(),
-            )?;
-            // Only the sealed form is kept: the database never sees the key.
             let cipher = load_cipher(config)?;
-            let credentials_enc = credentials
-                .as_ref()
-                .map(|c| advps_server::drivers::seal_credentials(&cipher, c));
+            // Only the sealed form is kept: the database never sees the key
+            // or the token.
+            let (driver, credentials_enc) = match driver {
+                DriverArg::Lxd => {
+                    if token.is_some() || fingerprint.is_some() {
+                        bail!("--token and --fingerprint apply to Proxmox VE nodes only");
+                    }
+                    let credentials = node_credentials(
+                        &endpoint,
+                        client_cert.as_deref(),
+                        client_key.as_deref(),
+                        server_cert.as_deref(),
+                        ca.as_deref(),
+                    )?;
+                    let sealed = credentials
+                        .as_ref()
+                        .map(|c| advps_server::drivers::seal_credentials(&cipher, c));
+                    ("lxd", sealed)
+                }
+                DriverArg::Proxmox => {
+                    let credentials = pve_credentials(
+                        &endpoint,
+                        token,
+                        fingerprint,
+                        ca.as_deref(),
+                        client_cert.is_some() || client_key.is_some() || server_cert.is_some(),
+                    )?;
+                    let sealed = advps_server::drivers::seal_pve_credentials(&cipher, &credentials);
+                    ("proxmox", Some(sealed))
+                }
+            };
             let record = NewNode {
                 name: name.clone(),
                 driver: driver.to_string(),

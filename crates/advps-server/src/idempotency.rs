@@ -1,0 +1,166 @@
+//! `Idempotency-Key` on POST requests (IETF httpapi draft semantics).
+//!
+//! The first response to a key (per API key) is stored for 24 hours, with a
+//! fingerprint of the request (method, path and body). A repeat with the
+//! same request gets the stored status and body back, marked
+//! `Idempotent-Replayed: true`, and does nothing again: a retried rebuild
+//! starts one task, a retried purchase charges once. The same key with a
+//! different request is 422; a repeat while the first still runs is 409.
+//! Server errors are not stored, so the client can retry them for real.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use advps_domain::time;
+use advps_store::IdempotencyBegin;
+
+use crate::auth::Caller;
+use crate::{ApiError, AppState};
+
+/// How long a response is kept for replay.
+pub const TTL_MS: i64 = 24 * 3_600_000;
+/// A request still marked in flight after this long is taken to have died
+/// with its server.
+pub const STALE_MS: i64 = 5 * 60_000;
+/// Stored responses larger than this are not kept (none of the API's are).
+const MAX_STORED_BODY: usize = 1024 * 1024;
+
+fn valid_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(raw) = req.headers().get("idempotency-key") else {
+        return next.run(req).await;
+    };
+    let key = match raw.to_str() {
+        Ok(k) if valid_key(k.trim_matches('"')) => k.trim_matches('"').to_string(),
+        _ => {
+            return ApiError::bad_request(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            )
+            .into_response()
+        }
+    };
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b"\n");
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.path().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(parts.uri.query().unwrap_or("").as_bytes());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let fingerprint = hex_of(&hasher.finalize());
+    let begin = state
+        .store
+        .begin_idempotent(
+            &caller.key_id,
+            &key,
+            &fingerprint,
+            time::now_millis(),
+            TTL_MS,
+            STALE_MS,
+        )
+        .await;
+    match begin {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(IdempotencyBegin::Mismatch) => ApiError::Unprocessable(
+            "Idempotency-Key was already used with a different request".into(),
+        )
+        .into_response(),
+        Ok(IdempotencyBegin::InFlight) => ApiError::Conflict {
+            message: "A request with this Idempotency-Key is still being processed".into(),
+            errors: None,
+        }
+        .into_response(),
+        Ok(IdempotencyBegin::Replay {
+            status,
+            body,
+            content_type,
+        }) => {
+            let mut response =
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+            if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                response.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+        Ok(IdempotencyBegin::Started) => {
+            let req = Request::from_parts(parts, Body::from(bytes));
+            let response = next.run(req).await;
+            let status = response.status();
+            if status.is_server_error() {
+                let _ = state.store.abandon_idempotent(&caller.key_id, &key).await;
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let bytes = match to_bytes(body, MAX_STORED_BODY).await {
+                Ok(b) => b,
+                Err(_) => {
+                    let _ = state.store.abandon_idempotent(&caller.key_id, &key).await;
+                    return ApiError::internal("response too large to store").into_response();
+                }
+            };
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if let Err(e) = state
+                .store
+                .finish_idempotent(
+                    &caller.key_id,
+                    &key,
+                    status.as_u16(),
+                    &text,
+                    content_type.as_deref(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not store an idempotent response");
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        }
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key;
+
+    #[test]
+    fn keys() {
+        assert!(valid_key("8e03978e-40d5-43e8-bc93-6894a57f9324"));
+        assert!(!valid_key(""));
+        assert!(!valid_key("has space"));
+        assert!(!valid_key(&"x".repeat(256)));
+    }
+}

@@ -1,0 +1,183 @@
+//! Webhook endpoints and the audit log, as the service layer offers them:
+//! every endpoint and entry is bounded by the caller's account and mode.
+
+use serde_json::Value;
+
+use advps_domain::{ids, time, PageRequest};
+use advps_store::{
+    AuditEntry, AuditFilter, NewWebhookEndpoint, Scope, WebhookDelivery, WebhookEndpoint,
+};
+
+use super::Operations;
+use crate::webhooks::{self, EVENT_TYPES, ROTATION_OVERLAP_MS};
+use crate::ApiError;
+
+const WEBHOOK_NOT_FOUND: &str = "Webhook endpoint not found";
+/// Endpoints one account may register per mode.
+pub const MAX_ENDPOINTS: usize = 20;
+
+impl Operations {
+    async fn own_webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
+        match self.store.find_webhook(id).await? {
+            Some(e) if e.account_id == scope.account_id && e.mode == scope.mode => Ok(e),
+            _ => Err(ApiError::NotFound(WEBHOOK_NOT_FOUND)),
+        }
+    }
+
+    /// Registers an endpoint; returns it with its secret (shown once).
+    pub async fn create_webhook(
+        &self,
+        scope: Scope,
+        body: &Value,
+    ) -> Result<(WebhookEndpoint, String), ApiError> {
+        let url = body
+            .get("url")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ApiError::bad_request("url is required"))?;
+        if url.len() > 2048 {
+            return Err(ApiError::bad_request("url must be at most 2048 characters"));
+        }
+        let events = match body.get("events").filter(|v| !v.is_null()) {
+            None => Vec::new(),
+            Some(v) => {
+                let list = v
+                    .as_array()
+                    .ok_or_else(|| ApiError::bad_request("events must be a list of event types"))?;
+                let mut events = Vec::new();
+                for e in list {
+                    let name = e.as_str().unwrap_or_default();
+                    if !EVENT_TYPES.contains(&name) {
+                        return Err(ApiError::BadRequest {
+                            message: format!("Unknown event type '{name}'"),
+                            errors: Some(serde_json::json!({ "known": EVENT_TYPES })),
+                        });
+                    }
+                    if !events.iter().any(|x: &String| x == name) {
+                        events.push(name.to_string());
+                    }
+                }
+                events
+            }
+        };
+        let description = match body.get("description").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .filter(|d| d.len() <= 200)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "description must be a string of at most 200 characters",
+                        )
+                    })?
+                    .to_string(),
+            ),
+        };
+        webhooks::check_url(url, self.config.webhook_allow_private)
+            .await
+            .map_err(ApiError::bad_request)?;
+        if self.store.list_webhooks(scope).await?.len() >= MAX_ENDPOINTS {
+            return Err(ApiError::Conflict {
+                message: format!("At most {MAX_ENDPOINTS} webhook endpoints per account and mode"),
+                errors: None,
+            });
+        }
+        let secret = webhooks::new_secret();
+        let endpoint = self
+            .store
+            .create_webhook(&NewWebhookEndpoint {
+                id: format!("we_{}", &ids::key_id()[4..]),
+                scope,
+                url: url.to_string(),
+                description,
+                events,
+                secret_enc: self.cipher.encrypt(&secret),
+                now: time::now_millis(),
+            })
+            .await?;
+        Ok((endpoint, secret))
+    }
+
+    pub async fn webhooks(&self, scope: Scope) -> Result<Vec<WebhookEndpoint>, ApiError> {
+        Ok(self.store.list_webhooks(scope).await?)
+    }
+
+    pub async fn webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
+        self.own_webhook(scope, id).await
+    }
+
+    pub async fn delete_webhook(&self, scope: Scope, id: &str) -> Result<(), ApiError> {
+        let endpoint = self.own_webhook(scope, id).await?;
+        self.store.delete_webhook(&endpoint.id).await?;
+        Ok(())
+    }
+
+    /// A new secret; the old one keeps signing for a day so receivers can switch.
+    pub async fn rotate_webhook_secret(
+        &self,
+        scope: Scope,
+        id: &str,
+    ) -> Result<(WebhookEndpoint, String, i64), ApiError> {
+        let endpoint = self.own_webhook(scope, id).await?;
+        let secret = webhooks::new_secret();
+        let until = time::now_millis() + ROTATION_OVERLAP_MS;
+        self.store
+            .rotate_webhook_secret(&endpoint.id, &self.cipher.encrypt(&secret), until)
+            .await?;
+        Ok((endpoint, secret, until))
+    }
+
+    pub async fn webhook_deliveries(
+        &self,
+        scope: Scope,
+        id: &str,
+        page: PageRequest,
+    ) -> Result<(Vec<WebhookDelivery>, u64), ApiError> {
+        let endpoint = self.own_webhook(scope, id).await?;
+        Ok(self
+            .store
+            .list_deliveries(&endpoint.id, page.offset(), page.limit)
+            .await?)
+    }
+
+    pub async fn redeliver(
+        &self,
+        scope: Scope,
+        id: &str,
+        delivery_id: &str,
+    ) -> Result<(), ApiError> {
+        let endpoint = self.own_webhook(scope, id).await?;
+        if !self
+            .store
+            .redeliver(&endpoint.id, delivery_id, time::now_millis())
+            .await?
+        {
+            return Err(ApiError::NotFound("Delivery not found"));
+        }
+        Ok(())
+    }
+
+    /// The caller's own audit entries, newest first.
+    pub async fn audit(
+        &self,
+        scope: Scope,
+        service_id: Option<String>,
+        from: Option<i64>,
+        to: Option<i64>,
+        page: PageRequest,
+    ) -> Result<(Vec<AuditEntry>, u64), ApiError> {
+        Ok(self
+            .store
+            .list_audit(&AuditFilter {
+                account_id: Some(scope.account_id),
+                mode: Some(scope.mode),
+                service_id,
+                from,
+                to,
+                offset: page.offset(),
+                limit: page.limit,
+            })
+            .await?)
+    }
+}
