@@ -345,6 +345,29 @@ pub trait Store: Send + Sync + 'static {
     async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<()>;
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<(Vec<AuditEntry>, u64)>;
 
+    // --- shared rate limits ---------------------------------------------------
+
+    /// Counts one request of `key_id` in its fixed window (opened by the
+    /// first request, `window_ms` long) unless `limit` is reached, in one
+    /// atomic statement. Returns whether it was counted, the count after it
+    /// and when the window opened.
+    async fn rate_hit(
+        &self,
+        key_id: &str,
+        limit: u32,
+        now: i64,
+        window_ms: i64,
+    ) -> StoreResult<RateHit>;
+    /// Takes back one counted request (an answer that costs no quota).
+    async fn rate_release(&self, key_id: &str, now: i64, window_ms: i64) -> StoreResult<()>;
+    /// The current window of a key, without counting.
+    async fn rate_peek(
+        &self,
+        key_id: &str,
+        now: i64,
+        window_ms: i64,
+    ) -> StoreResult<Option<RateHit>>;
+
     // --- the task worker ------------------------------------------------------
 
     /// Claims the oldest live task that is unclaimed or whose lease lapsed.

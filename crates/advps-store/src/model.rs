@@ -529,3 +529,11 @@ pub struct AuditFilter {
     pub offset: u64,
     pub limit: u32,
 }
+
+/// A key's rate-limit window after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHit {
+    pub counted: bool,
+    pub count: u32,
+    pub opened_at: i64,
+}

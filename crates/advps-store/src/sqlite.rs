@@ -2349,6 +2349,71 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((entries, total as u64))
     }
+    async fn rate_hit(
+        &self,
+        key_id: &str,
+        limit: u32,
+        now: i64,
+        window_ms: i64,
+    ) -> StoreResult<RateHit> {
+        // One statement: a closed window starts over at 1, an open one
+        // counts on (past the limit too, which is how a refusal is told).
+        let row = sqlx::query(
+            "INSERT INTO rate_windows (key_id, opened_at, count) VALUES (?1, ?2, 1) \
+             ON CONFLICT (key_id) DO UPDATE SET \
+               count = CASE WHEN rate_windows.opened_at + ?3 <= ?2 THEN 1 ELSE rate_windows.count + 1 END, \
+               opened_at = CASE WHEN rate_windows.opened_at + ?3 <= ?2 THEN ?2 ELSE rate_windows.opened_at END \
+             RETURNING count, opened_at",
+        )
+        .bind(key_id)
+        .bind(now)
+        .bind(window_ms)
+        .fetch_one(&self.writer)
+        .await?;
+        let count: i64 = row.try_get("count")?;
+        Ok(RateHit {
+            counted: count <= i64::from(limit),
+            count: count.clamp(0, i64::from(u32::MAX)) as u32,
+            opened_at: row.try_get("opened_at")?,
+        })
+    }
+
+    async fn rate_release(&self, key_id: &str, now: i64, window_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE rate_windows SET count = count - 1 WHERE key_id = ? AND count > 0 AND opened_at + ? > ?")
+            .bind(key_id)
+            .bind(window_ms)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn rate_peek(
+        &self,
+        key_id: &str,
+        now: i64,
+        window_ms: i64,
+    ) -> StoreResult<Option<RateHit>> {
+        let row = sqlx::query(
+            "SELECT count, opened_at FROM rate_windows WHERE key_id = ? AND opened_at + ? > ?",
+        )
+        .bind(key_id)
+        .bind(window_ms)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(match row {
+            Some(r) => {
+                let count: i64 = r.try_get("count")?;
+                Some(RateHit {
+                    counted: false,
+                    count: count as u32,
+                    opened_at: r.try_get("opened_at")?,
+                })
+            }
+            None => None,
+        })
+    }
 }
 
 fn insert_product(

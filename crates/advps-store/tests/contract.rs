@@ -500,3 +500,45 @@ async fn a_key_revoked_by_another_process_fails_at_once() {
         "the revocation is seen on the next read"
     );
 }
+
+#[tokio::test]
+async fn shared_rate_windows_admit_exactly_the_limit() {
+    let (_dir, store) = sqlite().await;
+    let mut handles = Vec::new();
+    for _ in 0..30 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            store.rate_hit("key_a", 10, 1_000, 900_000).await.unwrap()
+        }));
+    }
+    let mut counted = 0;
+    for h in handles {
+        counted += usize::from(h.await.unwrap().counted);
+    }
+    assert_eq!(counted, 10);
+    let peek = store
+        .rate_peek("key_a", 2_000, 900_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((peek.count, peek.opened_at), (30, 1_000));
+    // A new window opens once the old one closed.
+    let next = store.rate_hit("key_a", 10, 901_000, 900_000).await.unwrap();
+    assert!(next.counted);
+    assert_eq!((next.count, next.opened_at), (1, 901_000));
+    store.rate_release("key_a", 901_500, 900_000).await.unwrap();
+    assert_eq!(
+        store
+            .rate_peek("key_a", 901_500, 900_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .count,
+        0
+    );
+    assert!(store
+        .rate_peek("key_b", 1, 900_000)
+        .await
+        .unwrap()
+        .is_none());
+}
