@@ -118,6 +118,7 @@ async fn live_power_actions_follow_the_container() {
     let resp = server.action(key, id, "stop").await;
     let data = assert_api_success(&resp, "Linux service stopped successfully", LIVE);
     check_action(data, &bound, "STOPPED");
+    assert_eq!(data["powerMode"], "graceful", "{data}");
     assert_eq!(setup.lxd.status(name), "Stopped");
     assert_eq!(setup.lxd.lxc_list_state(name), "STOPPED");
     let (running, vm, uptime, data) = live_status(&setup, &bound).await;
@@ -210,6 +211,28 @@ async fn live_power_actions_follow_the_container() {
     assert_eq!((running.as_str(), vm.as_str()), ("STOPPED", "stopped"));
     assert_eq!(uptime, 0, "{data}");
     assert_eq!(setup.lxd.lxc_list_state(name), "STOPPED");
+
+    // Forced reboot and forced stop: the engine is told to cut the power.
+    let resp = server.action(key, id, "start").await;
+    assert_api_success(&resp, "Linux service started successfully", LIVE);
+    wait_for_boot(name);
+    exec_ok(name, "echo before-reboot > /run/advps-reboot-marker");
+    let path = format!("/api/v1/services/{id}/reboot");
+    let resp = server
+        .post_json(&path, key, &json!({"mode": "force"}))
+        .await;
+    let data = assert_api_success(&resp, "Linux service rebooted successfully", LIVE);
+    assert_eq!(data["powerMode"], "forced", "{data}");
+    wait_for_boot(name);
+    let (code, _) = exec(name, "test -e /run/advps-reboot-marker");
+    assert_ne!(code, 0, "a forced reboot did not restart the guest");
+    let path = format!("/api/v1/services/{id}/stop");
+    let resp = server
+        .post_json(&path, key, &json!({"mode": "force"}))
+        .await;
+    let data = assert_api_success(&resp, "Linux service stopped successfully", LIVE);
+    assert_eq!(data["powerMode"], "forced", "{data}");
+    assert_eq!(setup.lxd.status(name), "Stopped");
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use advps_drivers::lxd::client::LxdClient;
 use advps_drivers::lxd::LxdDriver;
 use advps_drivers::{
-    AddressConfig, Driver, DriverError, InstanceKind, PowerStatus, RebuildRequest, StepOutcome,
-    StopMode,
+    AddressConfig, Driver, DriverError, InstanceKind, PowerOutcome, PowerStatus, RebuildRequest,
+    StepOutcome, StopMode,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -171,7 +171,7 @@ async fn put_state(
     if action == "stop" && !running {
         return failed_op(&mut f, "The instance is already stopped");
     }
-    if action == "stop" && ignores && !force {
+    if (action == "stop" || action == "restart") && ignores && !force {
         return failed_op(&mut f, "Failed shutting down instance: timeout");
     }
     let instance = f.instances.get_mut(&name).unwrap();
@@ -514,4 +514,67 @@ async fn native_rebuild_is_used_where_advertised() {
     assert!(f.log.contains(&"POST rebuild vm1".to_string()));
     assert!(!f.log.iter().any(|l| l.starts_with("DELETE")));
     assert_eq!(f.instances["vm1"]["image"], "debian-13-vm");
+}
+
+#[tokio::test]
+async fn power_outcomes_say_which_path_was_taken() {
+    let mut fake = Fake::default();
+    fake.instances.insert("vm1".into(), vm("vm1", "Running"));
+    let server = start(fake).await;
+    let driver = driver(&server).await;
+    let graceful = StopMode::Graceful {
+        timeout: std::time::Duration::from_secs(5),
+    };
+    assert_eq!(
+        driver.reboot_with_mode("vm1", graceful).await,
+        Ok(PowerOutcome::Graceful)
+    );
+    assert_eq!(
+        driver.reboot_with_mode("vm1", StopMode::Force).await,
+        Ok(PowerOutcome::Forced)
+    );
+    assert_eq!(
+        driver.stop_with_outcome("vm1", graceful).await,
+        Ok(PowerOutcome::Graceful)
+    );
+    assert_eq!(
+        driver.reboot_with_mode("vm1", StopMode::Force).await,
+        Err(DriverError::NotRunning)
+    );
+    driver.start("vm1").await.unwrap();
+    assert_eq!(
+        driver.stop_with_outcome("vm1", StopMode::Force).await,
+        Ok(PowerOutcome::Forced)
+    );
+    let log = server.state.lock().unwrap().log.clone();
+    assert!(
+        log.contains(&"PUT state vm1 restart force".to_string()),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_that_ignores_a_graceful_request_is_reported_as_forced() {
+    let mut fake = Fake {
+        ignores_graceful_stop: true,
+        ..Fake::default()
+    };
+    fake.instances.insert("vm1".into(), vm("vm1", "Running"));
+    let server = start(fake).await;
+    let driver = driver(&server).await;
+    let graceful = StopMode::Graceful {
+        timeout: std::time::Duration::from_secs(1),
+    };
+    assert_eq!(
+        driver.reboot_with_mode("vm1", graceful).await,
+        Ok(PowerOutcome::GracefulThenForced)
+    );
+    assert_eq!(
+        driver.stop_with_outcome("vm1", graceful).await,
+        Ok(PowerOutcome::GracefulThenForced)
+    );
+    assert_eq!(
+        driver.power_status_for_tests("vm1").await,
+        PowerStatus::Stopped
+    );
 }

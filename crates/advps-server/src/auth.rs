@@ -4,13 +4,17 @@
 //! by its digest and compared again in constant time; revoked keys fail at
 //! once because nothing is cached. The caller's quota is counted next, and
 //! every authenticated response carries the `RateLimit-*` headers.
+//!
+//! Two kinds of answer cost no quota: `304 Not Modified` (the request is
+//! given back once the handler answered) and `GET /api/v1/me`, which is
+//! served behind [`authenticate_without_quota`] and only reads the quota.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -28,6 +32,13 @@ pub struct Caller {
     pub account_id: i64,
     pub account_name: String,
     pub mode: Mode,
+    /// The last four characters of the presented key.
+    pub key_last4: String,
+    /// When the key was created, Unix milliseconds.
+    pub key_created_at: i64,
+    /// When the key was last used before this request (recorded at most
+    /// once a minute), Unix milliseconds.
+    pub key_last_used_at: Option<i64>,
 }
 
 impl Caller {
@@ -80,7 +91,27 @@ impl TouchThrottle {
 }
 
 /// Middleware on the authenticated routes.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authenticate_counting(state, req, next, true).await
+}
+
+/// Middleware on authenticated routes that cost no quota: the key is
+/// checked the same way, the quota is reported but not counted, and a
+/// caller over its limit is still answered.
+pub async fn authenticate_without_quota(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    authenticate_counting(state, req, next, false).await
+}
+
+async fn authenticate_counting(
+    state: AppState,
+    mut req: Request,
+    next: Next,
+    counted: bool,
+) -> Response {
     let now = req
         .extensions()
         .get::<RequestContext>()
@@ -94,8 +125,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Mode::Test => state.config.rate_limit_test,
         Mode::Live => state.config.rate_limit_live,
     };
-    let decision = state.limiter.check(&caller.key_id, limit, now).await;
-    if !decision.allowed {
+    let decision = if counted {
+        state.limiter.check(&caller.key_id, limit, now).await
+    } else {
+        state.limiter.peek(&caller.key_id, limit, now).await
+    };
+    if counted && !decision.allowed {
         let mut response = ApiError::RateLimited {
             retry_after_secs: decision.reset_secs,
         }
@@ -112,8 +147,16 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
         });
     }
+    let key_id = caller.key_id.clone();
     req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(decision);
     let mut response = next.run(req).await;
+    let mut decision = decision;
+    if counted && response.status() == StatusCode::NOT_MODIFIED {
+        // The client's copy is current: polling for that costs nothing.
+        state.limiter.release(&key_id, now).await;
+        decision.remaining = (decision.remaining + 1).min(decision.limit);
+    }
     rate_headers(response.headers_mut(), &decision);
     response
 }
@@ -142,6 +185,9 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
         account_id: record.account_id,
         account_name: record.account_name,
         mode,
+        key_last4: record.last4,
+        key_created_at: record.created_at,
+        key_last_used_at: record.last_used_at,
     })
 }
 

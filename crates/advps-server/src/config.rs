@@ -43,6 +43,16 @@ pub struct Config {
     pub expiry_check_secs: u64,
     /// How long an expired service stays suspended before it is terminated.
     pub expiry_grace_secs: u64,
+    /// Let webhooks reach loopback and private addresses (off: such
+    /// destinations are refused, so the API cannot be aimed inside).
+    pub webhook_allow_private: bool,
+    /// First retry delay of a failed webhook delivery, in milliseconds;
+    /// each next one is four times longer.
+    pub webhook_retry_base_ms: u64,
+    /// Attempts before a delivery is given up.
+    pub webhook_max_attempts: u32,
+    /// Deadline of one delivery, in seconds.
+    pub webhook_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -64,6 +74,10 @@ impl Default for Config {
             sandbox_provision_seconds: 10.0,
             expiry_check_secs: 30,
             expiry_grace_secs: 86_400,
+            webhook_allow_private: false,
+            webhook_retry_base_ms: 5_000,
+            webhook_max_attempts: 8,
+            webhook_timeout_secs: 10,
         }
     }
 }
@@ -88,6 +102,10 @@ struct FileConfig {
     sandbox_provision_seconds: Option<f64>,
     expiry_check_secs: Option<u64>,
     expiry_grace_secs: Option<u64>,
+    webhook_allow_private: Option<bool>,
+    webhook_retry_base_ms: Option<u64>,
+    webhook_max_attempts: Option<u32>,
+    webhook_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +174,11 @@ impl Config {
             engine_timeout_secs,
             sandbox_provision_seconds,
             expiry_check_secs,
-            expiry_grace_secs
+            expiry_grace_secs,
+            webhook_allow_private,
+            webhook_retry_base_ms,
+            webhook_max_attempts,
+            webhook_timeout_secs
         );
         if f.secret_key_file.is_some() {
             self.secret_key_file = f.secret_key_file;
@@ -266,6 +288,34 @@ impl Config {
             count,
         )? {
             self.expiry_grace_secs = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_WEBHOOK_ALLOW_PRIVATE",
+            env("ADVPS_WEBHOOK_ALLOW_PRIVATE"),
+            "true or false",
+        )? {
+            self.webhook_allow_private = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_WEBHOOK_RETRY_BASE_MS",
+            env("ADVPS_WEBHOOK_RETRY_BASE_MS"),
+            count,
+        )? {
+            self.webhook_retry_base_ms = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_WEBHOOK_MAX_ATTEMPTS",
+            env("ADVPS_WEBHOOK_MAX_ATTEMPTS"),
+            count,
+        )? {
+            self.webhook_max_attempts = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_WEBHOOK_TIMEOUT_SECS",
+            env("ADVPS_WEBHOOK_TIMEOUT_SECS"),
+            count,
+        )? {
+            self.webhook_timeout_secs = v;
         }
         Ok(())
     }

@@ -4,12 +4,22 @@
 //! Success: `{status: "success", message, data, timestamp}`; error:
 //! `{status: "error", message, errors, timestamp}`. `data` carries `mode` and
 //! `requestId`, and the request id is also sent as `X-Request-Id`.
+//!
+//! The typed shapes here ([`Data`], [`ApiResponse`], [`ErrorEnvelope`]) are
+//! what the OpenAPI document is generated from; [`Success`] serialises a
+//! handler's typed `data` through [`Data`], so the document and the wire
+//! cannot disagree. A success can also carry an entity tag, computed over
+//! `data` without the request id, and answer `304 Not Modified` to a
+//! matching `If-None-Match`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use advps_domain::{time, Mode};
 
@@ -51,40 +61,127 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     }
 }
 
+/// The API mode of the calling key: `test` for `sk_test_`, `live` for `sk_live_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiMode {
+    Test,
+    Live,
+}
+
+impl From<Mode> for ApiMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Test => ApiMode::Test,
+            Mode::Live => ApiMode::Live,
+        }
+    }
+}
+
+/// `data` of an authenticated success: the endpoint's own fields, then the
+/// caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Data<T> {
+    #[serde(flatten)]
+    pub fields: T,
+    pub mode: ApiMode,
+    /// `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request.
+    #[schema(example = "req_1706611200000_abc123def")]
+    pub request_id: String,
+}
+
+/// The literal `"success"`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SuccessWord {
+    Success,
+}
+
+/// The literal `"error"`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorWord {
+    Error,
+}
+
+/// The success envelope of an authenticated endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiResponse<T> {
+    pub status: SuccessWord,
+    /// `true` on rebuild answers only, as the reference's rebuild example shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub success: Option<bool>,
+    pub message: String,
+    pub data: Data<T>,
+    /// RFC 3339 UTC with milliseconds.
+    #[schema(example = "2024-01-30T12:00:00.000Z")]
+    pub timestamp: String,
+}
+
+/// The success envelope of an endpoint without a key (no mode, no request id in `data`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlainResponse<T> {
+    pub status: SuccessWord,
+    pub message: String,
+    pub data: T,
+    #[schema(example = "2024-01-30T12:00:00.000Z")]
+    pub timestamp: String,
+}
+
+/// Every error, whatever its status: `errors` is `null` or an object of details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub status: ErrorWord,
+    #[schema(example = "Service not found or not accessible")]
+    pub message: String,
+    #[schema(value_type = Option<Object>)]
+    pub errors: Option<Value>,
+    #[schema(example = "2024-01-30T12:00:00.000Z")]
+    pub timestamp: String,
+}
+
+/// How a success takes part in conditional requests.
+struct Conditional {
+    /// The client's `If-None-Match`, if any.
+    if_none_match: Option<String>,
+    /// Dotted paths in `data` left out of the tag (values that change on
+    /// their own, like uptime, and do not make the state different).
+    ignore: &'static [&'static str],
+}
+
 /// A success response under construction.
 pub struct Success {
     message: String,
     data: Map<String, Value>,
     success_flag: bool,
+    conditional: Option<Conditional>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Success {
-    /// `data` must be a JSON object; `mode` and `requestId` are appended.
-    pub fn new(
+    /// `data` must serialise to a JSON object; `mode` and `requestId` are appended.
+    pub fn new<T: Serialize>(
         message: impl Into<String>,
-        data: Value,
+        data: T,
         mode: Mode,
         ctx: &RequestContext,
     ) -> Success {
-        let mut data = match data {
-            Value::Object(map) => map,
-            other => {
-                let mut map = Map::new();
-                map.insert("value".into(), other);
-                map
-            }
+        let data = Data {
+            fields: data,
+            mode: mode.into(),
+            request_id: ctx.request_id.clone(),
         };
-        data.insert("mode".into(), Value::from(mode.as_str()));
-        data.insert("requestId".into(), Value::from(ctx.request_id.as_str()));
-        Success {
-            message: message.into(),
-            data,
-            success_flag: false,
-        }
+        Success::from_value(message, serde_json::to_value(data).unwrap_or(Value::Null))
     }
 
     /// A success without an API mode (unauthenticated endpoints).
-    pub fn plain(message: impl Into<String>, data: Value) -> Success {
+    pub fn plain<T: Serialize>(message: impl Into<String>, data: T) -> Success {
+        Success::from_value(message, serde_json::to_value(data).unwrap_or(Value::Null))
+    }
+
+    fn from_value(message: impl Into<String>, data: Value) -> Success {
         Success {
             message: message.into(),
             data: match data {
@@ -92,34 +189,125 @@ impl Success {
                 _ => Map::new(),
             },
             success_flag: false,
+            conditional: None,
+            headers: Vec::new(),
         }
     }
 
-    /// Adds `apiMode` beside `mode` and the top-level `success: true` that the
-    /// reference's rebuild example shows.
+    /// Adds the top-level `success: true` that the reference's rebuild
+    /// example shows (the handler's data carries `apiMode`).
     pub fn with_rebuild_shape(mut self) -> Success {
-        if let Some(mode) = self.data.get("mode").cloned() {
-            self.data.insert("apiMode".into(), mode);
-        }
         self.success_flag = true;
         self
     }
+
+    /// Sends an `ETag` over `data` (without `requestId` and the `ignore`d
+    /// paths) and answers `304 Not Modified` when `request_headers` carry a
+    /// matching `If-None-Match`.
+    pub fn with_etag(
+        mut self,
+        request_headers: &HeaderMap,
+        ignore: &'static [&'static str],
+    ) -> Success {
+        let if_none_match = request_headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.conditional = Some(Conditional {
+            if_none_match: (!if_none_match.is_empty()).then_some(if_none_match),
+            ignore,
+        });
+        self
+    }
+
+    /// Adds a response header (sent on 200 and on 304).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Success {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The weak entity tag of `data` as the conditional settings say.
+    fn etag(&self, ignore: &[&str]) -> String {
+        let mut data = self.data.clone();
+        data.remove("requestId");
+        for path in ignore {
+            remove_path(&mut data, path);
+        }
+        let bytes = serde_json::to_vec(&data).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        // Weak: the envelope around `data` (timestamp, request id) differs
+        // on every answer, so two answers are equivalent, never identical.
+        format!("W/\"{hex}\"")
+    }
+}
+
+/// Removes `a.b.c` from a JSON object, if present.
+fn remove_path(map: &mut Map<String, Value>, path: &str) {
+    match path.split_once('.') {
+        None => {
+            map.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Object(inner)) = map.get_mut(head) {
+                remove_path(inner, rest);
+            }
+        }
+    }
+}
+
+/// Whether an `If-None-Match` value matches `etag` (weak comparison, as
+/// RFC 9110 asks for this header; `*` matches any current representation).
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    let wanted = opaque(etag);
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || opaque(candidate) == wanted)
 }
 
 impl IntoResponse for Success {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("status".into(), Value::from("success"));
-        if self.success_flag {
-            body.insert("success".into(), Value::Bool(true));
+        let etag = self.conditional.as_ref().map(|c| {
+            let tag = self.etag(c.ignore);
+            let fresh = c
+                .if_none_match
+                .as_deref()
+                .is_some_and(|inm| etag_matches(inm, &tag));
+            (tag, fresh)
+        });
+        let mut response = match &etag {
+            Some((_, true)) => StatusCode::NOT_MODIFIED.into_response(),
+            _ => {
+                let mut body = Map::new();
+                body.insert("status".into(), Value::from("success"));
+                if self.success_flag {
+                    body.insert("success".into(), Value::Bool(true));
+                }
+                body.insert("message".into(), Value::from(self.message));
+                body.insert("data".into(), Value::Object(self.data));
+                body.insert(
+                    "timestamp".into(),
+                    Value::from(time::format_timestamp(chrono::Utc::now())),
+                );
+                json_response(StatusCode::OK, &Value::Object(body))
+            }
+        };
+        let headers = response.headers_mut();
+        if let Some((tag, _)) = etag {
+            if let Ok(value) = HeaderValue::from_str(&tag) {
+                headers.insert(header::ETAG, value);
+            }
+            // Tell caches the answer depends on who asks.
+            headers.insert(header::VARY, HeaderValue::from_static("x-api-key"));
         }
-        body.insert("message".into(), Value::from(self.message));
-        body.insert("data".into(), Value::Object(self.data));
-        body.insert(
-            "timestamp".into(),
-            Value::from(time::format_timestamp(chrono::Utc::now())),
-        );
-        json_response(StatusCode::OK, &Value::Object(body))
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
     }
 }
 
@@ -141,4 +329,41 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_in_lists() {
+        let tag = "W/\"abc\"";
+        assert!(etag_matches("W/\"abc\"", tag));
+        assert!(etag_matches("\"abc\"", tag));
+        assert!(etag_matches("\"x\", W/\"abc\"", tag));
+        assert!(etag_matches("*", tag));
+        assert!(!etag_matches("\"abd\"", tag));
+    }
+
+    #[test]
+    fn the_tag_ignores_the_request_id_and_the_listed_paths() {
+        let ctx = RequestContext::new();
+        let a = Success::new(
+            "m",
+            serde_json::json!({"s": 1, "uptime": 5, "vm": {"uptime": 5}}),
+            Mode::Test,
+            &ctx,
+        );
+        let b = Success::new(
+            "m",
+            serde_json::json!({"s": 1, "uptime": 9, "vm": {"uptime": 9}}),
+            Mode::Test,
+            &RequestContext::new(),
+        );
+        assert_eq!(
+            a.etag(&["uptime", "vm.uptime"]),
+            b.etag(&["uptime", "vm.uptime"])
+        );
+        assert_ne!(a.etag(&[]), b.etag(&[]));
+    }
 }

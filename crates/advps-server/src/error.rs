@@ -43,6 +43,9 @@ pub enum ApiError {
         message: String,
         errors: Option<Value>,
     },
+    /// 422: a request that cannot be processed as sent.
+    #[error("{0}")]
+    Unprocessable(String),
     /// 413.
     #[error("Request body too large")]
     PayloadTooLarge,
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Busy { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } | ApiError::TooManyRequests { .. } => {
                 StatusCode::TOO_MANY_REQUESTS

@@ -7,6 +7,8 @@
 //! starts one task, a retried purchase charges once. The same key with a
 //! different request is 422; a repeat while the first still runs is 409.
 //! Server errors are not stored, so the client can retry them for real.
+//! Stored bodies are encrypted like every other secret at rest: a replayed
+//! generate-password answer carries a password.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -98,6 +100,13 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             body,
             content_type,
         }) => {
+            let body = match state.cipher.decrypt(&body) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    return ApiError::internal(format!("stored response unreadable: {e}"))
+                        .into_response()
+                }
+            };
             let mut response =
                 (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -129,14 +138,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let sealed = state.cipher.encrypt(&String::from_utf8_lossy(&bytes));
             if let Err(e) = state
                 .store
                 .finish_idempotent(
                     &caller.key_id,
                     &key,
                     status.as_u16(),
-                    &text,
+                    &sealed,
                     content_type.as_deref(),
                 )
                 .await

@@ -5,6 +5,7 @@
 //! reference. [`serve`] takes a bound listener and a shutdown signal, so the
 //! command line, the tests and the benchmark all run the same server.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod drivers;
@@ -12,6 +13,8 @@ pub mod envelope;
 pub mod error;
 pub mod expiry;
 pub mod extract;
+pub mod idempotency;
+pub mod openapi;
 pub mod ops;
 pub mod rate_limit;
 pub mod routes;
@@ -22,4 +25,7 @@ pub mod worker;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use server::{build_state, router, seed_sandbox_catalogue as server_seed, serve, AppState};
+pub use server::{
+    build_state, router, seed_sandbox_catalogue as server_seed, serve, AppState, AppStateInner,
+};
+pub mod webhooks;

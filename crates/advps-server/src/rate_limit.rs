@@ -26,6 +26,13 @@ pub struct RateDecision {
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request of `key_id` at `now_ms` against `limit`.
     async fn check(&self, key_id: &str, limit: u32, now_ms: i64) -> RateDecision;
+    /// Gives back one request that [`RateLimiter::check`] counted in the
+    /// window open at `now_ms` (answers that cost no quota, such as
+    /// `304 Not Modified`). Nothing happens if that window has closed.
+    async fn release(&self, key_id: &str, now_ms: i64);
+    /// The quota of `key_id` at `now_ms` without counting a request
+    /// (`GET /api/v1/me`). `allowed` says whether a request would be admitted.
+    async fn peek(&self, key_id: &str, limit: u32, now_ms: i64) -> RateDecision;
 }
 
 struct Window {
@@ -72,13 +79,46 @@ impl RateLimiter for MemoryRateLimiter {
         if allowed {
             window.count += 1;
         }
+        self.decision(allowed, limit, window.count, window.opened_ms, now_ms)
+    }
+
+    async fn release(&self, key_id: &str, now_ms: i64) {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(window) = windows.get_mut(key_id) {
+            if now_ms < window.opened_ms + self.window_ms {
+                window.count = window.count.saturating_sub(1);
+            }
+        }
+    }
+
+    async fn peek(&self, key_id: &str, limit: u32, now_ms: i64) -> RateDecision {
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        match windows.get(key_id) {
+            Some(w) if now_ms < w.opened_ms + self.window_ms => {
+                self.decision(w.count < limit, limit, w.count, w.opened_ms, now_ms)
+            }
+            // No open window: the next request would open a full one.
+            _ => self.decision(limit > 0, limit, 0, now_ms, now_ms),
+        }
+    }
+}
+
+impl MemoryRateLimiter {
+    fn decision(
+        &self,
+        allowed: bool,
+        limit: u32,
+        count: u32,
+        opened_ms: i64,
+        now_ms: i64,
+    ) -> RateDecision {
         // A request that arrived a moment before the one that opened the
         // window still reports at most a full window.
-        let left_ms = (window.opened_ms + self.window_ms - now_ms).clamp(0, self.window_ms);
+        let left_ms = (opened_ms + self.window_ms - now_ms).clamp(0, self.window_ms);
         RateDecision {
             allowed,
             limit,
-            remaining: limit - window.count.min(limit),
+            remaining: limit - count.min(limit),
             reset_secs: ((left_ms + 999) / 1000).max(1) as u64,
             window_secs: (self.window_ms / 1000) as u64,
         }
@@ -117,6 +157,22 @@ mod tests {
         let earlier = limiter.check("k", 10, 4_000).await;
         assert!(earlier.allowed);
         assert_eq!(earlier.reset_secs, 900);
+    }
+
+    #[tokio::test]
+    async fn release_gives_back_a_request_and_peek_counts_none() {
+        let limiter = MemoryRateLimiter::new(900);
+        assert_eq!(limiter.peek("k", 3, 0).await.remaining, 3);
+        limiter.check("k", 3, 0).await;
+        limiter.check("k", 3, 1).await;
+        assert_eq!(limiter.peek("k", 3, 2).await.remaining, 1);
+        assert_eq!(limiter.peek("k", 3, 2).await.remaining, 1);
+        limiter.release("k", 3).await;
+        assert_eq!(limiter.peek("k", 3, 4).await.remaining, 2);
+        // A release after the window closed leaves the new window alone.
+        limiter.release("k", 900_000).await;
+        limiter.release("unknown", 5).await;
+        assert_eq!(limiter.check("k", 3, 900_001).await.remaining, 2);
     }
 
     #[tokio::test]

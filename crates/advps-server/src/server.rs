@@ -25,14 +25,18 @@ use crate::drivers::DriverRegistry;
 use crate::envelope::{error_body, json_response, RequestContext};
 use crate::ops::Operations;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
-use crate::routes::{health, os, products, purchase, services, tasks};
+use crate::routes::{audit, docs, health, me, os, products, purchase, services, tasks, webhooks};
 use crate::secrets::Cipher;
 use crate::worker::Worker;
 use crate::{ApiError, Config};
 
-/// What every handler can reach.
+/// What every handler can reach. One allocation behind an `Arc`: every
+/// middleware layer and handler takes its own handle to the state for each
+/// request, and a handle should cost one atomic increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub ops: Operations,
@@ -43,6 +47,14 @@ pub struct AppState {
     pub cipher: Cipher,
     /// Wakes the task worker when a task is queued.
     pub wake: Arc<Notify>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
 }
 
 /// Opens the storage in the configured data directory (creating and
@@ -60,7 +72,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
     ));
     let wake = Arc::new(Notify::new());
     let config = Arc::new(config);
-    Ok(AppState {
+    Ok(AppState(Arc::new(AppStateInner {
         ops: Operations::new(
             Arc::clone(&store),
             Arc::clone(&config),
@@ -76,7 +88,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
         drivers,
         cipher,
         wake,
-    })
+    })))
 }
 
 /// A small boxed-error result so that start-up failures of any layer can be
@@ -123,13 +135,36 @@ pub fn router(state: AppState) -> Router {
         .nest("/products", products::router())
         .nest("/purchase", purchase::router())
         .route("/os", get(os::list_os))
+        .nest("/webhooks", webhooks::router())
+        .route("/audit", get(audit::list_audit))
+        // Layers run outermost last-added: authentication, then the audit
+        // log (which needs the caller), then idempotent replay.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::idempotency,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::audit,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ));
+        ))
+        // Added after the layers above so they do not apply: `/me` checks
+        // the key without counting it, the OpenAPI document needs no key.
+        .route(
+            "/me",
+            get(me::get_me).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::authenticate_without_quota,
+            )),
+        )
+        .route("/openapi.json", get(docs::get_openapi));
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/livez", get(health::get_livez))
+        .route("/docs", get(docs::get_docs))
         .nest("/api/v1", api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -217,6 +252,18 @@ pub async fn serve(
         grace_ms: (state.config.expiry_grace_secs as i64).saturating_mul(1000),
     };
     let expiry = tokio::spawn(expiry.run(stop_rx.clone()));
+    let dispatcher = Arc::new(crate::webhooks::Dispatcher {
+        store: Arc::clone(&state.store),
+        cipher: state.cipher.clone(),
+        client: crate::webhooks::Dispatcher::client(Duration::from_secs(
+            state.config.webhook_timeout_secs,
+        )),
+        allow_private: state.config.webhook_allow_private,
+        retry_base_ms: state.config.webhook_retry_base_ms as i64,
+        max_attempts: i64::from(state.config.webhook_max_attempts),
+        every: Duration::from_millis(500),
+    });
+    let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
     let housekeeping = state.memory_limiter.clone().map(|limiter| {
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -230,13 +277,17 @@ pub async fn serve(
         })
     });
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     let _ = worker.await;
     let _ = expiry.await;
+    let _ = dispatcher.await;
     if let Some(task) = housekeeping {
         let _ = task.await;
     }

@@ -8,14 +8,21 @@
 //!
 //! The free functions check the shared response shapes of the contract: the success and error
 //! envelopes, timestamps, request ids, API keys and generated passwords.
+//!
+//! Every response that [`TestServer::request`] receives is also checked against the OpenAPI
+//! document the server itself serves (`/api/v1/openapi.json`, fetched once per server): the
+//! operation must be declared for the method and path, the status must be declared for it, and a
+//! JSON body must match the declared schema. So the document cannot drift from the code.
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use serde_json::{json, Value};
@@ -54,6 +61,10 @@ pub struct TestServer {
     /// The key printed by the current run, if any (only the first start prints one).
     pub printed_key: Option<String>,
     client: reqwest::Client,
+    /// The served OpenAPI document, fetched on first use.
+    openapi: tokio::sync::OnceCell<Value>,
+    /// Compiled response schemas, by operation and status.
+    validators: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
 
 /// What one spawn of the server produced.
@@ -62,6 +73,40 @@ struct Spawned {
     base_url: String,
     key: Option<String>,
     lines: Vec<String>,
+}
+
+/// Where the server serves its OpenAPI document.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// The operation of `doc` for `method` (lower case) on `path`, with its path template. Paths
+/// match a template segment by segment, `{name}` matching any one segment; when several
+/// templates match, the one with the fewest parameters wins (`/purchase/linux` over
+/// `/purchase/{orderId}`). `None` if no template declares the method.
+pub fn find_operation<'a>(doc: &'a Value, method: &str, path: &str) -> Option<(String, &'a Value)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut best: Option<(usize, String, &Value)> = None;
+    for (template, item) in doc["paths"].as_object()? {
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != segments.len() {
+            continue;
+        }
+        let mut params = 0;
+        let matches = parts.iter().zip(&segments).all(|(t, s)| {
+            if t.starts_with('{') && t.ends_with('}') {
+                params += 1;
+                !s.is_empty()
+            } else {
+                t == s
+            }
+        });
+        let Some(operation) = item.get(method) else {
+            continue;
+        };
+        if matches && best.as_ref().is_none_or(|(p, _, _)| params < *p) {
+            best = Some((params, template.clone(), operation));
+        }
+    }
+    best.map(|(_, template, operation)| (template, operation))
 }
 
 /// A decoded HTTP response.
@@ -144,6 +189,8 @@ impl TestServer {
             startup_lines: spawned.lines,
             printed_key: spawned.key,
             client,
+            openapi: tokio::sync::OnceCell::new(),
+            validators: Mutex::new(HashMap::new()),
         }
     }
 
@@ -293,7 +340,30 @@ impl TestServer {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Resp {
-        let mut req = self.client.request(method, self.url(path));
+        self.request_with_headers(method, path, key, content_type, body, &[])
+            .await
+    }
+
+    /// `GET path` with an API key and extra request headers.
+    pub async fn get_with_headers(&self, path: &str, key: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request_with_headers(reqwest::Method::GET, path, Some(key), None, None, headers)
+            .await
+    }
+
+    /// Like [`TestServer::request`], with extra request headers.
+    pub async fn request_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self.client.request(method.clone(), self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(key) = key {
             req = req.header("x-api-key", key);
         }
@@ -313,12 +383,141 @@ impl TestServer {
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("read response body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
+        let resp = Resp {
             status,
             headers,
             body,
             text,
+        };
+        self.check_against_openapi(&method, path, &resp).await;
+        resp
+    }
+
+    /// The OpenAPI document this server serves (fetched once).
+    pub async fn openapi(&self) -> &Value {
+        self.openapi
+            .get_or_init(|| async {
+                let resp = self
+                    .client
+                    .get(self.url(OPENAPI_PATH))
+                    .send()
+                    .await
+                    .expect("fetch the OpenAPI document");
+                assert_eq!(resp.status().as_u16(), 200, "GET {OPENAPI_PATH}");
+                resp.json().await.expect("the OpenAPI document is JSON")
+            })
+            .await
+    }
+
+    /// Fails the test unless `resp` is what the OpenAPI document declares for `method path`.
+    async fn check_against_openapi(&self, method: &reqwest::Method, path: &str, resp: &Resp) {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        if path == OPENAPI_PATH {
+            return;
         }
+        let doc = self.openapi().await;
+        let method_key = method.as_str().to_ascii_lowercase();
+        let context = || format!("{method} {path} -> {}: {}", resp.status, resp.text);
+        let Some((template, operation)) = find_operation(doc, &method_key, path) else {
+            // Not an operation of the API: only the router's own answers may come back,
+            // 404 for an unknown path and 405 for a known path with another method.
+            assert!(
+                resp.status == 404 || resp.status == 405,
+                "{} is not in the OpenAPI document: annotate its handler with #[utoipa::path] \
+                 and list it in crates/advps-server/src/openapi.rs ({})",
+                path,
+                context()
+            );
+            let schema = json!({ "$ref": "#/components/schemas/ErrorEnvelope" });
+            self.validate_json(doc, "generic-error", &schema, resp, &context);
+            return;
+        };
+        let responses = &operation["responses"];
+        let status = resp.status.to_string();
+        let declared = responses
+            .get(&status)
+            .or_else(|| responses.get("default"))
+            .unwrap_or_else(|| {
+                let known: Vec<&String> = responses
+                    .as_object()
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                panic!(
+                    "status {status} is not declared for {method_key} {template} (declared: {known:?}); {}",
+                    context()
+                )
+            });
+        let content = declared.get("content").and_then(Value::as_object);
+        let Some(content) = content.filter(|c| !c.is_empty()) else {
+            assert!(
+                resp.text.is_empty(),
+                "{method_key} {template} {status} declares no body but one came: {}",
+                context()
+            );
+            return;
+        };
+        if method == reqwest::Method::HEAD {
+            return;
+        }
+        let media = resp
+            .header("content-type")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let entry = content.get(&media).unwrap_or_else(|| {
+            panic!(
+                "{method_key} {template} {status} declares {:?}, the response is {media:?}; {}",
+                content.keys().collect::<Vec<_>>(),
+                context()
+            )
+        });
+        if media != "application/json" {
+            return;
+        }
+        let schema = entry.get("schema").cloned().unwrap_or(json!({}));
+        let key = format!("{method_key} {template} {status}");
+        self.validate_json(doc, &key, &schema, resp, &context);
+    }
+
+    fn validate_json(
+        &self,
+        doc: &Value,
+        key: &str,
+        schema: &Value,
+        resp: &Resp,
+        context: &dyn Fn() -> String,
+    ) {
+        let instance: Value = serde_json::from_str(&resp.text)
+            .unwrap_or_else(|e| panic!("{key}: the body is not JSON ({e}); {}", context()));
+        let validator =
+            {
+                let mut cache = self.validators.lock().unwrap();
+                Arc::clone(cache.entry(key.to_string()).or_insert_with(|| {
+                    // The operation's schema refers to `#/components/schemas/...`: validate against a
+                    // wrapper whose root holds the document's components, so those pointers resolve.
+                    let wrapper = json!({
+                        "$schema": "https://json-schema.org/draft/2020-12/schema",
+                        "components": doc["components"],
+                        "allOf": [schema],
+                    });
+                    Arc::new(jsonschema::draft202012::new(&wrapper).unwrap_or_else(|e| {
+                        panic!("{key}: the declared schema does not compile: {e}")
+                    }))
+                }))
+            };
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{key}: the response does not match the OpenAPI schema:\n  {}\n{}",
+            errors.join("\n  "),
+            context()
+        );
     }
 
     /// `GET path` with an API key.

@@ -27,7 +27,8 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     parse_memory_mb, AddressConfig, Capabilities, Driver, DriverError, DriverResult, ImageInfo,
-    InstanceInfo, InstanceKind, LiveStatus, PowerStatus, RebuildRequest, StepOutcome, StopMode,
+    InstanceInfo, InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome,
+    StopMode,
 };
 use client::{Body, LxdClient};
 
@@ -132,11 +133,63 @@ impl LxdDriver {
     }
 
     async fn change_state(&self, instance: &str, body: Value) -> DriverResult<()> {
+        self.change_state_within(instance, body, POWER_WAIT).await
+    }
+
+    /// Like [`Self::change_state`], waiting up to `wait` for the operation: a
+    /// graceful stop may be given longer than the usual power wait.
+    async fn change_state_within(
+        &self,
+        instance: &str,
+        body: Value,
+        wait: Duration,
+    ) -> DriverResult<()> {
         let path = format!("{}/state", Self::instance_path(instance));
         self.client
-            .call(Method::PUT, &path, Body::Json(&body), POWER_WAIT)
+            .call(Method::PUT, &path, Body::Json(&body), wait)
             .await
             .map(|_| ())
+    }
+
+    /// Stops (`action` "stop") or restarts ("restart") the instance in
+    /// `mode`; a guest that ignores a graceful request within its timeout is
+    /// forced, and the outcome says so.
+    async fn power_cycle(
+        &self,
+        instance: &str,
+        action: &str,
+        mode: StopMode,
+    ) -> DriverResult<PowerOutcome> {
+        let forced = json!({ "action": action, "force": true, "timeout": 30 });
+        match mode {
+            StopMode::Force => {
+                self.change_state(instance, forced).await?;
+                Ok(PowerOutcome::Forced)
+            }
+            StopMode::Graceful { timeout } => {
+                let secs = timeout.as_secs().max(1);
+                // The engine gives up after `secs`; wait a little beyond it
+                // so its own verdict arrives rather than our deadline.
+                let wait = POWER_WAIT.max(Duration::from_secs(secs + 30));
+                let graceful = self
+                    .change_state_within(
+                        instance,
+                        json!({ "action": action, "force": false, "timeout": secs }),
+                        wait,
+                    )
+                    .await;
+                match graceful {
+                    Ok(()) => Ok(PowerOutcome::Graceful),
+                    Err(DriverError::Engine(_)) | Err(DriverError::Timeout(_)) => {
+                        // The guest ignored the request: cut the power.
+                        tracing::warn!(instance, action, "graceful power change failed, forcing");
+                        self.change_state(instance, forced).await?;
+                        Ok(PowerOutcome::GracefulThenForced)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
     }
 
     /// Runs a command in the guest and fails unless it exits 0.
@@ -371,35 +424,15 @@ impl Driver for LxdDriver {
     }
 
     async fn stop(&self, instance: &str, mode: StopMode) -> DriverResult<()> {
-        match mode {
-            StopMode::Force => {
-                self.change_state(
-                    instance,
-                    json!({ "action": "stop", "force": true, "timeout": 30 }),
-                )
-                .await
-            }
-            StopMode::Graceful { timeout } => {
-                let graceful = self
-                    .change_state(
-                        instance,
-                        json!({ "action": "stop", "force": false, "timeout": timeout.as_secs().max(1) }),
-                    )
-                    .await;
-                match graceful {
-                    Err(DriverError::Engine(_)) | Err(DriverError::Timeout(_)) => {
-                        // The guest ignored the request: cut the power.
-                        tracing::warn!(instance, "graceful stop failed, forcing");
-                        self.change_state(
-                            instance,
-                            json!({ "action": "stop", "force": true, "timeout": 30 }),
-                        )
-                        .await
-                    }
-                    other => other,
-                }
-            }
-        }
+        self.power_cycle(instance, "stop", mode).await.map(|_| ())
+    }
+
+    async fn stop_with_outcome(
+        &self,
+        instance: &str,
+        mode: StopMode,
+    ) -> DriverResult<PowerOutcome> {
+        self.power_cycle(instance, "stop", mode).await
     }
 
     async fn reboot(&self, instance: &str) -> DriverResult<()> {
@@ -408,6 +441,13 @@ impl Driver for LxdDriver {
         }
         self.change_state(instance, json!({ "action": "restart", "timeout": 30 }))
             .await
+    }
+
+    async fn reboot_with_mode(&self, instance: &str, mode: StopMode) -> DriverResult<PowerOutcome> {
+        if self.power_of(instance).await? != PowerStatus::Running {
+            return Err(DriverError::NotRunning);
+        }
+        self.power_cycle(instance, "restart", mode).await
     }
 
     async fn status(&self, instance: &str) -> DriverResult<LiveStatus> {

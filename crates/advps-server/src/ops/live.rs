@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use advps_domain::{ids, time, Mode, OsType, PowerState, TaskKind};
-use advps_drivers::{AddressConfig, Driver, DriverError, PowerStatus, StopMode};
+use advps_drivers::{AddressConfig, Driver, DriverError, PowerOutcome, PowerStatus, StopMode};
 use advps_store::{
     LockOutcome, MonthlyLimit, NewTask, Scope, ServiceRecord, StartTask, TaskRecord,
 };
@@ -21,8 +21,6 @@ use crate::ApiError;
 
 /// How long a synchronous engine call may hold a service.
 const LOCK_TTL_MS: i64 = 180_000;
-/// How long a guest gets to shut down before it is forced off.
-const GRACEFUL_STOP: Duration = Duration::from_secs(60);
 
 impl Operations {
     async fn driver_for(
@@ -38,10 +36,14 @@ impl Operations {
     }
 
     async fn lock(&self, service: &ServiceRecord) -> Result<String, ApiError> {
+        self.lock_for(service, LOCK_TTL_MS).await
+    }
+
+    async fn lock_for(&self, service: &ServiceRecord, ttl_ms: i64) -> Result<String, ApiError> {
         let token = ids::task_id();
         match self
             .store
-            .lock_service(service.pk, &token, time::now_millis(), LOCK_TTL_MS)
+            .lock_service(service.pk, &token, time::now_millis(), ttl_ms)
             .await?
         {
             LockOutcome::Locked => Ok(token),
@@ -49,34 +51,40 @@ impl Operations {
         }
     }
 
-    /// Start, stop or reboot on the engine; `to` is the state it leads to.
+    /// Start, stop or reboot on the engine; `to` is the state it leads to,
+    /// `mode` how a stop or reboot treats the guest.
     pub(super) async fn live_power(
         &self,
         service: ServiceRecord,
         to: PowerState,
         from: PowerState,
+        mode: StopMode,
         action: &str,
-    ) -> Result<ServiceRecord, ApiError> {
+    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
         let driver = self.driver_for(&service, action).await?;
-        let token = self.lock(&service).await?;
+        // A long graceful timeout must not outlive the lock that keeps other
+        // calls off the service meanwhile.
+        let ttl_ms = match mode {
+            StopMode::Graceful { timeout } => {
+                LOCK_TTL_MS.max((timeout.as_secs() as i64 + 120).saturating_mul(1000))
+            }
+            StopMode::Force => LOCK_TTL_MS,
+        };
+        let token = self.lock_for(&service, ttl_ms).await?;
         let instance = service.vmid.as_str();
         let result = match (from, to) {
-            (PowerState::Stopped, PowerState::Running) => driver.start(instance).await,
+            (PowerState::Stopped, PowerState::Running) => driver
+                .start(instance)
+                .await
+                .map(|()| PowerOutcome::Graceful),
             (PowerState::Running, PowerState::Stopped) => {
-                driver
-                    .stop(
-                        instance,
-                        StopMode::Graceful {
-                            timeout: GRACEFUL_STOP,
-                        },
-                    )
-                    .await
+                driver.stop_with_outcome(instance, mode).await
             }
-            _ => driver.reboot(instance).await,
+            _ => driver.reboot_with_mode(instance, mode).await,
         };
         let now = time::now_millis();
         let recorded = match &result {
-            Ok(()) => Some((to, (to == PowerState::Running).then_some(now))),
+            Ok(_) => Some((to, (to == PowerState::Running).then_some(now))),
             Err(DriverError::AlreadyRunning) => Some((PowerState::Running, service.started_at)),
             Err(DriverError::NotRunning) => Some((PowerState::Stopped, None)),
             Err(_) => None,
@@ -85,15 +93,18 @@ impl Operations {
             .unlock_service(service.pk, &token, recorded)
             .await?;
         match result {
-            Ok(()) => {
+            Ok(outcome) => {
                 if to == PowerState::Running && from == PowerState::Stopped {
                     self.ensure_address(&service, driver.as_ref()).await;
                 }
-                Ok(ServiceRecord {
-                    power_state: to,
-                    started_at: recorded.and_then(|r| r.1),
-                    ..service
-                })
+                Ok((
+                    ServiceRecord {
+                        power_state: to,
+                        started_at: recorded.and_then(|r| r.1),
+                        ..service
+                    },
+                    outcome,
+                ))
             }
             Err(DriverError::AlreadyRunning) => Err(ApiError::OperationFailed(format!(
                 "Failed to {action}: service is already running"

@@ -6,6 +6,7 @@
 //! concurrent calls on one service cannot both win: the loser re-reads the
 //! service and gets the error that its new state calls for.
 
+mod events;
 mod live;
 pub mod selling;
 
@@ -21,6 +22,8 @@ use advps_store::{
     MonthlyLimit, NewTask, ProductStock, Scope, ServiceRecord, StartTask, Store, TaskRecord,
 };
 
+use advps_drivers::{PowerOutcome, StopMode};
+
 use crate::drivers::DriverRegistry;
 use crate::sandbox::{self, RebuildParams};
 use crate::secrets::Cipher;
@@ -29,6 +32,14 @@ use crate::{ApiError, Config};
 const SERVICE_NOT_FOUND: &str = "Service not found or not accessible";
 const TASK_NOT_FOUND: &str = "Task not found or not accessible";
 const PRODUCT_NOT_FOUND: &str = "Product not found";
+
+/// How long a guest gets to shut down before it is forced off, when the
+/// client does not say.
+pub const DEFAULT_GRACEFUL_SECS: u64 = 60;
+/// Stop and reboot without a body: graceful, then forced after the default timeout.
+pub const DEFAULT_POWER_MODE: StopMode = StopMode::Graceful {
+    timeout: std::time::Duration::from_secs(DEFAULT_GRACEFUL_SECS),
+};
 
 #[derive(Clone)]
 pub struct Operations {
@@ -154,21 +165,30 @@ impl Operations {
         ApiError::Busy { task_id }
     }
 
-    /// Moves a service `from` → `to`, or explains why it could not.
+    /// Moves a service `from` → `to`, or explains why it could not; `mode`
+    /// says how a stop or reboot treats the guest, and the outcome which path
+    /// was taken.
+    #[allow(clippy::too_many_arguments)]
     async fn power(
         &self,
         scope: Scope,
         service_id: &str,
         from: PowerState,
         to: PowerState,
+        mode: StopMode,
         action: &str,
         wrong_state: &str,
-    ) -> Result<ServiceRecord, ApiError> {
+    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
         let service = self.service(scope, service_id).await?;
         self.usable(&service).await?;
         if service.mode == Mode::Live {
-            return self.live_power(service, to, from, action).await;
+            return self.live_power(service, to, from, mode, action).await;
         }
+        // Simulated guests always shut down when asked; forcing is immediate.
+        let outcome = match mode {
+            StopMode::Graceful { .. } => PowerOutcome::Graceful,
+            StopMode::Force => PowerOutcome::Forced,
+        };
         let now = time::now_millis();
         let started_at = (to == PowerState::Running).then_some(now);
         if self
@@ -176,11 +196,14 @@ impl Operations {
             .transition_power(service.pk, from, to, started_at)
             .await?
         {
-            return Ok(ServiceRecord {
-                power_state: to,
-                started_at,
-                ..service
-            });
+            return Ok((
+                ServiceRecord {
+                    power_state: to,
+                    started_at,
+                    ..service
+                },
+                outcome,
+            ));
         }
         let current = self.service(scope, service_id).await?;
         if current.power_state.is_busy() {
@@ -197,30 +220,44 @@ impl Operations {
             service_id,
             PowerState::Stopped,
             PowerState::Running,
+            DEFAULT_POWER_MODE,
             "start service",
             "service is already running",
         )
         .await
+        .map(|(service, _)| service)
     }
 
-    pub async fn stop(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+    pub async fn stop(
+        &self,
+        scope: Scope,
+        service_id: &str,
+        mode: StopMode,
+    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
         self.power(
             scope,
             service_id,
             PowerState::Running,
             PowerState::Stopped,
+            mode,
             "stop service",
             "service is already stopped",
         )
         .await
     }
 
-    pub async fn reboot(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+    pub async fn reboot(
+        &self,
+        scope: Scope,
+        service_id: &str,
+        mode: StopMode,
+    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
         self.power(
             scope,
             service_id,
             PowerState::Running,
             PowerState::Running,
+            mode,
             "reboot service",
             "service is not running",
         )

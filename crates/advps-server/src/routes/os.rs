@@ -3,14 +3,64 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use advps_domain::OsType;
 
+use super::OsTypeWord;
 use crate::auth::Caller;
-use crate::envelope::{RequestContext, Success};
+use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
 
+/// The `type` filter of the OS list.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OsFilter {
+    Vps,
+    Lxc,
+    Linux,
+}
+
+/// One OS image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OsItem {
+    /// The id purchases and rebuilds accept as `osId` / `os`.
+    #[schema(example = 1)]
+    pub id: i64,
+    #[schema(example = "Ubuntu 22.04")]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub os_type: OsTypeWord,
+    /// The identifier rebuilds accept as `os`.
+    #[schema(example = "ubuntu-22.04")]
+    pub slug: String,
+}
+
+/// `data` of the OS list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OsListData {
+    pub os: Vec<OsItem>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/os",
+    tag = "Catalogue",
+    operation_id = "listOs",
+    summary = "List Operating Systems",
+    description = "The OS images a service can be bought with (`osId`) or rebuilt to (`os`), optionally of one family.",
+    params(("type" = Option<OsFilter>, Query, description = "One of: vps, lxc (linux is accepted for lxc).", example = "vps")),
+    responses(
+        (status = 200, description = "The OS images.", body = ApiResponse<OsListData>, example = json!({
+            "status": "success",
+            "message": "OS list retrieved successfully",
+            "data": {"os": [{"id": 1, "name": "Ubuntu 22.04", "type": "vps", "slug": "ubuntu-22.04"}], "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "Invalid type value — must be 'vps', 'lxc' or 'linux'", body = ErrorEnvelope),
+    )
+)]
 pub async fn list_os(
     State(state): State<AppState>,
     caller: Caller,
@@ -24,13 +74,18 @@ pub async fn list_os(
         })?),
     };
     let entries = state.ops.os_catalogue(caller.mode, family).await?;
-    let os: Vec<_> = entries
+    let os = entries
         .iter()
-        .map(|e| json!({ "id": e.id, "name": e.name, "type": e.os_type.as_str(), "slug": e.slug }))
+        .map(|e| OsItem {
+            id: e.id,
+            name: e.name.clone(),
+            os_type: e.os_type.into(),
+            slug: e.slug.clone(),
+        })
         .collect();
     Ok(Success::new(
         "OS list retrieved successfully",
-        json!({ "os": os }),
+        OsListData { os },
         caller.mode,
         &ctx,
     ))

@@ -3,12 +3,15 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use advps_domain::{money, time};
 
+use super::{OsRef, ServiceTypeWord};
 use crate::auth::Caller;
-use crate::envelope::{RequestContext, Success};
+use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::extract::JsonBody;
 use crate::ops::selling::{OrderView, PurchaseKind};
 use crate::{ApiError, AppState};
@@ -20,45 +23,131 @@ pub fn router() -> Router<AppState> {
         .route("/{order_id}", get(get_order))
 }
 
-/// The order object of purchase and order responses.
-fn order_json(view: &OrderView) -> Value {
-    let order = &view.order;
-    json!({
-        "orderId": order.id,
-        "status": order.status,
-        "productId": order.product_id,
-        "ram": money::format_ram(order.ram_mb),
-        "os": { "id": order.os_slug, "name": order.os_name },
-        "quantity": order.quantity,
-        "validity": order.validity_days,
-        "totalAmount": money::as_decimal(order.amount_minor),
-        "currency": order.currency,
-        "remark": order.remark,
-        "error": order.error,
-        "createdAt": time::format_millis(order.created_at),
-        "updatedAt": time::format_millis(order.updated_at),
-    })
+/// Body of a purchase. Unknown extra keys are ignored.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchaseRequest {
+    #[schema(example = "prod_abc123")]
+    pub product_id: String,
+    /// RAM size, written like "4 GB" (also "4GB").
+    #[schema(example = "4 GB")]
+    pub ram: String,
+    /// An OS id or slug from the OS list; null or absent for the product's default OS.
+    #[schema(value_type = Option<String>, required = false, example = "ubuntu-22.04")]
+    pub os_id: Option<Value>,
+    /// Default 1.
+    #[schema(required = false, minimum = 1, maximum = 10, example = 1)]
+    pub quantity: Option<u32>,
+    /// Days, default 30.
+    #[schema(required = false, minimum = 1, maximum = 365, example = 30)]
+    pub validity: Option<u32>,
+    #[schema(required = false, max_length = 500)]
+    pub remark: Option<String>,
+    /// VPS purchases only (required there).
+    #[schema(required = false, example = "Jane Doe")]
+    pub name: Option<String>,
+    /// VPS purchases only (required there).
+    #[schema(required = false, example = "jane@example.com")]
+    pub email: Option<String>,
 }
 
-fn services_json(view: &OrderView) -> Vec<Value> {
-    let done = view.order.status == "COMPLETED";
-    view.services
-        .iter()
-        .zip(&view.passwords)
-        .map(|(s, password)| {
-            json!({
-                "id": s.pk,
-                "serviceId": s.service_id,
-                "serviceType": s.service_type.as_str(),
-                "ip": if done { s.ip.clone() } else { None },
-                "username": s.username.as_deref().unwrap_or("root"),
-                "password": password,
-                "os": s.os_name.clone().or_else(|| s.os_slug.clone()),
-                "status": s.power_state.as_str(),
-                "expiryDate": s.expires_at.map(time::format_millis),
+/// An order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderData {
+    #[schema(example = "VPS040426-0008")]
+    pub order_id: String,
+    /// `PENDING`, then `COMPLETED` (or `ASSIGNED`); `FAILED`, `CANCELLED` or `REJECTED` when it did not go through.
+    #[schema(example = "PENDING")]
+    pub status: String,
+    #[schema(example = "prod_abc123")]
+    pub product_id: String,
+    #[schema(example = "4 GB")]
+    pub ram: String,
+    pub os: OsRef,
+    #[schema(example = 1)]
+    pub quantity: i64,
+    /// Days.
+    #[schema(example = 30)]
+    pub validity: i64,
+    #[schema(example = 12.5)]
+    pub total_amount: f64,
+    #[schema(example = "USD")]
+    pub currency: String,
+    pub remark: Option<String>,
+    pub error: Option<String>,
+    #[schema(example = "2024-01-30T12:00:00.000Z")]
+    pub created_at: String,
+    #[schema(example = "2024-01-30T12:00:00.000Z")]
+    pub updated_at: String,
+}
+
+/// A service of an order; its address and password once the order is COMPLETED.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderService {
+    #[schema(example = 42)]
+    pub id: i64,
+    #[schema(example = "KYOFMI")]
+    pub service_id: String,
+    pub service_type: ServiceTypeWord,
+    pub ip: Option<String>,
+    #[schema(example = "root")]
+    pub username: String,
+    pub password: Option<String>,
+    #[schema(example = "Ubuntu 22.04")]
+    pub os: Option<String>,
+    #[schema(example = "RUNNING")]
+    pub status: String,
+    pub expiry_date: Option<String>,
+}
+
+/// `data` of purchases and order reads.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderResponse {
+    pub order: OrderData,
+    pub services: Vec<OrderService>,
+}
+
+fn order_response(view: &OrderView) -> OrderResponse {
+    let order = &view.order;
+    let done = order.status == "COMPLETED";
+    OrderResponse {
+        order: OrderData {
+            order_id: order.id.clone(),
+            status: order.status.clone(),
+            product_id: order.product_id.clone(),
+            ram: money::format_ram(order.ram_mb),
+            os: OsRef {
+                id: order.os_slug.clone(),
+                name: order.os_name.clone(),
+            },
+            quantity: order.quantity,
+            validity: order.validity_days,
+            total_amount: money::as_decimal(order.amount_minor),
+            currency: order.currency.clone(),
+            remark: order.remark.clone(),
+            error: order.error.clone(),
+            created_at: time::format_millis(order.created_at),
+            updated_at: time::format_millis(order.updated_at),
+        },
+        services: view
+            .services
+            .iter()
+            .zip(&view.passwords)
+            .map(|(s, password)| OrderService {
+                id: s.pk,
+                service_id: s.service_id.clone(),
+                service_type: s.service_type.into(),
+                ip: if done { s.ip.clone() } else { None },
+                username: s.username.clone().unwrap_or_else(|| "root".to_string()),
+                password: password.clone(),
+                os: s.os_name.clone().or_else(|| s.os_slug.clone()),
+                status: s.power_state.as_str().to_string(),
+                expiry_date: s.expires_at.map(time::format_millis),
             })
-        })
-        .collect()
+            .collect(),
+    }
 }
 
 async fn purchase(
@@ -71,12 +160,38 @@ async fn purchase(
     let view = state.ops.purchase(caller.scope(), kind, &body).await?;
     Ok(Success::new(
         "Order placed successfully",
-        json!({ "order": order_json(&view), "services": services_json(&view) }),
+        order_response(&view),
         caller.mode,
         &ctx,
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/purchase/linux",
+    tag = "Purchase",
+    operation_id = "purchaseLinux",
+    summary = "Buy Linux Containers",
+    description = "Places an order for Linux (LXC) containers of a product, paid from the account's wallet. Provisioning runs in the background: poll the order until it is COMPLETED.",
+    request_body(content = PurchaseRequest, content_type = "application/json", example = json!({"productId": "prod_abc123", "ram": "4 GB", "osId": null, "quantity": 1, "validity": 30, "remark": "web"})),
+    responses(
+        (status = 200, description = "The order was placed.", body = ApiResponse<OrderResponse>, example = json!({
+            "status": "success",
+            "message": "Order placed successfully",
+            "data": {
+                "order": {"orderId": "LXC300124-0001", "status": "PENDING", "productId": "prod_abc123", "ram": "4 GB", "os": {"id": "ubuntu-22.04", "name": "Ubuntu 22.04"}, "quantity": 1, "validity": 30, "totalAmount": 12.5, "currency": "USD", "remark": "web", "error": null, "createdAt": "2024-01-30T12:00:00.000Z", "updatedAt": "2024-01-30T12:00:00.000Z"},
+                "services": [{"id": 42, "serviceId": "KYOFMI", "serviceType": "LINUX", "ip": null, "username": "root", "password": null, "os": "Ubuntu 22.04", "status": "PROVISIONING", "expiryDate": "2024-02-29T12:00:00.000Z"}],
+                "mode": "test", "requestId": "req_1706611200000_abc123def"
+            },
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "productId is required\nram is required, e.g. \"4 GB\"\nUnknown osId for this product type\nThe request body must be a JSON object\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 402, description = "Insufficient wallet balance", body = ErrorEnvelope),
+        (status = 404, description = "Product not found", body = ErrorEnvelope),
+        (status = 409, description = "Product is out of stock", body = ErrorEnvelope),
+        (status = 500, description = "No OS templates available for the selected OS", body = ErrorEnvelope),
+    )
+)]
 pub async fn purchase_linux(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,6 +201,23 @@ pub async fn purchase_linux(
     purchase(state, caller, ctx, PurchaseKind::Linux, body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/purchase/vps",
+    tag = "Purchase",
+    operation_id = "purchaseVps",
+    summary = "Buy VPS",
+    description = "Places an order for virtual machines of a product, paid from the account's wallet; `name` and `email` are required. Provisioning runs in the background: poll the order until it is COMPLETED.",
+    request_body(content = PurchaseRequest, content_type = "application/json", example = json!({"productId": "prod_vps4", "ram": "4 GB", "osId": "ubuntu-22.04", "quantity": 1, "validity": 30, "name": "Jane Doe", "email": "jane@example.com"})),
+    responses(
+        (status = 200, description = "The order was placed.", body = ApiResponse<OrderResponse>),
+        (status = 400, description = "productId is required\nram is required, e.g. \"4 GB\"\nname is required\nemail is required and must be an email address\nThe request body must be a JSON object\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 402, description = "Insufficient wallet balance", body = ErrorEnvelope),
+        (status = 404, description = "Product not found", body = ErrorEnvelope),
+        (status = 409, description = "Product is out of stock", body = ErrorEnvelope),
+        (status = 500, description = "No OS templates available for the selected OS", body = ErrorEnvelope),
+    )
+)]
 pub async fn purchase_vps(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +227,19 @@ pub async fn purchase_vps(
     purchase(state, caller, ctx, PurchaseKind::Vps, body).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/purchase/{orderId}",
+    tag = "Purchase",
+    operation_id = "getOrder",
+    summary = "Get Order",
+    description = "An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls.",
+    params(("orderId" = String, Path, description = "The order id a purchase returned.", example = "VPS040426-0008")),
+    responses(
+        (status = 200, description = "The order.", body = ApiResponse<OrderResponse>),
+        (status = 404, description = "Order not found or not accessible", body = ErrorEnvelope),
+    )
+)]
 pub async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,7 +249,7 @@ pub async fn get_order(
     let view = state.ops.order(caller.scope(), &order_id).await?;
     Ok(Success::new(
         "Order retrieved successfully",
-        json!({ "order": order_json(&view), "services": services_json(&view) }),
+        order_response(&view),
         caller.mode,
         &ctx,
     ))

@@ -1,17 +1,23 @@
 //! `/api/v1/services/{serviceId}/...`: power, address, status, password and
-//! rebuild of one service.
+//! rebuild of one service, renewal and MAC reset.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use advps_domain::time;
+use advps_drivers::{PowerOutcome, StopMode};
 use advps_store::ServiceRecord;
 
+use super::{OsRef, ServiceTypeWord, TaskStatusWord};
 use crate::auth::Caller;
-use crate::envelope::{RequestContext, Success};
+use crate::envelope::{ApiMode, ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::extract::JsonBody;
+use crate::ops::{DEFAULT_GRACEFUL_SECS, DEFAULT_POWER_MODE};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -27,10 +33,122 @@ pub fn router() -> Router<AppState> {
         .route("/renew", post(renew_services))
 }
 
+/// The state word of a power answer.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PowerWord {
+    Started,
+    Stopped,
+    Running,
+}
+
+/// Which path a stop or reboot took: the guest shut down on request
+/// (`graceful`), the power was cut at once (`forced`), or the guest did not
+/// shut down within the timeout and was forced off (`graceful_then_forced`).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerModeWord {
+    Graceful,
+    Forced,
+    GracefulThenForced,
+}
+
+impl From<PowerOutcome> for PowerModeWord {
+    fn from(o: PowerOutcome) -> Self {
+        match o {
+            PowerOutcome::Graceful => PowerModeWord::Graceful,
+            PowerOutcome::Forced => PowerModeWord::Forced,
+            PowerOutcome::GracefulThenForced => PowerModeWord::GracefulThenForced,
+        }
+    }
+}
+
+/// `data` of start, stop and reboot.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerData {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    pub service_type: ServiceTypeWord,
+    pub status: PowerWord,
+    #[schema(example = "vm1000")]
+    pub vmid: String,
+    /// Stop and reboot only: which path was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub power_mode: Option<PowerModeWord>,
+}
+
+/// How a stop or reboot asks the guest: `graceful` (the default) or `force`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerModeRequest {
+    Graceful,
+    Force,
+}
+
+/// Optional body of stop and reboot. Without a body (or with `{}`) the guest
+/// is asked to shut down and forced off after 60 seconds.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerRequest {
+    #[schema(required = false)]
+    pub mode: Option<PowerModeRequest>,
+    /// Seconds the guest gets to shut down before it is forced off (graceful mode only).
+    #[schema(required = false, minimum = 1, maximum = 600, example = 60)]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// Reads the optional power body: absent, empty or `{}` is the default mode.
+fn power_mode(body: &Value) -> Result<StopMode, ApiError> {
+    let fields = match body {
+        Value::Null => return Ok(DEFAULT_POWER_MODE),
+        Value::Object(fields) => fields,
+        _ => {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object",
+            ))
+        }
+    };
+    let force = match fields.get("mode") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "graceful" => false,
+        Some(Value::String(s)) if s == "force" => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid mode: must be 'graceful' or 'force'",
+            ))
+        }
+    };
+    let timeout = match fields.get("timeoutSeconds") {
+        None | Some(Value::Null) => DEFAULT_GRACEFUL_SECS,
+        // JSON Schema counts `5.0` as an integer, so the API does too.
+        Some(v) => v
+            .as_u64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+            .filter(|n| (1..=600).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("Invalid timeoutSeconds: must be an integer from 1 to 600")
+            })?,
+    };
+    Ok(if force {
+        StopMode::Force
+    } else {
+        StopMode::Graceful {
+            timeout: std::time::Duration::from_secs(timeout),
+        }
+    })
+}
+
 fn power_response(
     service: &ServiceRecord,
-    status: &str,
+    status: PowerWord,
     verb: &str,
+    outcome: Option<PowerOutcome>,
     caller: &Caller,
     ctx: &RequestContext,
 ) -> Success {
@@ -39,17 +157,39 @@ fn power_response(
             "{} service {verb} successfully",
             service.service_type.label()
         ),
-        json!({
-            "serviceId": service.service_id,
-            "serviceType": service.service_type.as_str(),
-            "status": status,
-            "vmid": service.vmid,
-        }),
+        PowerData {
+            service_id: service.service_id.clone(),
+            service_type: service.service_type.into(),
+            status,
+            vmid: service.vmid.clone(),
+            power_mode: outcome.map(Into::into),
+        },
         caller.mode,
         ctx,
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/start",
+    tag = "Services",
+    operation_id = "startService",
+    summary = "Start Service",
+    description = "Start a stopped service. Works for both VPS (VM) and Linux (LXC) service types.",
+    params(("serviceId" = String, Path, description = "The unique identifier of the service to start.", example = "vps_service_1")),
+    responses(
+        (status = 200, description = "The service was started.", body = ApiResponse<PowerData>, example = json!({
+            "status": "success",
+            "message": "VPS service started successfully",
+            "data": {"serviceId": "vps_service_1", "serviceType": "VPS", "status": "STARTED", "vmid": "vm1000", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 500, description = "Failed to start service: service is already running\nFailed to start service: the hypervisor did not answer in time", body = ErrorEnvelope),
+    )
+)]
 pub async fn start_service(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,34 +198,135 @@ pub async fn start_service(
 ) -> Result<Success, ApiError> {
     let service = state.ops.start(caller.scope(), &service_id).await?;
     Ok(power_response(
-        &service, "STARTED", "started", &caller, &ctx,
+        &service,
+        PowerWord::Started,
+        "started",
+        None,
+        &caller,
+        &ctx,
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/stop",
+    tag = "Services",
+    operation_id = "stopService",
+    summary = "Stop Service",
+    description = "Stop a running service gracefully. An optional body chooses the power mode: `{\"mode\": \"force\"}` cuts the power at once; `{\"mode\": \"graceful\", \"timeoutSeconds\": N}` asks the guest to shut down and forces it off after N seconds (default 60). `data.powerMode` says which path was taken.",
+    params(("serviceId" = String, Path, description = "The unique identifier of the service to stop.", example = "vps_service_1")),
+    request_body(content = Option<PowerRequest>, description = "Optional power mode.", content_type = "application/json", example = json!({"mode": "graceful", "timeoutSeconds": 60})),
+    responses(
+        (status = 200, description = "The service was stopped.", body = ApiResponse<PowerData>, example = json!({
+            "status": "success",
+            "message": "VPS service stopped successfully",
+            "data": {"serviceId": "vps_service_1", "serviceType": "VPS", "status": "STOPPED", "vmid": "vm1000", "powerMode": "graceful", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "Invalid mode: must be 'graceful' or 'force'\nInvalid timeoutSeconds: must be an integer from 1 to 600\nThe request body must be a JSON object\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 500, description = "Failed to stop service: service is already stopped\nFailed to stop service: the hypervisor did not answer in time", body = ErrorEnvelope),
+    )
+)]
 pub async fn stop_service(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
     Path(service_id): Path<String>,
+    JsonBody(body): JsonBody,
 ) -> Result<Success, ApiError> {
-    let service = state.ops.stop(caller.scope(), &service_id).await?;
+    let mode = power_mode(&body)?;
+    let (service, outcome) = state.ops.stop(caller.scope(), &service_id, mode).await?;
     Ok(power_response(
-        &service, "STOPPED", "stopped", &caller, &ctx,
+        &service,
+        PowerWord::Stopped,
+        "stopped",
+        Some(outcome),
+        &caller,
+        &ctx,
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/reboot",
+    tag = "Services",
+    operation_id = "rebootService",
+    summary = "Reboot Service",
+    description = "Reboot a running service. The service will be briefly unavailable during the restart cycle. The optional body is the same as for stop: `force` restarts at once, `graceful` (the default) asks the guest and forces the restart after `timeoutSeconds`.",
+    params(("serviceId" = String, Path, description = "The unique identifier of the service to reboot.", example = "vps_service_1")),
+    request_body(content = Option<PowerRequest>, description = "Optional power mode.", content_type = "application/json", example = json!({"mode": "force"})),
+    responses(
+        (status = 200, description = "The service was rebooted; its uptime restarts.", body = ApiResponse<PowerData>, example = json!({
+            "status": "success",
+            "message": "VPS service rebooted successfully",
+            "data": {"serviceId": "vps_service_1", "serviceType": "VPS", "status": "RUNNING", "vmid": "vm1000", "powerMode": "graceful", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "Invalid mode: must be 'graceful' or 'force'\nInvalid timeoutSeconds: must be an integer from 1 to 600\nThe request body must be a JSON object\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 500, description = "Failed to reboot service: service is not running\nFailed to reboot service: the hypervisor did not answer in time", body = ErrorEnvelope),
+    )
+)]
 pub async fn reboot_service(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
     Path(service_id): Path<String>,
+    JsonBody(body): JsonBody,
 ) -> Result<Success, ApiError> {
-    let service = state.ops.reboot(caller.scope(), &service_id).await?;
+    let mode = power_mode(&body)?;
+    let (service, outcome) = state.ops.reboot(caller.scope(), &service_id, mode).await?;
     Ok(power_response(
-        &service, "RUNNING", "rebooted", &caller, &ctx,
+        &service,
+        PowerWord::Running,
+        "rebooted",
+        Some(outcome),
+        &caller,
+        &ctx,
     ))
 }
 
+/// `data` of get-ip.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpData {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    pub service_type: ServiceTypeWord,
+    /// Always `IP_CONFIGURED`.
+    #[schema(example = "IP_CONFIGURED")]
+    pub status: &'static str,
+    #[schema(example = "192.168.1.100")]
+    pub ip: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/get-ip",
+    tag = "Services",
+    operation_id = "configureIp",
+    summary = "Configure IP Address",
+    description = "Assign or configure an IP address for a VPS or Provisional VPS service. Not available for standard Linux containers. The address is stable: calling it again returns the same one.",
+    params(("serviceId" = String, Path, description = "The unique service identifier (VPS or Provisional VPS only).", example = "vps_service_1")),
+    responses(
+        (status = 200, description = "The address is configured.", body = ApiResponse<IpData>, example = json!({
+            "status": "success",
+            "message": "VPS IP configured successfully",
+            "data": {"serviceId": "vps_service_1", "serviceType": "VPS", "status": "IP_CONFIGURED", "ip": "192.168.1.100", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "IP configuration not supported for this service type", body = ErrorEnvelope),
+        (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 500, description = "Failed to configure IP: no free address in the node's IP pools\nFailed to configure IP: service is not running", body = ErrorEnvelope),
+    )
+)]
 pub async fn configure_ip(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,54 +339,159 @@ pub async fn configure_ip(
             "{} IP configured successfully",
             service.service_type.label()
         ),
-        json!({
-            "serviceId": service.service_id,
-            "serviceType": service.service_type.as_str(),
-            "status": "IP_CONFIGURED",
-            "ip": ip,
-        }),
+        IpData {
+            service_id: service.service_id.clone(),
+            service_type: service.service_type.into(),
+            status: "IP_CONFIGURED",
+            ip,
+        },
         caller.mode,
         &ctx,
     ))
 }
 
+/// `data.service`: the nested shape that client programs read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusService {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    #[schema(example = "192.168.1.100")]
+    pub ip: Option<String>,
+    #[schema(example = "RUNNING")]
+    pub running_status: String,
+    pub os: Option<OsRef>,
+    /// RFC 3339 UTC, or null for a service that does not expire.
+    pub expiry_date: Option<String>,
+}
+
+/// `data.vmStatus`: the live state in lower case (`running`, `stopped`, ...), never empty.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VmStatus {
+    #[schema(example = "running")]
+    pub status: String,
+    #[schema(example = 86400)]
+    pub uptime: i64,
+}
+
+/// `data` of service status.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusData {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    pub service_type: ServiceTypeWord,
+    /// `RUNNING`, `STOPPED` or a transitional state such as `REBUILDING`.
+    #[schema(example = "RUNNING")]
+    pub running_status: String,
+    #[schema(example = "192.168.1.100")]
+    pub ip: Option<String>,
+    /// Seconds since the service last started; 0 when stopped.
+    #[schema(example = 86400)]
+    pub uptime: i64,
+    pub service: StatusService,
+    pub vm_status: VmStatus,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{serviceId}/status",
+    tag = "Services",
+    operation_id = "getServiceStatus",
+    summary = "Get Service Status",
+    description = "Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota.",
+    params(
+        ("serviceId" = String, Path, description = "The unique identifier of the service.", example = "vps_service_1"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 if the state is unchanged."),
+    ),
+    responses(
+        (status = 200, description = "The service's status.", body = ApiResponse<StatusData>, example = json!({
+            "status": "success",
+            "message": "Service status retrieved successfully",
+            "data": {
+                "serviceId": "vps_service_1", "serviceType": "VPS", "runningStatus": "RUNNING", "ip": "192.168.1.100", "uptime": 86400,
+                "service": {"serviceId": "vps_service_1", "ip": "192.168.1.100", "runningStatus": "RUNNING", "os": {"id": "ubuntu-22.04", "name": "Ubuntu 22.04"}, "expiryDate": null},
+                "vmStatus": {"status": "running", "uptime": 86400},
+                "mode": "test", "requestId": "req_1706611200000_abc123def"
+            },
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 304, description = "Not Modified: the `If-None-Match` tag is current. No body; costs no quota."),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+    )
+)]
 pub async fn get_service_status(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
+    headers: HeaderMap,
     Path(service_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let view = state.ops.status(caller.scope(), &service_id).await?;
     let service = &view.service;
-    let os = match &service.os_slug {
-        Some(slug) => json!({ "id": slug, "name": service.os_name.as_deref().unwrap_or(slug) }),
-        None => Value::Null,
-    };
+    let os = service.os_slug.as_ref().map(|slug| OsRef {
+        id: slug.clone(),
+        name: service.os_name.clone().unwrap_or_else(|| slug.clone()),
+    });
     Ok(Success::new(
         "Service status retrieved successfully",
-        json!({
-            "serviceId": service.service_id,
-            "serviceType": service.service_type.as_str(),
-            "runningStatus": view.running_status,
-            "ip": view.ip,
-            "uptime": view.uptime,
-            "service": {
-                "serviceId": service.service_id,
-                "ip": view.ip,
-                "runningStatus": view.running_status,
-                "os": os,
-                "expiryDate": service.expires_at.map(time::format_millis),
+        StatusData {
+            service_id: service.service_id.clone(),
+            service_type: service.service_type.into(),
+            running_status: view.running_status.clone(),
+            ip: view.ip.clone(),
+            uptime: view.uptime,
+            service: StatusService {
+                service_id: service.service_id.clone(),
+                ip: view.ip.clone(),
+                running_status: view.running_status.clone(),
+                os,
+                expiry_date: service.expires_at.map(time::format_millis),
             },
-            "vmStatus": {
-                "status": view.vm_status,
-                "uptime": view.uptime,
+            vm_status: VmStatus {
+                status: view.vm_status.clone(),
+                uptime: view.uptime,
             },
-        }),
+        },
         caller.mode,
         &ctx,
-    ))
+    )
+    .with_etag(&headers, &["uptime", "vmStatus.uptime"]))
 }
 
+/// `data` of generate-password.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordData {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    /// The new root password, shown only this once.
+    #[schema(example = "Xk9mP2nQr7vLa8Tz3WbY")]
+    pub password: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/generate-password",
+    tag = "Services",
+    operation_id = "generatePassword",
+    summary = "Generate Password",
+    description = "Generate a new root/admin password for a service. The service must be running. The new password will be returned once and stored securely.",
+    params(("serviceId" = String, Path, description = "The unique identifier of the service.", example = "vps_service_1")),
+    responses(
+        (status = 200, description = "The new password.", body = ApiResponse<PasswordData>, example = json!({
+            "status": "success",
+            "message": "Password generated successfully",
+            "data": {"serviceId": "vps_service_1", "password": "Xk9mP2nQr7vL", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "Service must be running before generating a password", body = ErrorEnvelope),
+        (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 500, description = "Failed to generate password: the hypervisor did not answer in time", body = ErrorEnvelope),
+    )
+)]
 pub async fn generate_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,12 +504,63 @@ pub async fn generate_password(
         .await?;
     Ok(Success::new(
         "Password generated successfully",
-        json!({ "serviceId": service.service_id, "password": password }),
+        PasswordData {
+            service_id: service.service_id.clone(),
+            password,
+        },
         caller.mode,
         &ctx,
     ))
 }
 
+/// Body of rebuild.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildRequest {
+    /// The operating system identifier to install (a slug such as
+    /// `ubuntu-22.04`, or the id the OS list gives it).
+    #[schema(example = "ubuntu-22.04")]
+    pub os: String,
+}
+
+/// `data` of rebuild.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildData {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    /// Poll it at `GET /api/v1/services/task/{taskId}/status`.
+    #[schema(example = "4f9d2c1e-8a7b-4c3d-9e2f-1a2b3c4d5e6f")]
+    pub task_id: String,
+    pub service_type: ServiceTypeWord,
+    pub status: TaskStatusWord,
+    /// The same value as `mode`, under the name the reference's rebuild example uses.
+    pub api_mode: ApiMode,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/rebuild",
+    tag = "Services",
+    operation_id = "rebuildService",
+    summary = "Rebuild Service",
+    description = "Rebuild a service with a fresh OS image. This is an asynchronous operation — use the returned taskId to poll for completion. While it runs, the service's `runningStatus` is `REBUILDING` and other mutating calls answer 409 with `errors.taskId`. In the sandbox, `{\"os\": \"sandbox-fail\"}` makes the task end FAILED.",
+    params(("serviceId" = String, Path, description = "The unique identifier of the service to rebuild.", example = "vps_service_1")),
+    request_body(content = RebuildRequest, description = "JSON body with os (string, required) — the operating system identifier to install.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The rebuild task was created.", body = ApiResponse<RebuildData>, example = json!({
+            "status": "success",
+            "success": true,
+            "message": "VPS rebuild initiated successfully",
+            "data": {"serviceId": "vps_service_1", "taskId": "uuid-generated-task-id", "serviceType": "VPS", "status": "PENDING", "apiMode": "test", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "Missing or invalid os in request body\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 403, description = "Monthly rebuild limit reached\nService has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 500, description = "No OS templates available for the selected OS\nFailed to rebuild service: service is provisioning", body = ErrorEnvelope),
+    )
+)]
 pub async fn rebuild_service(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,18 +577,89 @@ pub async fn rebuild_service(
             "{} rebuild initiated successfully",
             service.service_type.label()
         ),
-        json!({
-            "serviceId": service.service_id,
-            "taskId": task.id,
-            "serviceType": service.service_type.as_str(),
-            "status": task.status.as_str(),
-        }),
+        RebuildData {
+            service_id: service.service_id.clone(),
+            task_id: task.id.clone(),
+            service_type: service.service_type.into(),
+            status: task.status.into(),
+            api_mode: caller.mode.into(),
+        },
         caller.mode,
         &ctx,
     )
     .with_rebuild_shape())
 }
 
+/// One service's validity in a renewal.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceValidity {
+    #[schema(example = "KYOFMI")]
+    pub service_id: String,
+    /// Days to add.
+    #[schema(example = 30, minimum = 1, maximum = 365)]
+    pub validity: u32,
+}
+
+/// Body of renew.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewRequest {
+    #[schema(example = "VPS040426-0008")]
+    pub order_id: String,
+    #[schema(example = json!(["KYOFMI"]))]
+    pub service_ids: Vec<String>,
+    /// Days per service; a service not listed gets the order's validity.
+    #[schema(required = false)]
+    pub service_validities: Option<Vec<ServiceValidity>>,
+}
+
+/// A renewed service.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewedService {
+    #[schema(example = "KYOFMI")]
+    pub service_id: String,
+    pub expiry_date: Option<String>,
+    #[schema(example = "RUNNING")]
+    pub running_status: String,
+}
+
+/// `data` of renew.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewData {
+    #[schema(example = "VPS040426-0008")]
+    pub order_id: String,
+    pub services: Vec<RenewedService>,
+    /// A decimal amount, e.g. `12.5`.
+    #[schema(example = 12.5)]
+    pub total_amount: f64,
+    #[schema(example = "USD")]
+    pub currency: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/renew",
+    tag = "Services",
+    operation_id = "renewServices",
+    summary = "Renew Services",
+    description = "Extends the expiry of services of an order by `validity` days, paid from the account's wallet. Allowed from 5 days before expiry to 1 day after; a suspended service comes back up.",
+    request_body(content = RenewRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The services were renewed.", body = ApiResponse<RenewData>, example = json!({
+            "status": "success",
+            "message": "Services renewed successfully",
+            "data": {"orderId": "VPS040426-0008", "services": [{"serviceId": "KYOFMI", "expiryDate": "2024-03-01T12:00:00.000Z", "runningStatus": "RUNNING"}], "totalAmount": 12.5, "currency": "USD", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 400, description = "orderId is required\nserviceIds must be a non-empty list of service ids\nService KYOFMI can be renewed from 5 days before to 1 day after its expiry (2024-03-01T12:00:00.000Z)\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 402, description = "Insufficient wallet balance", body = ErrorEnvelope),
+        (status = 404, description = "Order not found or not accessible\nService not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+    )
+)]
 pub async fn renew_services(
     State(state): State<AppState>,
     caller: Caller,
@@ -199,29 +667,60 @@ pub async fn renew_services(
     JsonBody(body): JsonBody,
 ) -> Result<Success, ApiError> {
     let (order_id, services, total, currency) = state.ops.renew(caller.scope(), &body).await?;
-    let renewed: Vec<Value> = services
+    let renewed = services
         .iter()
-        .map(|s| {
-            json!({
-                "serviceId": s.service_id,
-                "expiryDate": s.expires_at.map(time::format_millis),
-                "runningStatus": s.power_state.as_str(),
-            })
+        .map(|s| RenewedService {
+            service_id: s.service_id.clone(),
+            expiry_date: s.expires_at.map(time::format_millis),
+            running_status: s.power_state.as_str().to_string(),
         })
         .collect();
     Ok(Success::new(
         "Services renewed successfully",
-        json!({
-            "orderId": order_id,
-            "services": renewed,
-            "totalAmount": advps_domain::money::as_decimal(total),
-            "currency": currency,
-        }),
+        RenewData {
+            order_id,
+            services: renewed,
+            total_amount: advps_domain::money::as_decimal(total),
+            currency,
+        },
         caller.mode,
         &ctx,
     ))
 }
 
+/// `data` of reset-mac.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MacData {
+    #[schema(example = "vps_service_1")]
+    pub service_id: String,
+    pub service_type: ServiceTypeWord,
+    #[schema(example = "02:1a:2b:3c:4d:5e")]
+    pub mac: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{serviceId}/reset-mac",
+    tag = "Services",
+    operation_id = "resetMac",
+    summary = "Reset MAC Address",
+    description = "Gives a VPS's network card a new MAC address (a running guest restarts for it). VPS only; once per 24 hours per service.",
+    params(("serviceId" = String, Path, description = "The unique identifier of a VPS service.", example = "vps_service_1")),
+    responses(
+        (status = 200, description = "The new MAC address.", body = ApiResponse<MacData>, example = json!({
+            "status": "success",
+            "message": "MAC address reset successfully",
+            "data": {"serviceId": "vps_service_1", "serviceType": "VPS", "mac": "02:1a:2b:3c:4d:5e", "mode": "test", "requestId": "req_1706611200000_abc123def"},
+            "timestamp": "2024-01-30T12:00:00.000Z"
+        })),
+        (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
+        (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
+        (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
+        (status = 429, description = "The MAC address can be reset once every 24 hours\nToo many requests: rate limit exceeded", body = ErrorEnvelope),
+        (status = 500, description = "Failed to reset MAC address: the hypervisor did not answer in time", body = ErrorEnvelope),
+    )
+)]
 pub async fn reset_mac(
     State(state): State<AppState>,
     caller: Caller,
@@ -231,12 +730,52 @@ pub async fn reset_mac(
     let (service, mac) = state.ops.reset_mac(caller.scope(), &service_id).await?;
     Ok(Success::new(
         "MAC address reset successfully",
-        json!({
-            "serviceId": service.service_id,
-            "serviceType": service.service_type.as_str(),
-            "mac": mac,
-        }),
+        MacData {
+            service_id: service.service_id.clone(),
+            service_type: service.service_type.into(),
+            mac,
+        },
         caller.mode,
         &ctx,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn power_bodies() {
+        assert_eq!(power_mode(&Value::Null).unwrap(), DEFAULT_POWER_MODE);
+        assert_eq!(power_mode(&json!({})).unwrap(), DEFAULT_POWER_MODE);
+        assert_eq!(
+            power_mode(&json!({"mode": "force"})).unwrap(),
+            StopMode::Force
+        );
+        assert_eq!(
+            power_mode(&json!({"timeoutSeconds": 5.0})).unwrap(),
+            StopMode::Graceful {
+                timeout: std::time::Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            power_mode(&json!({"mode": "graceful", "timeoutSeconds": 5})).unwrap(),
+            StopMode::Graceful {
+                timeout: std::time::Duration::from_secs(5)
+            }
+        );
+        for bad in [
+            json!({"mode": "hard"}),
+            json!({"mode": 1}),
+            json!({"timeoutSeconds": 0}),
+            json!({"timeoutSeconds": 601}),
+            json!({"timeoutSeconds": "5"}),
+            json!({"timeoutSeconds": 1.5}),
+            json!({"timeoutSeconds": -5.0}),
+            json!([]),
+        ] {
+            assert!(power_mode(&bad).is_err(), "{bad}");
+        }
+    }
 }
