@@ -10,10 +10,14 @@
 mod error;
 mod fast_read;
 mod model;
+mod open;
+mod postgres;
 mod sqlite;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use open::{open_store, open_store_with};
+pub use postgres::{is_postgres_url, PgPoolSettings, PgStore};
 pub use sqlite::SqliteStore;
 
 use advps_domain::{Mode, PowerState, VmType};
@@ -344,6 +348,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn record_audit(&self, entry: &NewAuditEntry) -> StoreResult<()>;
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<(Vec<AuditEntry>, u64)>;
+
+    /// Unfinished tasks: (pending, in progress).
+    async fn task_queue_depth(&self) -> StoreResult<(i64, i64)>;
 
     // --- shared rate limits ---------------------------------------------------
 

@@ -2349,6 +2349,17 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((entries, total as u64))
     }
+    async fn task_queue_depth(&self) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END), 0) AS pending, \
+             COALESCE(SUM(CASE WHEN status = 'IN_PROGRESS' THEN 1 ELSE 0 END), 0) AS running \
+             FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((row.try_get("pending")?, row.try_get("running")?))
+    }
+
     async fn rate_hit(
         &self,
         key_id: &str,

@@ -1,17 +1,128 @@
-//! The storage contract: what every [`Store`] implementation must do, written
-//! once against the trait and run here on SQLite (a fresh file per test).
-//! Each check takes `&dyn Store`, so another backend runs the same suite by
-//! adding its own opener.
+//! The storage contract: what every [`Store`] implementation must do,
+//! written once against the trait and run on each backend: SQLite (a fresh
+//! file per test) and PostgreSQL (a fresh database per test, created on the
+//! server `ADVPS_TEST_DATABASE_URL` names and dropped afterwards).
+//!
+//! Each check is an `async fn(Backend)`; `contract_tests!` at the bottom
+//! makes `sqlite::<check>` and `postgres::<check>` tests of it. A check that
+//! needs several server processes opens several handles on its database
+//! with [`Backend::open`]: separate pools, as separate processes would have.
+//!
+//! Without `ADVPS_TEST_DATABASE_URL` the PostgreSQL tests fail, saying so,
+//! unless `ADVPS_SKIP_POSTGRES=1` is set: then they pass without running and
+//! a notice says that they were skipped.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::{Arc, Once};
 
-use advps_domain::{Mode, PowerState, TaskKind, TaskStatus, VmType};
+use advps_domain::{Mode, PowerState, ServiceType, TaskKind, TaskStatus, VmType};
 use advps_store::*;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    (dir, Arc::new(store))
+/// The database a check runs against.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(Box<PgConnectOptions>),
+}
+
+impl Backend {
+    /// A new handle on the check's database, as another server process
+    /// would open it.
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path()).await.unwrap()),
+            Backend::Postgres(options) => {
+                let settings = PgPoolSettings {
+                    max_connections: 8,
+                    min_connections: 0,
+                    ..PgPoolSettings::default()
+                };
+                Arc::new(
+                    PgStore::connect_with((**options).clone(), &settings)
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+}
+
+async fn run_sqlite<F, Fut>(check: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    check(Backend::Sqlite(tempfile::tempdir().unwrap())).await;
+}
+
+/// The server to test PostgreSQL on, or `None` when told to skip it.
+fn postgres_server() -> Option<PgConnectOptions> {
+    match std::env::var("ADVPS_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(
+            PgConnectOptions::from_str(url.trim())
+                .expect("ADVPS_TEST_DATABASE_URL is not a valid postgres:// URL"),
+        ),
+        _ if std::env::var("ADVPS_SKIP_POSTGRES").as_deref() == Ok("1") => {
+            static NOTICE: Once = Once::new();
+            NOTICE.call_once(|| {
+                // Straight to the process's stderr: the test harness hides
+                // what tests print, and this must be seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nNOTICE: ADVPS_SKIP_POSTGRES=1: the PostgreSQL half of the storage contract \
+                     was SKIPPED (its tests pass without running).\n"
+                );
+            });
+            None
+        }
+        _ => panic!(
+            "ADVPS_TEST_DATABASE_URL is not set, so the storage contract cannot run on PostgreSQL. \
+             Start a server (as root: .ci/pg-up, which prints the URL) and set \
+             ADVPS_TEST_DATABASE_URL=postgres://postgres:advps@127.0.0.1:5432/postgres, \
+             or set ADVPS_SKIP_POSTGRES=1 to skip the PostgreSQL tests knowingly."
+        ),
+    }
+}
+
+/// Runs a check on a database of its own, dropped afterwards whether the
+/// check passed or not (the check runs as a task, so its panic is caught,
+/// the database dropped, and the panic passed on).
+async fn run_postgres<F, Fut>(check: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let name = format!("advps_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = server.connect().await.unwrap_or_else(|e| {
+        panic!("cannot connect to ADVPS_TEST_DATABASE_URL (is PostgreSQL up? .ci/pg-up): {e}")
+    });
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(check(Backend::Postgres(Box::new(
+        server.clone().database(&name),
+    ))))
+    .await;
+    // FORCE: pools the check left open are disconnected, not waited for.
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the check did not finish: {e}"),
+        }
+    }
 }
 
 fn test_scope(account: &Account) -> Scope {
@@ -48,9 +159,8 @@ fn product(mode: Mode, id: &str, vm_type: VmType, stock: Option<i64>) -> NewProd
     }
 }
 
-#[tokio::test]
-async fn accounts_are_unique_and_come_with_their_sandbox_fleet() {
-    let (_dir, store) = sqlite().await;
+async fn accounts_are_unique_and_come_with_their_sandbox_fleet(db: Backend) {
+    let store = db.open().await;
     let demo = store.create_account("demo", 1_000).await.unwrap();
     assert!(matches!(
         store.create_account("demo", 2_000).await,
@@ -97,9 +207,8 @@ async fn accounts_are_unique_and_come_with_their_sandbox_fleet() {
         .is_none());
 }
 
-#[tokio::test]
-async fn keys_are_found_by_digest_and_revoked_once() {
-    let (_dir, store) = sqlite().await;
+async fn keys_are_found_by_digest_and_revoked_once(db: Backend) {
+    let store = db.open().await;
     let demo = store.create_account("demo", 1).await.unwrap();
     store
         .insert_api_key(&NewApiKey {
@@ -132,9 +241,8 @@ async fn keys_are_found_by_digest_and_revoked_once() {
     assert_eq!(listed[0].last_used_at, Some(99));
 }
 
-#[tokio::test]
-async fn concurrent_power_transitions_have_one_winner() {
-    let (_dir, store) = sqlite().await;
+async fn concurrent_power_transitions_have_one_winner(db: Backend) {
+    let store = db.open().await;
     let demo = store.create_account("demo", 1).await.unwrap();
     let svc = store
         .find_service(test_scope(&demo), "vps_service_2")
@@ -158,9 +266,8 @@ async fn concurrent_power_transitions_have_one_winner() {
     assert_eq!(winners, 1);
 }
 
-#[tokio::test]
-async fn tasks_hold_the_service_respect_the_monthly_limit_and_finish_once() {
-    let (_dir, store) = sqlite().await;
+async fn tasks_hold_the_service_respect_the_monthly_limit_and_finish_once(db: Backend) {
+    let store = db.open().await;
     let demo = store.create_account("demo", 1).await.unwrap();
     let scope = test_scope(&demo);
     let svc = store
@@ -268,9 +375,8 @@ async fn tasks_hold_the_service_respect_the_monthly_limit_and_finish_once() {
         .is_none());
 }
 
-#[tokio::test]
-async fn concurrent_task_starts_have_one_winner() {
-    let (_dir, store) = sqlite().await;
+async fn concurrent_task_starts_have_one_winner(db: Backend) {
+    let store = db.open().await;
     let demo = store.create_account("demo", 1).await.unwrap();
     let scope = test_scope(&demo);
     let svc = store
@@ -295,9 +401,8 @@ async fn concurrent_task_starts_have_one_winner() {
     assert_eq!(started, 1);
 }
 
-#[tokio::test]
-async fn addresses_and_passwords_follow_the_service_state() {
-    let (_dir, store) = sqlite().await;
+async fn addresses_and_passwords_follow_the_service_state(db: Backend) {
+    let store = db.open().await;
     let demo = store.create_account("demo", 1).await.unwrap();
     let scope = test_scope(&demo);
     let pvps = store
@@ -332,9 +437,8 @@ async fn addresses_and_passwords_follow_the_service_state() {
     assert!(!store.set_password(stopped.pk, "v1:secret").await.unwrap());
 }
 
-#[tokio::test]
-async fn product_stock_is_sorted_paged_and_derived_from_free_inventory() {
-    let (_dir, store) = sqlite().await;
+async fn product_stock_is_sorted_paged_and_derived_from_free_inventory(db: Backend) {
+    let store = db.open().await;
     store
         .ensure_products(&[
             product(Mode::Test, "p_b", VmType::Lxc, Some(5)),
@@ -435,11 +539,9 @@ async fn product_stock_is_sorted_paged_and_derived_from_free_inventory() {
         .unwrap());
 }
 
-#[tokio::test]
-async fn data_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+async fn data_survives_reopening(db: Backend) {
     {
-        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let store = db.open().await;
         let demo = store.create_account("demo", 1).await.unwrap();
         let svc = store
             .find_service(test_scope(&demo), "vps_service_1")
@@ -450,9 +552,9 @@ async fn data_survives_reopening() {
             .transition_power(svc.pk, PowerState::Running, PowerState::Stopped, None)
             .await
             .unwrap());
-        store.close().await;
+        drop(store);
     }
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = db.open().await;
     let demo = store.find_account("demo").await.unwrap().unwrap();
     let svc = store
         .find_service(test_scope(&demo), "vps_service_1")
@@ -462,11 +564,9 @@ async fn data_survives_reopening() {
     assert_eq!(svc.power_state, PowerState::Stopped);
 }
 
-#[tokio::test]
-async fn a_key_revoked_by_another_process_fails_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = SqliteStore::open(dir.path()).await.unwrap();
-    let cli = SqliteStore::open(dir.path()).await.unwrap();
+async fn a_key_revoked_by_another_process_fails_at_once(db: Backend) {
+    let server = db.open().await;
+    let cli = db.open().await;
     let demo = server.create_account("demo", 1).await.unwrap();
     server
         .insert_api_key(&NewApiKey {
@@ -501,9 +601,8 @@ async fn a_key_revoked_by_another_process_fails_at_once() {
     );
 }
 
-#[tokio::test]
-async fn shared_rate_windows_admit_exactly_the_limit() {
-    let (_dir, store) = sqlite().await;
+async fn shared_rate_windows_admit_exactly_the_limit(db: Backend) {
+    let store = db.open().await;
     let mut handles = Vec::new();
     for _ in 0..30 {
         let store = Arc::clone(&store);
@@ -542,3 +641,1153 @@ async fn shared_rate_windows_admit_exactly_the_limit() {
         .unwrap()
         .is_none());
 }
+
+// --- several server processes on one database --------------------------------
+//
+// Each check below opens several handles (pools) on one database and races
+// them, as several advps instances would race. What must hold is counted
+// exactly: a task, a machine, an address, a unit of money or a delivery is
+// handed out once.
+
+/// Handles on the check's database, one per simulated server process.
+async fn instances(db: &Backend, n: usize) -> Vec<Arc<dyn Store>> {
+    let mut handles = Vec::with_capacity(n);
+    for _ in 0..n {
+        handles.push(db.open().await);
+    }
+    handles
+}
+
+/// Live services bound to fresh (free) instances on `node`.
+async fn live_services(
+    store: &dyn Store,
+    account: &Account,
+    node: &str,
+    count: usize,
+) -> Vec<ServiceRecord> {
+    let mut services = Vec::new();
+    for n in 0..count {
+        let instance_id = store
+            .add_instance(&NewInstance {
+                node: node.into(),
+                engine_id: format!("ct-live-{n}"),
+                product_id: None,
+                now: 1,
+            })
+            .await
+            .unwrap();
+        services.push(
+            store
+                .bind_live_service(&NewLiveService {
+                    account_id: account.id,
+                    service_id: format!("LIVE{n:02}"),
+                    service_type: ServiceType::Linux,
+                    instance_id,
+                    power_state: PowerState::Running,
+                    expires_at: None,
+                    now: 1,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    services
+}
+
+fn one_unit_order(
+    scope: Scope,
+    product_id: &str,
+    service_type: ServiceType,
+    amount: i64,
+) -> NewOrder {
+    NewOrder {
+        scope,
+        prefix: if service_type.is_container() {
+            "LXC"
+        } else {
+            "VPS"
+        },
+        day: "010126".into(),
+        product_id: product_id.into(),
+        service_type,
+        ram_mb: 1024,
+        os_slug: "debian-12".into(),
+        os_name: "Debian 12".into(),
+        quantity: 1,
+        validity_days: 30,
+        amount_minor: amount,
+        currency: "USD".into(),
+        remark: None,
+        customer_name: None,
+        customer_email: None,
+        task_params: "{}".into(),
+        due_at: (scope.mode == Mode::Test).then_some(5_000),
+        sandbox_credentials: Vec::new(),
+        now: 1_000,
+    }
+}
+
+/// Claims tasks until none is left, as one worker would.
+async fn drain_tasks(store: Arc<dyn Store>, owner: String, now: i64) -> Vec<TaskRecord> {
+    let mut claimed = Vec::new();
+    while let Some(task) = store.claim_task(&owner, now, 60_000).await.unwrap() {
+        assert_eq!(task.lease_owner.as_deref(), Some(owner.as_str()));
+        assert_eq!(task.lease_until, Some(now + 60_000));
+        assert_eq!(task.status, TaskStatus::InProgress);
+        claimed.push(task);
+    }
+    claimed
+}
+
+async fn workers_claim_each_task_once_and_take_over_lapsed_leases(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let live = Scope {
+        account_id: demo.id,
+        mode: Mode::Live,
+    };
+    for (n, svc) in live_services(&*store, &demo, "node1", 12)
+        .await
+        .iter()
+        .enumerate()
+    {
+        let mut task = rebuild_task(live, svc.pk, &format!("lt{n:02}"), 10 + n as i64);
+        task.due_at = None;
+        assert!(matches!(
+            store.start_service_task(&task, None).await.unwrap(),
+            StartTask::Started(_)
+        ));
+    }
+    // Sandbox tasks are simulated, never a worker's.
+    let sandbox = store
+        .find_service(test_scope(&demo), "vps_service_1")
+        .await
+        .unwrap()
+        .unwrap();
+    let sandbox_task = rebuild_task(test_scope(&demo), sandbox.pk, "st", 5);
+    assert!(matches!(
+        store.start_service_task(&sandbox_task, None).await.unwrap(),
+        StartTask::Started(_)
+    ));
+
+    let handles = instances(&db, 4).await;
+    let mut workers = Vec::new();
+    for (w, handle) in handles.iter().enumerate() {
+        workers.push(tokio::spawn(drain_tasks(
+            Arc::clone(handle),
+            format!("worker-{w}"),
+            1_000,
+        )));
+    }
+    let mut claimed = Vec::new();
+    for w in workers {
+        claimed.extend(w.await.unwrap());
+    }
+    let ids: HashSet<_> = claimed.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(claimed.len(), 12, "each task claimed exactly once");
+    assert_eq!(ids.len(), 12);
+    assert!(!ids.contains("st"));
+    assert!(claimed.iter().all(|t| t.attempts == 1));
+
+    // A lease holds until it lapses...
+    assert!(store
+        .claim_task("late", 60_999, 60_000)
+        .await
+        .unwrap()
+        .is_none());
+    // ...then every task of the workers that died is taken over, once.
+    let mut rescuers = Vec::new();
+    for (w, handle) in handles.iter().enumerate() {
+        rescuers.push(tokio::spawn(drain_tasks(
+            Arc::clone(handle),
+            format!("rescuer-{w}"),
+            61_000,
+        )));
+    }
+    let mut retaken = Vec::new();
+    for r in rescuers {
+        retaken.extend(r.await.unwrap());
+    }
+    let again: HashSet<_> = retaken.iter().map(|t| t.id.clone()).collect();
+    assert_eq!((retaken.len(), again), (12, ids));
+    assert!(retaken.iter().all(|t| t.attempts == 2));
+
+    // The first owner of a task lost it: its steps and finish are refused.
+    let first = claimed.iter().find(|t| t.id == "lt00").unwrap();
+    let old_owner = first.lease_owner.clone().unwrap();
+    let new_owner = retaken
+        .iter()
+        .find(|t| t.id == "lt00")
+        .unwrap()
+        .lease_owner
+        .clone()
+        .unwrap();
+    assert!(!store
+        .record_step("lt00", &old_owner, 1, "{}", 50, 61_001)
+        .await
+        .unwrap());
+    assert!(!store
+        .renew_lease("lt00", &old_owner, 200_000)
+        .await
+        .unwrap());
+    assert!(store
+        .record_step("lt00", &new_owner, 1, r#"{"k":1}"#, 50, 61_001)
+        .await
+        .unwrap());
+    assert!(store
+        .renew_lease("lt00", &new_owner, 200_000)
+        .await
+        .unwrap());
+    let finish = TaskFinish {
+        status: TaskStatus::Completed,
+        error: None,
+        now: 61_002,
+        power_state: PowerState::Running,
+        started_at: Some(61_002),
+        os: None,
+        owner: Some(old_owner),
+    };
+    assert!(!store.finish_task("lt00", &finish).await.unwrap());
+    let finish = TaskFinish {
+        owner: Some(new_owner),
+        ..finish
+    };
+    assert!(store.finish_task("lt00", &finish).await.unwrap());
+    let done = store.find_task(live, "lt00").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            done.status,
+            done.step,
+            done.scratch.as_str(),
+            done.lease_owner
+        ),
+        (TaskStatus::Completed, 1, r#"{"k":1}"#, None)
+    );
+}
+
+async fn concurrent_allocations_never_share_an_address(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let services = live_services(&*store, &demo, "node1", 8).await;
+    let pool = |name: &str, net: &str, node: Option<&str>, hosts: std::ops::RangeInclusive<u8>| {
+        NewIpPool {
+            name: name.into(),
+            cidr: format!("{net}.0/29"),
+            prefix: 29,
+            gateway: format!("{net}.1"),
+            node: node.map(Into::into),
+            addresses: hosts.map(|h| format!("{net}.{h}")).collect(),
+            now: 1,
+        }
+    };
+    store
+        .create_ip_pool(&pool("node1-pool", "10.1.0", Some("node1"), 2..=4))
+        .await
+        .unwrap();
+    store
+        .create_ip_pool(&pool("shared-pool", "10.2.0", None, 2..=3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_ip_pool(&pool("overlap", "10.2.0", None, 3..=3))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Every service asks twice, through two different instances, at once.
+    let handles = instances(&db, 4).await;
+    let mut calls = Vec::new();
+    for (n, svc) in services.iter().enumerate() {
+        for round in 0..2 {
+            let handle = Arc::clone(&handles[(n + round) % handles.len()]);
+            let pk = svc.pk;
+            calls.push(tokio::spawn(async move {
+                (pk, handle.allocate_address(pk, "node1", 100).await.unwrap())
+            }));
+        }
+    }
+    let mut got: std::collections::HashMap<i64, Vec<Option<AddressLease>>> = Default::default();
+    for call in calls {
+        let (pk, lease) = call.await.unwrap();
+        got.entry(pk).or_default().push(lease);
+    }
+    for leases in got.values() {
+        assert_eq!(leases[0], leases[1], "one service, one address");
+    }
+    let held: Vec<&AddressLease> = got.values().filter_map(|l| l[0].as_ref()).collect();
+    let addresses: HashSet<&str> = held.iter().map(|l| l.address.as_str()).collect();
+    assert_eq!(held.len(), 5, "five addresses for eight services");
+    assert_eq!(addresses.len(), 5, "never one address twice");
+    for pool in store.list_ip_pools().await.unwrap() {
+        assert_eq!(pool.free, 0, "{} exhausted", pool.name);
+    }
+    for (pk, leases) in &got {
+        assert_eq!(&store.service_address(*pk).await.unwrap(), &leases[0]);
+    }
+
+    // An address given back goes to the next service that asks.
+    let (&winner, leases) = got.iter().find(|(_, l)| l[0].is_some()).unwrap();
+    let (&loser, _) = got.iter().find(|(_, l)| l[0].is_none()).unwrap();
+    assert_eq!(store.release_addresses(winner).await.unwrap(), 1);
+    assert_eq!(store.service_address(winner).await.unwrap(), None);
+    let moved = store.allocate_address(loser, "node1", 200).await.unwrap();
+    assert_eq!(moved, leases[0]);
+}
+
+async fn concurrent_orders_never_sell_one_machine_twice(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let live = Scope {
+        account_id: demo.id,
+        mode: Mode::Live,
+    };
+    store
+        .create_product(&product(Mode::Live, "lxc_s", VmType::Lxc, None))
+        .await
+        .unwrap();
+    let seen: Vec<SyncedInstance> = (0..3)
+        .map(|n| SyncedInstance {
+            engine_id: format!("ct{n}"),
+            kind: "container".into(),
+            memory_mb: Some(1024),
+            engine_state: "Stopped".into(),
+        })
+        .collect();
+    let summary = store.sync_instances("node1", &seen, 5).await.unwrap();
+    assert_eq!((summary.added, summary.updated, summary.missing), (3, 0, 0));
+    for instance in store.list_instances(Some("node1")).await.unwrap() {
+        assert!(store
+            .set_instance_product(instance.id, Some("lxc_s"))
+            .await
+            .unwrap());
+    }
+    let credit = 1_000_000;
+    assert_eq!(
+        store
+            .credit_wallet(demo.id, Mode::Live, credit, "USD", "top-up", 6)
+            .await
+            .unwrap(),
+        credit
+    );
+    let stock = |store: Arc<dyn Store>| async move {
+        store
+            .find_product(Mode::Live, "lxc_s", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .stock
+    };
+    assert_eq!(stock(Arc::clone(&store)).await, 3);
+
+    let handles = instances(&db, 4).await;
+    let mut orders = Vec::new();
+    for n in 0..8 {
+        let handle = Arc::clone(&handles[n % handles.len()]);
+        let order = one_unit_order(live, "lxc_s", ServiceType::Linux, 1_500);
+        orders.push(tokio::spawn(async move {
+            handle.place_order(&order).await.unwrap()
+        }));
+    }
+    let (mut placed, mut out_of_stock) = (Vec::new(), 0);
+    for order in orders {
+        match order.await.unwrap() {
+            PlaceOrder::Placed { order, services } => placed.push((order, services)),
+            PlaceOrder::OutOfStock { .. } => out_of_stock += 1,
+            PlaceOrder::InsufficientFunds { balance } => panic!("funds: {balance}"),
+        }
+    }
+    assert_eq!((placed.len(), out_of_stock), (3, 5));
+    let machines: HashSet<i64> = placed
+        .iter()
+        .map(|(_, services)| services[0].instance_id.unwrap())
+        .collect();
+    let numbers: HashSet<&str> = placed.iter().map(|(o, _)| o.id.as_str()).collect();
+    assert_eq!((machines.len(), numbers.len()), (3, 3));
+    assert!(numbers.iter().all(|id| id.starts_with("LXC010126-")));
+    assert_eq!(stock(Arc::clone(&store)).await, 0);
+    assert!(store
+        .list_instances(Some("node1"))
+        .await
+        .unwrap()
+        .iter()
+        .all(|i| i.state == "assigned"));
+    assert_eq!(
+        store.wallet_balance(demo.id, Mode::Live).await.unwrap(),
+        credit - 3 * 1_500
+    );
+
+    // A failed order gives its machine back (and the money).
+    let (failed, services) = &placed[0];
+    let instance = services[0].instance_id.unwrap();
+    assert!(store
+        .fail_order(&failed.id, "engine down", &[(instance, "free")], 2_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .fail_order(&failed.id, "again", &[], 2_001)
+        .await
+        .unwrap());
+    assert_eq!(stock(Arc::clone(&store)).await, 1);
+    assert_eq!(
+        store.wallet_balance(demo.id, Mode::Live).await.unwrap(),
+        credit - 2 * 1_500
+    );
+    // The node stops reporting a machine: it leaves the stock.
+    let summary = store
+        .sync_instances("node1", &seen[1..], 3_000)
+        .await
+        .unwrap();
+    assert_eq!((summary.added, summary.updated, summary.missing), (0, 2, 1));
+}
+
+async fn concurrent_purchases_never_overdraw_the_wallet(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let scope = test_scope(&demo);
+    store
+        .ensure_products(&[product(Mode::Test, "vps_s", VmType::Vps, Some(100))])
+        .await
+        .unwrap();
+    let start = store.wallet_balance(demo.id, Mode::Test).await.unwrap();
+    assert_eq!(start, advps_domain::sandbox::STARTING_CREDIT);
+    let price = start / 3 - 1;
+
+    let handles = instances(&db, 4).await;
+    let mut orders = Vec::new();
+    for n in 0..10 {
+        let handle = Arc::clone(&handles[n % handles.len()]);
+        let order = one_unit_order(scope, "vps_s", ServiceType::Vps, price);
+        orders.push(tokio::spawn(async move {
+            handle.place_order(&order).await.unwrap()
+        }));
+    }
+    let (mut placed, mut refused) = (Vec::new(), 0);
+    for order in orders {
+        match order.await.unwrap() {
+            PlaceOrder::Placed { order, services } => placed.push((order, services)),
+            PlaceOrder::InsufficientFunds { balance } => {
+                assert!(balance >= 0 && balance < price);
+                refused += 1;
+            }
+            PlaceOrder::OutOfStock { available } => panic!("stock: {available}"),
+        }
+    }
+    assert_eq!((placed.len(), refused), (3, 7));
+    let balance = store.wallet_balance(demo.id, Mode::Test).await.unwrap();
+    assert_eq!(balance, start - 3 * price);
+    assert!(balance >= 0);
+    let ledger = store.ledger(demo.id, Mode::Test).await.unwrap();
+    assert_eq!(ledger.iter().map(|e| e.amount_minor).sum::<i64>(), balance);
+    assert_eq!(ledger.iter().filter(|e| e.kind == "purchase").count(), 3);
+    // Each purchase got its own sandbox service.
+    let ids: HashSet<String> = placed
+        .iter()
+        .map(|(_, s)| s[0].service_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        store
+            .find_product(Mode::Test, "vps_s", Some(demo.id))
+            .await
+            .unwrap()
+            .unwrap()
+            .stock,
+        97
+    );
+
+    // Renewals draw on the same balance, under the same rule.
+    let svc = &placed[0].1[0];
+    let renew = |amount| RenewItem {
+        service_pk: svc.pk,
+        validity_days: 30,
+        amount_minor: amount,
+    };
+    assert!(matches!(
+        store
+            .renew_services(scope, &[renew(balance + 1)], "USD", "r1", 3_000)
+            .await
+            .unwrap(),
+        Renewal::InsufficientFunds { balance: b } if b == balance
+    ));
+    match store
+        .renew_services(scope, &[renew(balance)], "USD", "r2", 3_000)
+        .await
+        .unwrap()
+    {
+        Renewal::Renewed(services) => assert_eq!(
+            services[0].expires_at,
+            Some(svc.expires_at.unwrap() + 30 * DAY_MS)
+        ),
+        other => panic!("expected a renewal, got {other:?}"),
+    }
+    assert_eq!(store.wallet_balance(demo.id, Mode::Test).await.unwrap(), 0);
+}
+
+async fn concurrent_idempotent_begins_start_once(db: Backend) {
+    const TTL: i64 = 86_400_000;
+    const STALE: i64 = 60_000;
+    let store = db.open().await;
+    let handles = instances(&db, 4).await;
+    let race = |now: i64, idem_key: &'static str| {
+        let calls: Vec<_> = (0..12)
+            .map(|n| {
+                let handle = Arc::clone(&handles[n % handles.len()]);
+                tokio::spawn(async move {
+                    handle
+                        .begin_idempotent("key_a", idem_key, "fp", now, TTL, STALE)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        async move {
+            let mut outcomes = Vec::new();
+            for call in calls {
+                outcomes.push(call.await.unwrap());
+            }
+            outcomes
+        }
+    };
+    let count = |outcomes: &[IdempotencyBegin], wanted: IdempotencyBegin| {
+        outcomes.iter().filter(|o| **o == wanted).count()
+    };
+
+    let first = race(1_000, "idem-1").await;
+    assert_eq!(count(&first, IdempotencyBegin::Started), 1);
+    assert_eq!(count(&first, IdempotencyBegin::InFlight), 11);
+    store
+        .finish_idempotent(
+            "key_a",
+            "idem-1",
+            201,
+            r#"{"ok":true}"#,
+            Some("application/json"),
+        )
+        .await
+        .unwrap();
+    let replay = IdempotencyBegin::Replay {
+        status: 201,
+        body: r#"{"ok":true}"#.into(),
+        content_type: Some("application/json".into()),
+    };
+    let repeats = race(2_000, "idem-1").await;
+    assert_eq!(count(&repeats, replay), 12);
+    assert_eq!(
+        store
+            .begin_idempotent("key_a", "idem-1", "other", 2_000, TTL, STALE)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    // Another API key's record of the same name is its own.
+    assert_eq!(
+        store
+            .begin_idempotent("key_b", "idem-1", "other", 2_000, TTL, STALE)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+
+    // An in-flight record whose server died is taken over by one retry.
+    assert_eq!(
+        store
+            .begin_idempotent("key_a", "idem-2", "fp", 1_000, TTL, STALE)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    let early = race(1_000 + STALE - 1, "idem-2").await;
+    assert_eq!(count(&early, IdempotencyBegin::InFlight), 12);
+    let late = race(1_000 + STALE, "idem-2").await;
+    assert_eq!(count(&late, IdempotencyBegin::Started), 1);
+    assert_eq!(count(&late, IdempotencyBegin::InFlight), 11);
+    // Abandoned, the key is free for the next attempt.
+    store.abandon_idempotent("key_a", "idem-2").await.unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent("key_a", "idem-2", "fp", 70_000, TTL, STALE)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    // Expired, a record is forgotten: even another request may use the key.
+    assert_eq!(
+        store
+            .begin_idempotent("key_a", "idem-1", "other", 1_000 + TTL, TTL, STALE)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+}
+
+async fn outbox_events_fan_out_and_deliveries_are_claimed_once(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let scope = test_scope(&demo);
+    let hook = |id: &str, events: Vec<String>| NewWebhookEndpoint {
+        id: id.into(),
+        scope,
+        url: "https://hooks.example.test/advps".into(),
+        description: None,
+        events,
+        secret_enc: "v1:secret".into(),
+        now: 1,
+    };
+    store
+        .create_webhook(&hook("we_all", Vec::new()))
+        .await
+        .unwrap();
+    store
+        .create_webhook(&hook("we_tasks", vec!["task.completed".into()]))
+        .await
+        .unwrap();
+    let svc = store
+        .find_service(scope, "vps_service_2")
+        .await
+        .unwrap()
+        .unwrap();
+    // Twenty changes, each with its event written in the same transaction.
+    for _ in 0..10 {
+        assert!(store
+            .transition_power(svc.pk, PowerState::Stopped, PowerState::Running, Some(1))
+            .await
+            .unwrap());
+        assert!(store
+            .transition_power(svc.pk, PowerState::Running, PowerState::Stopped, None)
+            .await
+            .unwrap());
+    }
+    // A change that does not happen writes no event.
+    assert!(!store
+        .transition_power(svc.pk, PowerState::Running, PowerState::Stopped, None)
+        .await
+        .unwrap());
+
+    let now = advps_domain::time::now_millis();
+    let handles = instances(&db, 4).await;
+    let mut sweeps = Vec::new();
+    for handle in &handles {
+        let handle = Arc::clone(handle);
+        sweeps.push(tokio::spawn(async move {
+            let mut made = 0;
+            loop {
+                let n = handle.fan_out_events(now, 3).await.unwrap();
+                if n == 0 {
+                    return made;
+                }
+                made += n;
+            }
+        }));
+    }
+    let mut made = 0;
+    for sweep in sweeps {
+        made += sweep.await.unwrap();
+    }
+    made += store.fan_out_events(now, 100).await.unwrap();
+    assert_eq!(made, 20, "each event fanned out once");
+    assert_eq!(store.fan_out_events(now, 100).await.unwrap(), 0);
+    let (deliveries, total) = store.list_deliveries("we_all", 0, 100).await.unwrap();
+    assert_eq!(total, 20);
+    let events: HashSet<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(events.len(), 20);
+    assert!(deliveries
+        .iter()
+        .all(|d| d.event_type == "service.power_state_changed" && d.status == "pending"));
+    assert_eq!(
+        store.list_deliveries("we_tasks", 0, 100).await.unwrap().1,
+        0
+    );
+
+    let claim_all = |at: i64| {
+        let calls: Vec<_> = handles
+            .iter()
+            .map(|handle| {
+                let handle = Arc::clone(handle);
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    loop {
+                        let batch = handle.claim_deliveries(at, 60_000, 4).await.unwrap();
+                        if batch.is_empty() {
+                            return ids;
+                        }
+                        ids.extend(batch.into_iter().map(|d| d.id));
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let mut ids = Vec::new();
+            for call in calls {
+                ids.extend(call.await.unwrap());
+            }
+            ids
+        }
+    };
+    let claimed = claim_all(now).await;
+    let distinct: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(
+        (claimed.len(), distinct.len()),
+        (20, 20),
+        "each claimed once"
+    );
+    // Held while being sent...
+    assert!(store
+        .claim_deliveries(now + 59_999, 60_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // ...and due again if its sender died; one that was delivered is done.
+    store
+        .record_delivery(
+            &claimed[0],
+            &DeliveryAttempt {
+                delivered: true,
+                status_code: Some(200),
+                error: None,
+                now: now + 1,
+                retry_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let reclaimed = claim_all(now + 60_000).await;
+    assert_eq!(reclaimed.len(), 19);
+    assert!(!reclaimed.contains(&claimed[0]));
+}
+
+/// The rest of the trait, once each: what operators and the background
+/// sweeps read and write reads back the same on every backend.
+async fn operator_records_round_trip(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let acme = store.create_account("acme", 2).await.unwrap();
+    let names: Vec<String> = store
+        .list_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["demo", "acme"]);
+
+    // Nodes and OS images.
+    let node = |name: &str| NewNode {
+        name: name.into(),
+        driver: "lxd".into(),
+        endpoint: format!("https://{name}:8443"),
+        credentials_enc: Some("v1:creds".into()),
+        now: 3,
+    };
+    store.create_node(&node("node-b")).await.unwrap();
+    let a = store.create_node(&node("node-a")).await.unwrap();
+    assert!(matches!(
+        store.create_node(&node("node-a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.find_node("node-a").await.unwrap(), Some(a));
+    let nodes: Vec<String> = store
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    let image = |slug: &str, node: Option<&str>| NewOsImage {
+        slug: slug.into(),
+        name: format!("OS {slug}"),
+        os_type: advps_domain::OsType::Lxc,
+        image: format!("images:{slug}"),
+        node: node.map(Into::into),
+        now: 4,
+    };
+    store.add_os_image(&image("debian-12", None)).await.unwrap();
+    store
+        .add_os_image(&image("debian-12", Some("node-a")))
+        .await
+        .unwrap();
+    store.add_os_image(&image("alpine-3", None)).await.unwrap();
+    assert!(matches!(
+        store.add_os_image(&image("alpine-3", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let slugs: Vec<(String, Option<String>)> = store
+        .list_os_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.slug, i.node))
+        .collect();
+    assert_eq!(
+        slugs,
+        [
+            ("alpine-3".to_string(), None),
+            ("debian-12".to_string(), None),
+            ("debian-12".to_string(), Some("node-a".to_string()))
+        ]
+    );
+    assert_eq!(store.os_images_by_slug("debian-12").await.unwrap().len(), 2);
+
+    // Product sizes and the default OS.
+    store
+        .create_product(&product(Mode::Live, "lxc_m", VmType::Lxc, None))
+        .await
+        .unwrap();
+    let size = |ram_mb, price_minor| ProductSize {
+        ram_mb,
+        price_minor,
+        currency: "USD".into(),
+    };
+    store
+        .set_product_size(Mode::Live, "lxc_m", &size(2048, 900))
+        .await
+        .unwrap();
+    store
+        .set_product_size(Mode::Live, "lxc_m", &size(1024, 500))
+        .await
+        .unwrap();
+    store
+        .set_product_size(Mode::Live, "lxc_m", &size(2048, 800))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.product_sizes(Mode::Live, "lxc_m").await.unwrap(),
+        [size(1024, 500), size(2048, 800)]
+    );
+    assert!(store
+        .set_product_default_os(Mode::Live, "lxc_m", Some("debian-12"))
+        .await
+        .unwrap());
+    assert!(!store
+        .set_product_default_os(Mode::Live, "nope", None)
+        .await
+        .unwrap());
+    let found = store
+        .find_product(Mode::Live, "lxc_m", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.default_os.as_deref(), Some("debian-12"));
+
+    // A live service: listing, the operation lock, MAC resets, expiry.
+    let svc = live_services(&*store, &acme, "node-a", 1).await.remove(0);
+    assert!(matches!(
+        store
+            .bind_live_service(&NewLiveService {
+                account_id: demo.id,
+                service_id: "OTHER1".into(),
+                service_type: ServiceType::Linux,
+                instance_id: svc.instance_id.unwrap(),
+                power_state: PowerState::Stopped,
+                expires_at: None,
+                now: 5,
+            })
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let live = store.list_services(Some(Mode::Live)).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        (
+            live[0].account_name.as_str(),
+            live[0].service.node.as_deref()
+        ),
+        ("acme", Some("node-a"))
+    );
+    let all = store.list_services(None).await.unwrap();
+    assert_eq!(all.len(), 9);
+    assert_eq!(all[0].account_name, "acme");
+    assert_eq!(
+        store.lock_service(svc.pk, "op1", 100, 1_000).await.unwrap(),
+        LockOutcome::Locked
+    );
+    assert_eq!(
+        store.lock_service(svc.pk, "op2", 200, 1_000).await.unwrap(),
+        LockOutcome::Busy
+    );
+    store
+        .unlock_service(svc.pk, "op1", Some((PowerState::Stopped, None)))
+        .await
+        .unwrap();
+    let acme_live = Scope {
+        account_id: acme.id,
+        mode: Mode::Live,
+    };
+    let after = store
+        .find_service(acme_live, &svc.service_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.power_state, PowerState::Stopped);
+    assert_eq!(
+        store.lock_service(svc.pk, "op3", 300, 1_000).await.unwrap(),
+        LockOutcome::Locked
+    );
+    store.unlock_service(svc.pk, "op3", None).await.unwrap();
+
+    assert_eq!(
+        store.claim_mac_reset(svc.pk, 10_000, 5_000).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.claim_mac_reset(svc.pk, 12_000, 5_000).await.unwrap(),
+        Err(15_000)
+    );
+    store.restore_mac_reset(svc.pk, None).await.unwrap();
+    assert_eq!(
+        store.claim_mac_reset(svc.pk, 12_000, 5_000).await.unwrap(),
+        Ok(())
+    );
+    store
+        .set_service_mac(svc.pk, "02:00:00:00:00:01")
+        .await
+        .unwrap();
+    store.set_service_expiry(svc.pk, 50_000).await.unwrap();
+    let due: Vec<i64> = store
+        .services_to_suspend(50_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.pk)
+        .collect();
+    assert_eq!(due, [svc.pk]);
+    assert!(store.suspend_service(svc.pk).await.unwrap());
+    assert!(!store.suspend_service(svc.pk).await.unwrap());
+    assert_eq!(
+        store.services_to_terminate(50_000, 10).await.unwrap().len(),
+        1
+    );
+    assert!(store
+        .services_to_terminate(49_999, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let suspended = store
+        .find_service(acme_live, &svc.service_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (suspended.power_state, suspended.mac.as_deref()),
+        (PowerState::Suspended, Some("02:00:00:00:00:01"))
+    );
+    store
+        .set_instance_state(svc.instance_id.unwrap(), "out_of_service")
+        .await
+        .unwrap();
+    assert!(store.remove_service(svc.pk).await.unwrap());
+    assert!(!store.remove_service(svc.pk).await.unwrap());
+    let instance = store
+        .list_instances(Some("node-a"))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(instance.state, "free");
+
+    // A sandbox order settles once its services are provisioned.
+    store
+        .ensure_products(&[product(Mode::Test, "vps_s", VmType::Vps, Some(5))])
+        .await
+        .unwrap();
+    let scope = test_scope(&demo);
+    let PlaceOrder::Placed { order, services } = store
+        .place_order(&one_unit_order(scope, "vps_s", ServiceType::Vps, 100))
+        .await
+        .unwrap()
+    else {
+        panic!("expected an order");
+    };
+    assert_eq!(order.status, "PENDING");
+    assert_eq!(services[0].power_state, PowerState::Provisioning);
+    assert_eq!(
+        store.find_order(scope, &order.id).await.unwrap(),
+        Some((*order).clone())
+    );
+    assert!(store
+        .find_order(test_scope(&acme), &order.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store.settle_order(&order.id, 6_000).await.unwrap());
+    let task = store.active_task(services[0].pk).await.unwrap().unwrap();
+    assert_eq!(task.kind, TaskKind::Provision);
+    let finish = TaskFinish {
+        status: TaskStatus::Completed,
+        error: None,
+        now: 6_000,
+        power_state: PowerState::Running,
+        started_at: Some(6_000),
+        os: None,
+        owner: None,
+    };
+    assert!(store.finish_task(&task.id, &finish).await.unwrap());
+    assert!(store.settle_order(&order.id, 6_001).await.unwrap());
+    assert!(!store.settle_order(&order.id, 6_002).await.unwrap());
+    assert_eq!(
+        store.order_services(&order.id).await.unwrap()[0].power_state,
+        PowerState::Running
+    );
+
+    // Webhook endpoints and their deliveries.
+    let endpoint = store
+        .create_webhook(&NewWebhookEndpoint {
+            id: "we_1".into(),
+            scope,
+            url: "https://hooks.example.test/a".into(),
+            description: Some("ops".into()),
+            events: vec!["order.completed".into()],
+            secret_enc: "v1:one".into(),
+            now: 7,
+        })
+        .await
+        .unwrap();
+    assert_eq!(endpoint.events, ["order.completed"]);
+    assert_eq!(
+        store.list_webhooks(scope).await.unwrap(),
+        std::slice::from_ref(&endpoint)
+    );
+    assert_eq!(store.all_webhooks(None).await.unwrap().len(), 1);
+    assert!(store.all_webhooks(Some(acme.id)).await.unwrap().is_empty());
+    assert!(store
+        .rotate_webhook_secret("we_1", "v1:two", 9_000)
+        .await
+        .unwrap());
+    let rotated = store.find_webhook("we_1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            rotated.secret_enc.as_str(),
+            rotated.previous_secret_enc.as_deref(),
+            rotated.previous_until
+        ),
+        ("v1:two", Some("v1:one"), Some(9_000))
+    );
+    assert_eq!(store.fan_out_events(8_000, 100).await.unwrap(), 1);
+    let (deliveries, _) = store.list_deliveries("we_1", 0, 10).await.unwrap();
+    assert_eq!(deliveries[0].event_type, "order.completed");
+    store
+        .record_delivery(
+            &deliveries[0].id,
+            &DeliveryAttempt {
+                delivered: false,
+                status_code: None,
+                error: Some("refused".into()),
+                now: 8_001,
+                retry_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (failed, _) = store.list_deliveries("we_1", 0, 10).await.unwrap();
+    assert_eq!(
+        (failed[0].status.as_str(), failed[0].attempts),
+        ("failed", 1)
+    );
+    assert!(store
+        .redeliver("we_1", &deliveries[0].id, 8_002)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .claim_deliveries(8_002, 1_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store.delete_webhook("we_1").await.unwrap());
+    assert!(!store.delete_webhook("we_1").await.unwrap());
+    assert_eq!(store.list_deliveries("we_1", 0, 10).await.unwrap().1, 0);
+
+    // The audit log, newest first, filtered.
+    for (n, service_id) in [Some("vps_service_1"), None, Some("vps_service_1")]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .record_audit(&NewAuditEntry {
+                at: 10_000 + n as i64,
+                account_id: Some(demo.id),
+                key_id: Some("key_a".into()),
+                mode: Some(Mode::Test),
+                method: "POST".into(),
+                path: "/api/v1/x".into(),
+                service_id: service_id.map(Into::into),
+                status: 200,
+                request_id: format!("req-{n}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let (entries, total) = store
+        .list_audit(&AuditFilter {
+            account_id: Some(demo.id),
+            service_id: Some("vps_service_1".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.request_id.as_str(), e.account_name.as_deref()))
+            .collect::<Vec<_>>(),
+        [("req-2", Some("demo")), ("req-0", Some("demo"))]
+    );
+    let (window, total) = store
+        .list_audit(&AuditFilter {
+            from: Some(10_001),
+            to: Some(10_001),
+            mode: Some(Mode::Test),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((window.len(), total), (1, 1));
+}
+
+/// Makes `sqlite::<check>` and `postgres::<check>` of each check.
+macro_rules! contract_tests {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    crate::run_sqlite(super::$check).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    crate::run_postgres(super::$check).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    accounts_are_unique_and_come_with_their_sandbox_fleet,
+    keys_are_found_by_digest_and_revoked_once,
+    concurrent_power_transitions_have_one_winner,
+    tasks_hold_the_service_respect_the_monthly_limit_and_finish_once,
+    concurrent_task_starts_have_one_winner,
+    addresses_and_passwords_follow_the_service_state,
+    product_stock_is_sorted_paged_and_derived_from_free_inventory,
+    data_survives_reopening,
+    a_key_revoked_by_another_process_fails_at_once,
+    shared_rate_windows_admit_exactly_the_limit,
+    workers_claim_each_task_once_and_take_over_lapsed_leases,
+    concurrent_allocations_never_share_an_address,
+    concurrent_orders_never_sell_one_machine_twice,
+    concurrent_purchases_never_overdraw_the_wallet,
+    concurrent_idempotent_begins_start_once,
+    outbox_events_fan_out_and_deliveries_are_claimed_once,
+    operator_records_round_trip,
+);
