@@ -26,6 +26,9 @@ pub struct GlobalArgs {
     /// Optional TOML configuration file
     #[arg(long, global = true, env = "ADVPS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// postgres://... to share one PostgreSQL database between instances [default: SQLite in the data directory]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,7 +38,15 @@ pub enum Command {
         /// Address to listen on [default: 127.0.0.1:8080]
         #[arg(long, env = "ADVPS_LISTEN", value_name = "ADDR")]
         listen: Option<String>,
+        /// Serve the API only; `advps worker` processes do the background work
+        #[arg(long)]
+        no_worker: bool,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9090)
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
+    /// Run the background work only (tasks, expiry, webhook deliveries)
+    Worker,
     /// Create or upgrade the database, then exit
     Migrate,
     /// Manage accounts

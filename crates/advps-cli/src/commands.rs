@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use advps_domain::{api_key, ids, time, Mode, StockStatus};
 use advps_server::Config;
-use advps_store::{NewApiKey, NewProduct, SqliteStore, Store, StoreError};
+use advps_store::{NewApiKey, NewProduct, Store, StoreError};
 
 use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand, WebhooksCommand};
 use crate::live_admin;
@@ -22,13 +22,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = cli.global.data_dir {
         config.data_dir = dir;
     }
+    if let Some(url) = cli.global.database_url {
+        config.database_url = Some(url);
+    }
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            no_worker,
+            metrics_listen,
+        } => {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
+            if no_worker {
+                config.run_worker = false;
+            }
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
+            }
             serve(config).await
         }
+        Command::Worker => worker(config).await,
         Command::Migrate => {
             let store = open(&config).await?;
             advps_server::server_seed(store.as_ref()).await?;
@@ -52,27 +66,40 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn open(config: &Config) -> Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(&config.data_dir).await.with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    Ok(Arc::new(store))
+    advps_server::open_store(config)
+        .await
+        .with_context(|| match &config.database_url {
+            Some(_) => "cannot open the configured database".to_string(),
+            None => format!(
+                "cannot open the data directory {}",
+                config.data_dir.display()
+            ),
+        })
 }
 
-fn init_logging() {
+fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADVPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        // One JSON object per line, with the request's span (and so its
+        // request id) on every line logged while serving it.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 async fn serve(config: Config) -> Result<()> {
-    init_logging();
+    init_logging(&config);
     let addr = config.listen_addr()?;
     let shutdown = shutdown_signal()?;
     let state = advps_server::build_state(config.clone())
@@ -87,6 +114,18 @@ async fn serve(config: Config) -> Result<()> {
         println!("Created account \"{DEMO_ACCOUNT}\" with a test key (shown only this once):");
         println!("{}", key.plaintext);
     }
+    if let Some(metrics_addr) = config.metrics_listen.clone() {
+        let metrics = TcpListener::bind(&metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
+        println!("Metrics on http://{}/metrics", metrics.local_addr()?);
+        let app = advps_server::metrics::router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum_serve(metrics, app).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -95,6 +134,19 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!(address = %local, data_dir = %config.data_dir.display(), "advps serving");
     advps_server::serve(listener, state, shutdown).await?;
     tracing::info!("advps stopped");
+    Ok(())
+}
+
+async fn worker(config: Config) -> Result<()> {
+    init_logging(&config);
+    let shutdown = shutdown_signal()?;
+    let state = advps_server::build_state(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("Worker running");
+    tracing::info!("advps worker running");
+    advps_server::run_background(state, shutdown).await;
+    tracing::info!("advps worker stopped");
     Ok(())
 }
 
@@ -408,7 +460,7 @@ async fn webhooks(store: &Arc<dyn Store>, config: &Config, cmd: WebhooksCommand)
             advps_server::webhooks::check_url(&url, config.webhook_allow_private)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let cipher = advps_server::secrets::Cipher::load_or_create(&config.secret_key_path())?;
+            let cipher = advps_server::secrets::Cipher::for_config(config)?;
             let secret = advps_server::webhooks::new_secret();
             let endpoint = store
                 .create_webhook(&advps_store::NewWebhookEndpoint {
@@ -536,4 +588,8 @@ async fn audit(
         );
     }
     Ok(())
+}
+
+async fn axum_serve(listener: TcpListener, app: axum::Router) -> std::io::Result<()> {
+    axum::serve(listener, app).await
 }

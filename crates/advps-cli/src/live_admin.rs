@@ -50,7 +50,7 @@ async fn driver_of(store: &dyn Store, config: &Config, node: &str) -> Result<Arc
 
 /// The data directory's secret key, which also seals node credentials.
 fn load_cipher(config: &Config) -> Result<Cipher> {
-    Cipher::load_or_create(&config.secret_key_path()).context("cannot load the secret key")
+    Cipher::for_config(config).context("cannot load the secret key")
 }
 
 /// The credentials for an `https://` node from the operator's PEM files, or

@@ -131,6 +131,7 @@ async fn authenticate_counting(
         state.limiter.peek(&caller.key_id, limit, now).await
     };
     if counted && !decision.allowed {
+        crate::metrics::global().rate_limited();
         let mut response = ApiError::RateLimited {
             retry_after_secs: decision.reset_secs,
         }

@@ -53,6 +53,24 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// Deadline of one delivery, in seconds.
     pub webhook_timeout_secs: u64,
+    /// `postgres://...` to share one PostgreSQL database between instances;
+    /// none: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Connections this instance opens to PostgreSQL at most.
+    pub db_max_connections: u32,
+    /// PostgreSQL statement timeout, in milliseconds.
+    pub db_statement_timeout_ms: u64,
+    /// The key that encrypts stored secrets, base64 of 32 bytes; every
+    /// instance sharing a database needs the same one (or the same file).
+    pub secret_key: Option<String>,
+    /// Where Prometheus metrics are served (its own address, so it need
+    /// not be exposed with the API); none: not served.
+    pub metrics_listen: Option<String>,
+    /// `text` or `json` logs on standard error.
+    pub log_format: String,
+    /// Whether `advps serve` also runs the background work (tasks, expiry,
+    /// webhook deliveries); off when separate `advps worker` processes do.
+    pub run_worker: bool,
 }
 
 impl Default for Config {
@@ -78,6 +96,13 @@ impl Default for Config {
             webhook_retry_base_ms: 5_000,
             webhook_max_attempts: 8,
             webhook_timeout_secs: 10,
+            database_url: None,
+            db_max_connections: 16,
+            db_statement_timeout_ms: 30_000,
+            secret_key: None,
+            metrics_listen: None,
+            log_format: "text".to_string(),
+            run_worker: true,
         }
     }
 }
@@ -106,6 +131,12 @@ struct FileConfig {
     webhook_retry_base_ms: Option<u64>,
     webhook_max_attempts: Option<u32>,
     webhook_timeout_secs: Option<u64>,
+    database_url: Option<String>,
+    db_max_connections: Option<u32>,
+    db_statement_timeout_ms: Option<u64>,
+    secret_key: Option<String>,
+    metrics_listen: Option<String>,
+    log_format: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +209,20 @@ impl Config {
             webhook_allow_private,
             webhook_retry_base_ms,
             webhook_max_attempts,
-            webhook_timeout_secs
+            webhook_timeout_secs,
+            db_max_connections,
+            db_statement_timeout_ms,
+            log_format
         );
+        for (value, target) in [
+            (f.database_url, &mut self.database_url),
+            (f.secret_key, &mut self.secret_key),
+            (f.metrics_listen, &mut self.metrics_listen),
+        ] {
+            if value.is_some() {
+                *target = value;
+            }
+        }
         if f.secret_key_file.is_some() {
             self.secret_key_file = f.secret_key_file;
         }
@@ -317,6 +360,32 @@ impl Config {
         )? {
             self.webhook_timeout_secs = v;
         }
+        if let Some(v) = env("ADVPS_DATABASE_URL").filter(|v| !v.trim().is_empty()) {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = parsed(
+            "ADVPS_DB_MAX_CONNECTIONS",
+            env("ADVPS_DB_MAX_CONNECTIONS"),
+            count,
+        )? {
+            self.db_max_connections = v;
+        }
+        if let Some(v) = parsed(
+            "ADVPS_DB_STATEMENT_TIMEOUT_MS",
+            env("ADVPS_DB_STATEMENT_TIMEOUT_MS"),
+            count,
+        )? {
+            self.db_statement_timeout_ms = v;
+        }
+        if let Some(v) = env("ADVPS_SECRET_KEY").filter(|v| !v.trim().is_empty()) {
+            self.secret_key = Some(v);
+        }
+        if let Some(v) = env("ADVPS_METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
+            self.metrics_listen = Some(v);
+        }
+        if let Some(v) = env("ADVPS_LOG_FORMAT") {
+            self.log_format = v;
+        }
         Ok(())
     }
 
@@ -342,6 +411,18 @@ impl Config {
         if self.expiry_check_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "expiry_check_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                name: "log_format",
+                message: "must be text or json".into(),
+            });
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "db_max_connections",
                 message: "must be at least 1".into(),
             });
         }

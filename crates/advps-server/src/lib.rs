@@ -14,9 +14,11 @@ pub mod error;
 pub mod expiry;
 pub mod extract;
 pub mod idempotency;
+pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod rate_limit;
+pub mod rate_limit_shared;
 pub mod routes;
 pub mod sandbox;
 pub mod secrets;
@@ -26,6 +28,7 @@ pub mod worker;
 pub use config::Config;
 pub use error::ApiError;
 pub use server::{
-    build_state, router, seed_sandbox_catalogue as server_seed, serve, AppState, AppStateInner,
+    build_state, is_shared, open_store, router, run_background,
+    seed_sandbox_catalogue as server_seed, serve, AppState, AppStateInner,
 };
 pub mod webhooks;

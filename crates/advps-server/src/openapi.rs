@@ -72,6 +72,7 @@ Task status also sends `Retry-After` while the task runs.";
         purchase::get_order,
         me::get_me,
         health::get_livez,
+        health::get_health,
         docs::get_openapi,
         docs::get_docs,
         untyped::create_webhook,

@@ -39,6 +39,26 @@ impl Cipher {
         }
     }
 
+    /// The key a deployment is configured with: `secret_key` (base64 of 32
+    /// bytes) when set — every instance on one database needs the same key —
+    /// else the key file, made on first use.
+    pub fn for_config(config: &crate::Config) -> Result<Cipher, SecretError> {
+        match config.secret_key.as_deref() {
+            Some(encoded) => {
+                let bad = |message: &str| SecretError::KeyFile {
+                    path: "secret_key".into(),
+                    message: message.to_string(),
+                };
+                let bytes = B64.decode(encoded.trim()).map_err(|_| bad("not base64"))?;
+                let key: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| bad("the key must be 32 bytes"))?;
+                Ok(Cipher::from_key(&key))
+            }
+            None => Cipher::load_or_create(&config.secret_key_path()),
+        }
+    }
+
     /// Reads the key file, or creates it with a fresh random key.
     pub fn load_or_create(path: &Path) -> Result<Cipher, SecretError> {
         let fail = |message: String| SecretError::KeyFile {

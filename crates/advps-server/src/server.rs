@@ -18,7 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use advps_domain::{sandbox as catalogue, time, Mode};
-use advps_store::{NewProduct, SqliteStore, Store};
+use advps_store::{NewProduct, Store};
 
 use crate::auth::{self, TouchThrottle};
 use crate::drivers::DriverRegistry;
@@ -60,11 +60,21 @@ impl std::ops::Deref for AppState {
 /// Opens the storage in the configured data directory (creating and
 /// migrating it), loads the password key, and seeds the sandbox catalogue.
 pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
-    let store = SqliteStore::open(&config.data_dir).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = open_store(&config).await?;
     seed_sandbox_catalogue(store.as_ref()).await?;
-    let cipher = Cipher::load_or_create(&config.secret_key_path())?;
+    let cipher = Cipher::for_config(&config)?;
+    // Instances sharing PostgreSQL share one quota per key; a single
+    // instance counts in memory, which costs nothing per request.
+    let shared = is_shared(&config);
     let memory_limiter = Arc::new(MemoryRateLimiter::new(config.rate_limit_window_secs));
+    let limiter: Arc<dyn RateLimiter> = if shared {
+        Arc::new(crate::rate_limit_shared::StoreRateLimiter::new(
+            Arc::clone(&store),
+            config.rate_limit_window_secs,
+        ))
+    } else {
+        memory_limiter.clone()
+    };
     let drivers = Arc::new(DriverRegistry::new(
         Arc::clone(&store),
         Duration::from_secs(config.engine_timeout_secs),
@@ -82,13 +92,32 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
         ),
         store,
         config,
-        limiter: memory_limiter.clone(),
-        memory_limiter: Some(memory_limiter),
+        limiter,
+        memory_limiter: (!shared).then_some(memory_limiter),
         touch: Arc::new(TouchThrottle::default()),
         drivers,
         cipher,
         wake,
     })))
+}
+
+/// Whether the configuration points at a database several instances share.
+pub fn is_shared(config: &Config) -> bool {
+    config
+        .database_url
+        .as_deref()
+        .is_some_and(advps_store::is_postgres_url)
+}
+
+/// Opens the configured store: PostgreSQL for a `postgres://` URL, else
+/// SQLite in the data directory; migrations run either way.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, advps_store::StoreError> {
+    let pg = advps_store::PgPoolSettings {
+        max_connections: config.db_max_connections,
+        statement_timeout: Some(Duration::from_millis(config.db_statement_timeout_ms)),
+        ..Default::default()
+    };
+    advps_store::open_store_with(config.database_url.as_deref(), &config.data_dir, &pg).await
 }
 
 /// A small boxed-error result so that start-up failures of any layer can be
@@ -164,8 +193,10 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/livez", get(health::get_livez))
+        .route("/health", get(health::get_health))
         .route("/docs", get(docs::get_docs))
         .nest("/api/v1", api)
+        .route_layer(middleware::from_fn(crate::metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -192,7 +223,9 @@ async fn request_context(mut req: Request, next: Next) -> Response {
     let ctx = RequestContext::new();
     let request_id = ctx.request_id.clone();
     req.extensions_mut().insert(ctx);
-    let mut response = next.run(req).await;
+    // Every line logged while serving the request carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -231,39 +264,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = tokio::spawn(crate::sandbox::sweep(
-        Arc::clone(&state.store),
-        Duration::from_millis(500),
-        stop_rx.clone(),
-    ));
-    let worker = Worker {
-        store: Arc::clone(&state.store),
-        drivers: Arc::clone(&state.drivers),
-        cipher: state.cipher.clone(),
-        owner: format!("{}-{}", std::process::id(), advps_domain::ids::key_id()),
-        lease: Duration::from_secs(state.config.task_lease_secs),
-        wake: Arc::clone(&state.wake),
+    let background = if state.config.run_worker {
+        spawn_background(&state, &stop_rx)
+    } else {
+        Vec::new()
     };
-    let worker = tokio::spawn(worker.run(stop_rx.clone()));
-    let expiry = crate::expiry::Expiry {
-        store: Arc::clone(&state.store),
-        drivers: Arc::clone(&state.drivers),
-        every: Duration::from_secs(state.config.expiry_check_secs),
-        grace_ms: (state.config.expiry_grace_secs as i64).saturating_mul(1000),
-    };
-    let expiry = tokio::spawn(expiry.run(stop_rx.clone()));
-    let dispatcher = Arc::new(crate::webhooks::Dispatcher {
-        store: Arc::clone(&state.store),
-        cipher: state.cipher.clone(),
-        client: crate::webhooks::Dispatcher::client(Duration::from_secs(
-            state.config.webhook_timeout_secs,
-        )),
-        allow_private: state.config.webhook_allow_private,
-        retry_base_ms: state.config.webhook_retry_base_ms as i64,
-        max_attempts: i64::from(state.config.webhook_max_attempts),
-        every: Duration::from_millis(500),
-    });
-    let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
     let housekeeping = state.memory_limiter.clone().map(|limiter| {
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -284,12 +289,64 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     let _ = stop_tx.send(true);
-    let _ = sweeper.await;
-    let _ = worker.await;
-    let _ = expiry.await;
-    let _ = dispatcher.await;
-    if let Some(task) = housekeeping {
+    for task in background.into_iter().chain(housekeeping) {
         let _ = task.await;
     }
     result
+}
+
+/// Runs only the background work (tasks, sandbox timers, expiry, webhook
+/// deliveries) until `shutdown`: `advps worker`, for operators who keep API
+/// and worker processes apart.
+pub async fn run_background(state: AppState, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = spawn_background(&state, &stop_rx);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// The background loops, each stopping when `stop` changes. Every one is
+/// safe to run in several processes at once: tasks and deliveries are
+/// claimed, and state changes are conditional.
+fn spawn_background(
+    state: &AppState,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let sweeper = tokio::spawn(crate::sandbox::sweep(
+        Arc::clone(&state.store),
+        Duration::from_millis(500),
+        stop.clone(),
+    ));
+    let worker = Worker {
+        store: Arc::clone(&state.store),
+        drivers: Arc::clone(&state.drivers),
+        cipher: state.cipher.clone(),
+        owner: format!("{}-{}", std::process::id(), advps_domain::ids::key_id()),
+        lease: Duration::from_secs(state.config.task_lease_secs),
+        wake: Arc::clone(&state.wake),
+    };
+    let worker = tokio::spawn(worker.run(stop.clone()));
+    let expiry = crate::expiry::Expiry {
+        store: Arc::clone(&state.store),
+        drivers: Arc::clone(&state.drivers),
+        every: Duration::from_secs(state.config.expiry_check_secs),
+        grace_ms: (state.config.expiry_grace_secs as i64).saturating_mul(1000),
+    };
+    let expiry = tokio::spawn(expiry.run(stop.clone()));
+    let dispatcher = Arc::new(crate::webhooks::Dispatcher {
+        store: Arc::clone(&state.store),
+        cipher: state.cipher.clone(),
+        client: crate::webhooks::Dispatcher::client(Duration::from_secs(
+            state.config.webhook_timeout_secs,
+        )),
+        allow_private: state.config.webhook_allow_private,
+        retry_base_ms: state.config.webhook_retry_base_ms as i64,
+        max_attempts: i64::from(state.config.webhook_max_attempts),
+        every: Duration::from_millis(500),
+    });
+    let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+    vec![sweeper, worker, expiry, dispatcher]
 }

@@ -105,6 +105,7 @@ impl Worker {
                 }
             })
         };
+        let started = std::time::Instant::now();
         let outcome = match task.kind {
             TaskKind::Rebuild => self.rebuild(&task).await,
             TaskKind::Provision => {
@@ -113,6 +114,24 @@ impl Worker {
             }
         };
         heartbeat.abort();
+        let result = match (
+            &outcome,
+            self.store
+                .find_task(
+                    Scope {
+                        account_id: task.account_id,
+                        mode: task.mode,
+                    },
+                    &task_id,
+                )
+                .await,
+        ) {
+            (Err(_), _) => "failed",
+            (Ok(()), Ok(Some(t))) if t.status == TaskStatus::Failed => "failed",
+            (Ok(()), Ok(Some(t))) if t.status == TaskStatus::Completed => "completed",
+            _ => "interrupted",
+        };
+        crate::metrics::global().task_finished(task.kind.as_str(), result, started.elapsed());
         if let Err(finish) = outcome {
             tracing::warn!(task = %task_id, error = ?finish.error, "task failed");
             if let Err(e) = self.store.finish_task(&task_id, &finish).await {
@@ -255,6 +274,7 @@ impl Worker {
                     return Ok(());
                 }
                 Err(e) => {
+                    crate::metrics::global().driver_error(driver.name());
                     let power = match driver.status(&request.instance).await {
                         Ok(status) if status.power == PowerStatus::Running => PowerState::Running,
                         _ => PowerState::Stopped,

@@ -118,6 +118,7 @@ impl Operations {
                 }
             ))),
             Err(e) => {
+                crate::metrics::global().driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "engine call failed");
                 Err(ApiError::OperationFailed(format!(
                     "Failed to {action}: {}",
@@ -244,6 +245,7 @@ impl Operations {
                 "Failed to configure IP: service is not running".into(),
             )),
             Err(e) => {
+                crate::metrics::global().driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "address configuration failed");
                 Err(ApiError::OperationFailed(format!(
                     "Failed to configure IP: {}",
@@ -284,6 +286,7 @@ impl Operations {
                 "Service must be running before generating a password",
             )),
             Err(e) => {
+                crate::metrics::global().driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "password change failed");
                 Err(ApiError::OperationFailed(format!(
                     "Failed to generate password: {}",
@@ -370,6 +373,7 @@ impl Operations {
         let result = driver.set_mac(&service.vmid, &mac).await;
         self.store.unlock_service(service.pk, &token, None).await?;
         result.map(|()| mac).map_err(|e| {
+            crate::metrics::global().driver_error(driver.name());
             tracing::warn!(service = %service.service_id, error = %e, "MAC reset failed");
             ApiError::OperationFailed(format!("Failed to {action}: {}", describe(&e)))
         })
