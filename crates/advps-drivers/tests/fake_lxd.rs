@@ -256,6 +256,14 @@ async fn wait_op(State(s): State<Shared>, Path(id): Path<String>) -> axum::respo
     }
 }
 
+/// Every image alias exists here except `missing-image`.
+async fn image_alias(Path(alias): Path<String>) -> axum::response::Response {
+    if alias == "missing-image" {
+        return error(404, "not found");
+    }
+    sync(json!({"name": alias, "target": "0123abcd"}))
+}
+
 struct Server {
     state: Shared,
     _dir: tempfile::TempDir,
@@ -277,6 +285,7 @@ async fn start(fake: Fake) -> Server {
         .route("/1.0/instances/{name}/exec", post(exec))
         .route("/1.0/instances/{name}/files", post(push_file))
         .route("/1.0/instances/{name}/rebuild", post(rebuild))
+        .route("/1.0/images/aliases/{alias}", get(image_alias))
         .route("/1.0/operations/{id}/wait", get(wait_op))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -576,5 +585,37 @@ async fn a_guest_that_ignores_a_graceful_request_is_reported_as_forced() {
     assert_eq!(
         driver.power_status_for_tests("vm1").await,
         PowerStatus::Stopped
+    );
+}
+
+#[tokio::test]
+async fn a_rebuild_to_an_image_the_node_lacks_leaves_the_machine_alone() {
+    let mut fake = Fake::default();
+    fake.instances.insert("vm1".into(), vm("vm1", "Running"));
+    let server = start(fake).await;
+    let driver = driver(&server).await;
+    let request = RebuildRequest {
+        instance: "vm1".into(),
+        image: "missing-image".into(),
+        address: None,
+        password: None,
+    };
+    let mut scratch = json!({});
+    let err = driver
+        .rebuild_step(&request, 0, &mut scratch)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DriverError::Engine("the node has no image 'missing-image'".into())
+    );
+    let f = server.state.lock().unwrap();
+    assert_eq!(f.instances["vm1"]["status"], "Running", "untouched");
+    assert!(
+        !f.log
+            .iter()
+            .any(|l| l.starts_with("DELETE") || l.contains("stop")),
+        "{:?}",
+        f.log
     );
 }

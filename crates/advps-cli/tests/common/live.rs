@@ -222,16 +222,29 @@ impl Lxd {
 
     /// Creates, starts and waits for a fresh container from `image`; returns its name.
     pub fn create(&self, image: &str) -> String {
+        self.create_with(image, None)
+    }
+
+    /// Like [`Lxd::create`], with instance configuration keys (e.g. `limits.memory`).
+    pub fn create_with_config(&self, image: &str, config: &Value) -> String {
+        assert!(config.is_object(), "instance config must be an object");
+        self.create_with(image, Some(config))
+    }
+
+    fn create_with(&self, image: &str, config: Option<&Value>) -> String {
         assert!(!image.is_empty(), "a container needs an image source");
         let name = format!("{NAME_PREFIX}{}", random_suffix());
         ensure_test_name(&name);
         // Recorded first, so that even a half-made container is removed.
         self.made.lock().unwrap().push(name.clone());
-        let body = json!({
+        let mut body = json!({
             "name": name,
             "type": "container",
             "source": { "type": "image", "alias": image },
         });
+        if let Some(config) = config {
+            body["config"] = config.clone();
+        }
         self.call_and_wait("POST", "/1.0/instances", Some(&body), BOOT_TIMEOUT);
         self.call_and_wait(
             "PUT",
@@ -252,6 +265,18 @@ impl Lxd {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// The container's own configuration keys (`config`, not the expanded one), or `None`
+    /// when the container does not exist.
+    pub fn config(&self, name: &str) -> Option<Value> {
+        ensure_test_name(name);
+        let (code, value) = self.call("GET", &format!("/1.0/instances/{name}"), None);
+        match code {
+            404 => None,
+            200 => Some(value["metadata"]["config"].clone()),
+            _ => panic!("GET instance {name} ({code}): {value}"),
+        }
     }
 
     /// The state of a container as `lxc list` shows it (RUNNING, STOPPED...).
@@ -389,6 +414,44 @@ pub fn guest_codename(name: &str) -> String {
     exec_ok(name, ". /etc/os-release && echo \"$VERSION_CODENAME\"")
         .trim()
         .to_string()
+}
+
+/// A file of the guest's root filesystem (`lxc file pull`), readable whether the container
+/// runs or not.
+pub fn guest_file(name: &str, path: &str) -> String {
+    ensure_test_name(name);
+    let out = Command::new("lxc")
+        .args(["file", "pull", &format!("{name}{path}"), "-"])
+        .output()
+        .expect("run lxc file pull");
+    assert!(
+        out.status.success(),
+        "lxc file pull {name}{path} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `VERSION_CODENAME` of the installed system's os-release, read from its filesystem (so
+/// also of a stopped container).
+pub fn installed_codename(name: &str) -> String {
+    guest_file(name, "/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .unwrap_or_default()
+}
+
+/// Whether `password` matches root's entry of the installed system's /etc/shadow, read from
+/// its filesystem (so also of a stopped container).
+pub fn installed_root_password_matches(name: &str, password: &str) -> bool {
+    let shadow = guest_file(name, "/etc/shadow");
+    let hash = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix("root:"))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no root entry in /etc/shadow of {name}"));
+    crypt_matches(password, hash)
 }
 
 /// The root entry's hash from the guest's /etc/shadow.

@@ -61,6 +61,9 @@ pub struct TestServer {
     /// The key printed by the current run, if any (only the first start prints one).
     pub printed_key: Option<String>,
     client: reqwest::Client,
+    /// The PostgreSQL database of this server (admin URL, name), when the
+    /// suite runs against PostgreSQL; dropped with the server.
+    database: Option<(String, String)>,
     /// The served OpenAPI document, fetched on first use.
     openapi: tokio::sync::OnceCell<Value>,
     /// Compiled response schemas, by operation and status.
@@ -162,10 +165,26 @@ impl TestServer {
         let data_dir = root.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("create data dir");
         let log_path = root.path().join("server-stderr.log");
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // ADVPS_TEST_API_DATABASE_URL runs the suite against PostgreSQL: a
+        // fresh database for each server, dropped afterwards.
+        let database = std::env::var("ADVPS_TEST_API_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|admin| {
+                // Servers of one test binary start in parallel: a counter
+                // keeps their databases apart within the same millisecond.
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let name = format!("advps_api_{}_{}_{n}", std::process::id(), now_ms());
+                psql(&admin, &format!("CREATE DATABASE {name}"));
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                env.push(("ADVPS_DATABASE_URL".into(), format!("{base}/{name}")));
+                (admin, name)
+            });
         let spawned = spawn_server(&data_dir, &log_path, &env);
         let test_key = spawned.key.clone().unwrap_or_else(|| {
             panic!(
@@ -188,6 +207,7 @@ impl TestServer {
             test_key,
             startup_lines: spawned.lines,
             printed_key: spawned.key,
+            database,
             client,
             openapi: tokio::sync::OnceCell::new(),
             validators: Mutex::new(HashMap::new()),
@@ -268,6 +288,9 @@ impl TestServer {
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
         scrub_env(&mut cmd);
+        for (k, v) in self.env.iter().filter(|(k, _)| k == "ADVPS_DATABASE_URL") {
+            cmd.env(k, v);
+        }
         cmd.args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -627,7 +650,26 @@ impl Drop for TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some((admin, name)) = self.database.take() {
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
     }
+}
+
+/// Runs one SQL statement as the PostgreSQL administrator.
+fn psql(admin_url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([admin_url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn read_log(path: &Path) -> String {

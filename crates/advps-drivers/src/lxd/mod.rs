@@ -581,6 +581,24 @@ impl Driver for LxdDriver {
             "save" => {
                 // Saved once: a resumed rebuild must not save the half-made one.
                 if scratch.get("saved").is_none() {
+                    // Nothing is destroyed for an image the node does not have:
+                    // the machine must survive a mistyped OS mapping.
+                    let alias_path =
+                        format!("/1.0/images/aliases/{}", encode_segment(&request.image));
+                    match self
+                        .client
+                        .call(Method::GET, &alias_path, Body::None, POWER_WAIT)
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(DriverError::NotFound) => {
+                            return Err(DriverError::Engine(format!(
+                                "the node has no image '{}'",
+                                request.image
+                            )))
+                        }
+                        Err(e) => return Err(e),
+                    }
                     let info = self.instance(instance).await?;
                     scratch["saved"] = json!({
                         "type": info.get("type"),

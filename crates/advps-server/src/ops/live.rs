@@ -156,7 +156,8 @@ impl Operations {
 
     pub(super) async fn live_status(&self, service: ServiceRecord) -> StatusView {
         let fallback_ip = service.ip.clone();
-        let busy = service.power_state.is_busy();
+        // A task's state, or a suspension, is advps's to report, not the engine's.
+        let busy = service.power_state.is_busy() || service.power_state == PowerState::Suspended;
         let live = match self.driver_for(&service, "read status").await {
             Ok(driver) => driver
                 .status(&service.vmid)
