@@ -16,6 +16,10 @@
 //! cargo build --release -p advps-cli -p advps-bench && target/release/advps-bench
 //! ```
 //!
+//! `advps-bench lxd [--iterations N]` is a separate mode: the wall time of
+//! start, stop and rebuild through the API against the same operations on
+//! LXD's own API (see `overhead.rs`).
+//!
 //! Options: `--server PATH`, `--connections N` (32), `--seconds S` (10),
 //! `--warmup S` (2), `--rounds N` (2), `--settle S` (2), `--threads N`
 //! (client worker threads, 0 = one per CPU), `--json FILE`, `--strict`
@@ -26,7 +30,10 @@
 //! measured window, also printed) are the steadier figures.
 
 mod load;
+mod lxd;
+mod overhead;
 mod report;
+mod scale;
 mod server;
 mod stats;
 
@@ -35,7 +42,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use load::{PhaseConfig, PhaseResult, Target};
 use report::{Config, MemoryReport, Report, RoundFigures, TargetReport};
@@ -44,9 +51,14 @@ use server::Server;
 #[derive(Parser, Debug)]
 #[command(
     name = "advps-bench",
-    about = "Load benchmark for the advps server (throughput, latency, memory)"
+    about = "Load benchmark for the advps server (throughput, latency, memory)",
+    // The load options belong to the default mode only.
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    /// Another benchmark instead of the default load benchmark
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Path of the advps server binary [default: <workspace>/target/release/advps]
     #[arg(long)]
     server: Option<PathBuf>,
@@ -76,8 +88,23 @@ struct Args {
     strict: bool,
 }
 
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Engine overhead: start, stop and rebuild through the API against the
+    /// same operations on LXD's API (needs root, LXD and the advps images)
+    Lxd(overhead::LxdArgs),
+    /// Scale-out: the status endpoint on SQLite, one PostgreSQL instance and
+    /// two, and the shared limiter's accuracy (needs PostgreSQL)
+    Scale(scale::ScaleArgs),
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    match args.mode.take() {
+        Some(Mode::Scale(scale_args)) => return scale::main(scale_args),
+        Some(Mode::Lxd(lxd_args)) => return overhead::main(lxd_args),
+        None => {}
+    }
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

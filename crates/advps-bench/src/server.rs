@@ -151,6 +151,12 @@ impl Server {
     /// Starts `bin serve --listen 127.0.0.1:0 --data-dir <temp>` and waits
     /// for its key and listening lines.
     pub async fn start(bin: &Path) -> Result<Server> {
+        Self::start_with_env(bin, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the
+    /// server (the engine benchmark raises the live-key limits this way).
+    pub async fn start_with_env(bin: &Path, env: &[(&str, &str)]) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("advps-bench-")
             .tempdir()
@@ -160,13 +166,18 @@ impl Server {
         let log_path = dir.path().join("server-stderr.log");
         let log = std::fs::File::create(&log_path).context("creating server log file")?;
 
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        // The quota is raised for load runs unless the caller sets one.
+        command.env("ADVPS_RATE_LIMIT_TEST", RATE_LIMIT_FOR_RUN);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&data_dir)
-            .env("ADVPS_RATE_LIMIT_TEST", RATE_LIMIT_FOR_RUN)
             .env_remove("ADVPS_LISTEN")
             .env_remove("ADVPS_DATA_DIR")
             .env_remove("ADVPS_CONFIG")
@@ -240,6 +251,11 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The server's data directory, for CLI commands run beside it.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn memory(&self) -> Result<Memory> {

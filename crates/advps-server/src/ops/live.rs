@@ -95,7 +95,13 @@ impl Operations {
         match result {
             Ok(outcome) => {
                 if to == PowerState::Running && from == PowerState::Stopped {
-                    self.ensure_address(&service, driver.as_ref()).await;
+                    // Off the answer's path: the guest normally brings its
+                    // address up by itself while it boots.
+                    let (ops, service, driver) =
+                        (self.clone(), service.clone(), Arc::clone(&driver));
+                    tokio::spawn(
+                        async move { ops.ensure_address(&service, driver.as_ref()).await },
+                    );
                 }
                 Ok((
                     ServiceRecord {
@@ -137,12 +143,18 @@ impl Operations {
         let Some(config) = address_config(&lease) else {
             return;
         };
+        // Give the guest's own network configuration time to apply it
+        // while it boots; configure it only if it does not.
         for _ in 0..10 {
             match driver.status(&service.vmid).await {
                 Ok(status) if status.addresses.contains(&config.address) => return,
+                Ok(status) if status.power != advps_drivers::PowerStatus::Running => return,
                 Ok(_) => {}
                 Err(_) => return,
             }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for _ in 0..5 {
             if driver
                 .configure_address(&service.vmid, &config)
                 .await
@@ -150,8 +162,9 @@ impl Operations {
             {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        tracing::warn!(service = %service.service_id, "the guest did not take its address after a start");
     }
 
     pub(super) async fn live_status(&self, service: ServiceRecord) -> StatusView {
