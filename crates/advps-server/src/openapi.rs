@@ -19,7 +19,9 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Response, Respo
 use utoipa::{Modify, OpenApi};
 
 use crate::envelope::{ApiMode, ErrorEnvelope, ErrorWord, SuccessWord};
-use crate::routes::{self, docs, health, me, os, products, purchase, services, tasks};
+use crate::routes::{
+    self, audit, docs, health, me, os, products, purchase, services, tasks, webhooks,
+};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -75,14 +77,14 @@ Task status also sends `Retry-After` while the task runs.";
         health::get_health,
         docs::get_openapi,
         docs::get_docs,
-        untyped::create_webhook,
-        untyped::list_webhooks,
-        untyped::get_webhook,
-        untyped::delete_webhook,
-        untyped::rotate_webhook_secret,
-        untyped::list_deliveries,
-        untyped::redeliver,
-        untyped::list_audit,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::get_webhook,
+        webhooks::delete_webhook,
+        webhooks::rotate_webhook_secret,
+        webhooks::list_deliveries,
+        webhooks::redeliver,
+        audit::list_audit,
     ),
     components(schemas(ErrorEnvelope, ErrorWord, SuccessWord, ApiMode, routes::ServiceTypeWord)),
     modifiers(&Common),
@@ -364,114 +366,6 @@ fn error_example(message: &str) -> Value {
         "errors": null,
         "timestamp": "2024-01-30T12:00:00.000Z",
     })
-}
-
-/// Routes whose handlers do not carry `#[utoipa::path]` yet, documented
-/// here so that the document covers every route the server answers; their
-/// `data` is left open. Each belongs on its handler, with typed data, once
-/// that handler settles.
-mod untyped {
-    #![allow(dead_code)]
-
-    use crate::envelope::{ApiResponse, ErrorEnvelope};
-
-    /// Open `data`: the fields are not described yet.
-    pub struct OpenData;
-
-    impl utoipa::PartialSchema for OpenData {
-        fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::Type::Object)
-                .description(Some("Fields not described yet."))
-                .into()
-        }
-    }
-
-    impl utoipa::ToSchema for OpenData {}
-
-    #[utoipa::path(post, path = "/api/v1/webhooks", tag = "Webhooks", operation_id = "createWebhook",
-        summary = "Create Webhook Endpoint",
-        description = "Registers a URL that receives signed events. The secret is shown only in this answer.",
-        request_body(content = Object, content_type = "application/json", example = json!({"url": "https://example.com/hooks", "events": ["task.completed"]})),
-        responses(
-            (status = 200, description = "Webhook endpoint created; its secret is shown only this once", body = ApiResponse<OpenData>),
-            (status = 400, description = "url is required\nurl must be at most 2048 characters\nevents must be a list of event types", body = ErrorEnvelope),
-            (status = 409, description = "At most 20 webhook endpoints per account and mode", body = ErrorEnvelope),
-        ))]
-    pub fn create_webhook() {}
-
-    #[utoipa::path(get, path = "/api/v1/webhooks", tag = "Webhooks", operation_id = "listWebhooks",
-        summary = "List Webhook Endpoints",
-        responses((status = 200, description = "Webhook endpoints retrieved successfully", body = ApiResponse<OpenData>)))]
-    pub fn list_webhooks() {}
-
-    #[utoipa::path(get, path = "/api/v1/webhooks/{webhookId}", tag = "Webhooks", operation_id = "getWebhook",
-        summary = "Get Webhook Endpoint",
-        params(("webhookId" = String, Path, description = "The endpoint's id.")),
-        responses(
-            (status = 200, description = "Webhook endpoint retrieved successfully", body = ApiResponse<OpenData>),
-            (status = 404, description = "Webhook endpoint not found", body = ErrorEnvelope),
-        ))]
-    pub fn get_webhook() {}
-
-    #[utoipa::path(delete, path = "/api/v1/webhooks/{webhookId}", tag = "Webhooks", operation_id = "deleteWebhook",
-        summary = "Delete Webhook Endpoint",
-        params(("webhookId" = String, Path, description = "The endpoint's id.")),
-        responses(
-            (status = 200, description = "Webhook endpoint deleted", body = ApiResponse<OpenData>),
-            (status = 404, description = "Webhook endpoint not found", body = ErrorEnvelope),
-        ))]
-    pub fn delete_webhook() {}
-
-    #[utoipa::path(post, path = "/api/v1/webhooks/{webhookId}/rotate-secret", tag = "Webhooks", operation_id = "rotateWebhookSecret",
-        summary = "Rotate Webhook Secret",
-        params(("webhookId" = String, Path, description = "The endpoint's id.")),
-        responses(
-            (status = 200, description = "Webhook secret rotated; the new secret is shown only this once", body = ApiResponse<OpenData>),
-            (status = 404, description = "Webhook endpoint not found", body = ErrorEnvelope),
-        ))]
-    pub fn rotate_webhook_secret() {}
-
-    #[utoipa::path(get, path = "/api/v1/webhooks/{webhookId}/deliveries", tag = "Webhooks", operation_id = "listWebhookDeliveries",
-        summary = "List Deliveries",
-        params(
-            ("webhookId" = String, Path, description = "The endpoint's id."),
-            ("page" = Option<String>, Query, description = "Page number (an integer from 1)."),
-            ("limit" = Option<String>, Query, description = "Results per page (an integer from 1), max 100."),
-        ),
-        responses(
-            (status = 200, description = "Webhook deliveries retrieved successfully", body = ApiResponse<OpenData>),
-            (status = 400, description = "Invalid page value — must be a positive integer\nInvalid limit value — must be a positive integer", body = ErrorEnvelope),
-            (status = 404, description = "Webhook endpoint not found", body = ErrorEnvelope),
-        ))]
-    pub fn list_deliveries() {}
-
-    #[utoipa::path(post, path = "/api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver", tag = "Webhooks", operation_id = "redeliverWebhook",
-        summary = "Redeliver",
-        params(
-            ("webhookId" = String, Path, description = "The endpoint's id."),
-            ("deliveryId" = String, Path, description = "The delivery's id."),
-        ),
-        responses(
-            (status = 200, description = "Delivery queued again", body = ApiResponse<OpenData>),
-            (status = 404, description = "Webhook endpoint not found\nDelivery not found", body = ErrorEnvelope),
-        ))]
-    pub fn redeliver() {}
-
-    #[utoipa::path(get, path = "/api/v1/audit", tag = "Audit", operation_id = "listAudit",
-        summary = "List Audit Entries",
-        params(
-            ("page" = Option<String>, Query, description = "Page number (an integer from 1)."),
-            ("limit" = Option<String>, Query, description = "Results per page (an integer from 1), max 100."),
-            ("from" = Option<String>, Query, description = "Entries at or after this RFC 3339 time."),
-            ("to" = Option<String>, Query, description = "Entries before this RFC 3339 time."),
-            ("serviceId" = Option<String>, Query, description = "Entries about this service only."),
-        ),
-        responses(
-            (status = 200, description = "Audit entries retrieved successfully", body = ApiResponse<OpenData>),
-            (status = 400, description = "Invalid page value — must be a positive integer\nInvalid from value — must be an RFC 3339 time", body = ErrorEnvelope),
-        ))]
-    pub fn list_audit() {}
 }
 
 #[cfg(test)]
