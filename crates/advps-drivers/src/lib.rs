@@ -10,6 +10,7 @@
 
 pub mod lxd;
 pub mod proxmox;
+pub mod tls;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -29,15 +29,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
@@ -314,7 +311,7 @@ impl LxdClient {
                         DriverError::Unreachable(format!(
                             "{}: TLS handshake failed: {}",
                             self.authority(),
-                            describe_tls_error(&e)
+                            crate::tls::describe_tls_error(&e, true)
                         ))
                     })?;
                 self.exchange_on(tls, method, path, body).await
@@ -495,10 +492,11 @@ fn tls_config(credentials: &TlsCredentials) -> Result<ClientConfig, String> {
                     certs.len()
                 ));
             }
-            let verifier = PinnedServerCert {
-                pinned: certs.remove(0),
-                provider: Arc::clone(&provider),
-            };
+            let verifier = crate::tls::PinnedFingerprint::of_certificate(
+                &certs.remove(0),
+                Arc::clone(&provider),
+                show_fingerprint,
+            );
             // The custom verifier replaces the chain and name checks with an
             // exact comparison; the handshake signatures are still checked
             // against the pinned certificate's key.
@@ -540,7 +538,11 @@ fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 
 /// `sha256:<hex>` of a DER certificate, the form `lxc` shows fingerprints in.
 fn fingerprint(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
+    show_fingerprint(&crate::tls::sha256(der))
+}
+
+/// LXD's notation for a certificate fingerprint.
+fn show_fingerprint(digest: &[u8]) -> String {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
@@ -549,110 +551,6 @@ fn fingerprint_of_pem(pem: &str) -> String {
     match CertificateDer::from_pem_slice(pem.as_bytes()) {
         Ok(cert) => fingerprint(&cert),
         Err(_) => "<no certificate>".to_string(),
-    }
-}
-
-/// Accepts exactly one server certificate, byte for byte.
-#[derive(Debug)]
-struct PinnedServerCert {
-    pinned: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
-}
-
-/// Why a pinned connection was refused; carried through rustls to
-/// [`describe_tls_error`] so the operator sees both fingerprints.
-#[derive(Debug)]
-struct PinMismatch {
-    presented: String,
-    pinned: String,
-}
-
-impl fmt::Display for PinMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the server's certificate ({}) is not the pinned server certificate ({})",
-            self.presented, self.pinned
-        )
-    }
-}
-
-impl std::error::Error for PinMismatch {}
-
-impl ServerCertVerifier for PinnedServerCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.pinned.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(PinMismatch {
-                    presented: fingerprint(end_entity),
-                    pinned: fingerprint(&self.pinned),
-                })),
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Words for a failed handshake that say which side refused what.
-fn describe_tls_error(error: &std::io::Error) -> String {
-    let Some(tls) = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return error.to_string();
-    };
-    match tls {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.to_string(),
-        rustls::Error::InvalidCertificate(e) => {
-            format!("the server's certificate was refused: {e}")
-        }
-        rustls::Error::AlertReceived(alert) => format!(
-            "the server refused the connection ({alert:?}); does it accept this client \
-             certificate?"
-        ),
-        other => other.to_string(),
     }
 }
 

@@ -29,15 +29,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -379,7 +376,7 @@ impl PveClient {
                 DriverError::Unreachable(format!(
                     "{}: TLS handshake failed: {}",
                     self.authority(),
-                    describe_tls_error(&e)
+                    crate::tls::describe_tls_error(&e, false)
                 ))
             })?;
         let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
@@ -594,10 +591,11 @@ fn tls_config(trust: &PveTrust) -> Result<ClientConfig, String> {
         .map_err(|e| format!("TLS setup: {e}"))?;
     let mut config = match trust {
         PveTrust::Fingerprint(text) => {
-            let verifier = PinnedFingerprint {
-                pinned: parse_fingerprint(text)?,
-                provider: Arc::clone(&provider),
-            };
+            let verifier = crate::tls::PinnedFingerprint::new(
+                parse_fingerprint(text)?,
+                Arc::clone(&provider),
+                format_fingerprint,
+            );
             // Replaces the chain and name checks with the fingerprint
             // comparison; handshake signatures are still verified against the
             // presented certificate's key.
@@ -628,106 +626,6 @@ fn tls_config(trust: &PveTrust) -> Result<ClientConfig, String> {
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Accepts exactly the certificate with the pinned SHA-256 fingerprint.
-#[derive(Debug)]
-struct PinnedFingerprint {
-    pinned: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-/// Why a pinned connection was refused, with both fingerprints.
-#[derive(Debug)]
-struct FingerprintMismatch {
-    presented: String,
-    pinned: String,
-}
-
-impl fmt::Display for FingerprintMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the server's certificate has fingerprint {}, not the pinned {}",
-            self.presented, self.pinned
-        )
-    }
-}
-
-impl std::error::Error for FingerprintMismatch {}
-
-impl ServerCertVerifier for PinnedFingerprint {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if presented == self.pinned {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(FingerprintMismatch {
-                    presented: format_fingerprint(&presented),
-                    pinned: format_fingerprint(&self.pinned),
-                })),
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Words for a failed handshake that say what was refused.
-fn describe_tls_error(error: &std::io::Error) -> String {
-    let Some(tls) = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return error.to_string();
-    };
-    match tls {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.to_string(),
-        rustls::Error::InvalidCertificate(e) => {
-            format!("the server's certificate was refused: {e}")
-        }
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
