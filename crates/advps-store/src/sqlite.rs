@@ -1126,35 +1126,10 @@ impl Store for SqliteStore {
         let account_id: i64 = row.try_get("account_id")?;
         let mode: Mode = parse(&row, "mode")?;
         let product_id: Option<String> = row.try_get("product_id")?;
-        sqlx::query(
-            "UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?",
-        )
-        .bind(service_pk)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM tasks WHERE service_pk = ?")
-            .bind(service_pk)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM services WHERE pk = ?")
-            .bind(service_pk)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(id) = instance_id {
-            sqlx::query("UPDATE instances SET state = 'free' WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let now = advps_domain::time::now_millis();
+        unbind_service(&mut tx, service_pk, instance_id.map(|id| (id, "free")), now).await?;
         if let Some(product_id) = product_id {
-            emit_stock_changed(
-                &mut tx,
-                account_id,
-                mode,
-                &product_id,
-                advps_domain::time::now_millis(),
-            )
-            .await?;
+            emit_stock_changed(&mut tx, account_id, mode, &product_id, now).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -1719,31 +1694,15 @@ impl Store for SqliteStore {
                 .map(|r| Ok((r.try_get("pk")?, r.try_get("instance_id")?)))
                 .collect::<StoreResult<_>>()?;
         for (pk, instance_id) in pks {
-            sqlx::query("UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?")
-                .bind(pk)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM tasks WHERE service_pk = ?")
-                .bind(pk)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM services WHERE pk = ?")
-                .bind(pk)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(id) = instance_id {
+            let instance = instance_id.map(|id| {
                 let state = instance_states
                     .iter()
                     .find(|(i, _)| *i == id)
                     .map(|(_, s)| *s)
                     .unwrap_or("free");
-                sqlx::query("UPDATE instances SET state = ?, updated_at = ? WHERE id = ?")
-                    .bind(state)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+                (id, state)
+            });
+            unbind_service(&mut tx, pk, instance, now).await?;
         }
         let data = serde_json::json!({ "orderId": order_id, "status": "FAILED", "error": error });
         emit(
@@ -2714,4 +2673,38 @@ async fn emit_power_changed(
         now,
     )
     .await
+}
+
+/// Takes a service apart inside the caller's transaction: its addresses go
+/// back to their pools, its tasks and the service row go, and its machine
+/// (if it had one) returns to inventory in the given state.
+async fn unbind_service(
+    tx: &mut Tx<'_>,
+    service_pk: i64,
+    instance: Option<(i64, &str)>,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE ip_addresses SET service_pk = NULL, assigned_at = NULL WHERE service_pk = ?",
+    )
+    .bind(service_pk)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM tasks WHERE service_pk = ?")
+        .bind(service_pk)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM services WHERE pk = ?")
+        .bind(service_pk)
+        .execute(&mut **tx)
+        .await?;
+    if let Some((id, state)) = instance {
+        sqlx::query("UPDATE instances SET state = ?, updated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
