@@ -647,7 +647,7 @@ pub async fn services(store: &Arc<dyn Store>, config: &Config, cmd: ServicesComm
             if service.power_state.is_busy() {
                 bail!("service {service_id} is busy with a task; try again when it has finished");
             }
-            store.remove_service(service.pk).await?;
+            store.remove_service(service.pk, "free").await?;
             println!("Removed service {service_id}; its instance is back in inventory");
         }
     }

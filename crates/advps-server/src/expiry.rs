@@ -97,22 +97,17 @@ impl Expiry {
     async fn terminate(&self, service: &ServiceRecord) {
         let instance_state = if service.mode == Mode::Live && service.instance_id.is_some() {
             match wipe_machine(self.store.as_ref(), &self.drivers, service).await {
-                Ok(()) => Some("free"),
+                Ok(()) => "free",
                 Err(e) => {
                     tracing::warn!(service = %service.service_id, error = %e, "could not wipe; taking the machine out of service");
-                    Some("out_of_service")
+                    "out_of_service"
                 }
             }
         } else {
-            None
+            "free"
         };
-        match self.store.remove_service(service.pk).await {
+        match self.store.remove_service(service.pk, instance_state).await {
             Ok(true) => {
-                if let (Some(id), Some(state)) = (service.instance_id, instance_state) {
-                    if state != "free" {
-                        let _ = self.store.set_instance_state(id, state).await;
-                    }
-                }
                 tracing::info!(service = %service.service_id, "service terminated after its grace period");
             }
             Ok(false) => {}

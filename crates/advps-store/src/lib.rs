@@ -199,8 +199,11 @@ pub trait Store: Send + Sync + 'static {
     async fn bind_live_service(&self, service: &NewLiveService) -> StoreResult<ServiceRecord>;
     async fn list_services(&self, mode: Option<Mode>) -> StoreResult<Vec<ServiceListing>>;
     /// Removes a service: its addresses go back to the pool and its instance
-    /// becomes free. False when there is no such service.
-    async fn remove_service(&self, service_pk: i64) -> StoreResult<bool>;
+    /// returns to inventory as `instance_state` (`free`, or `out_of_service`
+    /// when it could not be wiped) in the same transaction, so a machine not
+    /// fit to sell is never free for a moment. False when there is no such
+    /// service.
+    async fn remove_service(&self, service_pk: i64, instance_state: &str) -> StoreResult<bool>;
     /// Takes the short operation lock of a service (no task running, no other
     /// lock unexpired).
     async fn lock_service(

@@ -1310,7 +1310,7 @@ impl Store for PgStore {
         .collect()
     }
 
-    async fn remove_service(&self, service_pk: i64) -> StoreResult<bool> {
+    async fn remove_service(&self, service_pk: i64, instance_state: &str) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query(
             "SELECT instance_id, account_id, mode, product_id FROM services WHERE pk = $1 FOR UPDATE",
@@ -1327,8 +1327,9 @@ impl Store for PgStore {
         let product_id: Option<String> = row.try_get("product_id")?;
         delete_service_rows(&mut tx, service_pk).await?;
         if let Some(id) = instance_id {
-            sqlx::query("UPDATE instances SET state = 'free' WHERE id = $1")
+            sqlx::query("UPDATE instances SET state = $2 WHERE id = $1")
                 .bind(id)
+                .bind(instance_state)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -1111,7 +1111,7 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    async fn remove_service(&self, service_pk: i64) -> StoreResult<bool> {
+    async fn remove_service(&self, service_pk: i64, instance_state: &str) -> StoreResult<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(
             "SELECT instance_id, account_id, mode, product_id FROM services WHERE pk = ?",
@@ -1127,7 +1127,13 @@ impl Store for SqliteStore {
         let mode: Mode = parse(&row, "mode")?;
         let product_id: Option<String> = row.try_get("product_id")?;
         let now = advps_domain::time::now_millis();
-        unbind_service(&mut tx, service_pk, instance_id.map(|id| (id, "free")), now).await?;
+        unbind_service(
+            &mut tx,
+            service_pk,
+            instance_id.map(|id| (id, instance_state)),
+            now,
+        )
+        .await?;
         if let Some(product_id) = product_id {
             emit_stock_changed(&mut tx, account_id, mode, &product_id, now).await?;
         }

@@ -1576,8 +1576,8 @@ async fn operator_records_round_trip(db: Backend) {
         .set_instance_state(svc.instance_id.unwrap(), "out_of_service")
         .await
         .unwrap();
-    assert!(store.remove_service(svc.pk).await.unwrap());
-    assert!(!store.remove_service(svc.pk).await.unwrap());
+    assert!(store.remove_service(svc.pk, "free").await.unwrap());
+    assert!(!store.remove_service(svc.pk, "free").await.unwrap());
     let instance = store
         .list_instances(Some("node-a"))
         .await
