@@ -129,7 +129,11 @@ fn pve_credentials(
         ),
         (Some(_), Some(_)) => bail!("give either --fingerprint or --ca, not both"),
     };
-    let credentials = PveCredentials { token, server };
+    let credentials = PveCredentials {
+        token,
+        server,
+        ssh: None,
+    };
     credentials
         .validate()
         .map_err(|e| anyhow!("unusable Proxmox VE credentials: {e}"))?;

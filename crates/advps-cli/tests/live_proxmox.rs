@@ -613,15 +613,17 @@ async fn generate_password_goes_through_the_agent_and_not_into_containers() {
         "Service must be running before generating a password",
     );
 
-    // A container: Proxmox has no API for it; the API says so and touches nothing.
+    // A container on a node without SSH access: Proxmox has no API for it; the API says
+    // so, and how to enable it, and touches nothing.
     let agent_calls = pve.count("POST", "/agent/set-user-password");
     let resp = server.action(key, &pve.linux, "generate-password").await;
     assert_error(
         &resp,
         500,
         "Failed to generate password: not supported by this node: Proxmox VE has no API to \
-         change a password inside a running container (only `pct exec` on the node can); a \
-         rebuild sets the new password",
+         change a password inside a running container (only `pct exec` on the node can); \
+         register the node with --ssh-host and --ssh-key to let advps run `pct exec` on the \
+         node, or rebuild to set a new password",
     );
     assert_eq!(pve.count("POST", "/agent/set-user-password"), agent_calls);
     assert_eq!(

@@ -24,6 +24,7 @@ fn client(fake: &FakePve) -> PveClient {
     let credentials = PveCredentials {
         token: TOKEN.into(),
         server: PveTrust::Fingerprint(fake.fingerprint.clone()),
+        ssh: None,
     };
     PveClient::new(&fake.url, &credentials)
         .unwrap()
@@ -581,6 +582,7 @@ async fn the_server_is_pinned_or_verified_and_the_token_checked() {
     let by_ca = PveCredentials {
         token: TOKEN.into(),
         server: PveTrust::Ca(fake.ca_pem.clone()),
+        ssh: None,
     };
     let driver = ProxmoxDriver::connect(PveClient::new(&fake.url, &by_ca).unwrap()).await;
     assert!(driver.is_ok(), "{:?}", driver.err());
@@ -589,6 +591,7 @@ async fn the_server_is_pinned_or_verified_and_the_token_checked() {
     let wrong = PveCredentials {
         token: TOKEN.into(),
         server: PveTrust::Fingerprint("AB:".repeat(31) + "CD"),
+        ssh: None,
     };
     match ProxmoxDriver::connect(PveClient::new(&fake.url, &wrong).unwrap()).await {
         Err(DriverError::Unreachable(m)) => {
@@ -602,6 +605,7 @@ async fn the_server_is_pinned_or_verified_and_the_token_checked() {
     let foreign = PveCredentials {
         token: TOKEN.into(),
         server: PveTrust::Ca(other_ca.ca_pem.clone()),
+        ssh: None,
     };
     assert!(matches!(
         ProxmoxDriver::connect(PveClient::new(&fake.url, &foreign).unwrap()).await,
@@ -611,6 +615,7 @@ async fn the_server_is_pinned_or_verified_and_the_token_checked() {
     let bad_token = PveCredentials {
         token: "advps@pve!advps=wrong".into(),
         server: PveTrust::Fingerprint(fake.fingerprint.clone()),
+        ssh: None,
     };
     match ProxmoxDriver::connect(PveClient::new(&fake.url, &bad_token).unwrap()).await {
         Err(DriverError::Engine(m)) => assert!(m.contains("authentication"), "{m}"),

@@ -26,6 +26,7 @@ async fn smoke_against_a_real_proxmox_server() {
     let credentials = PveCredentials {
         token,
         server: PveTrust::Fingerprint(fingerprint),
+        ssh: None,
     };
     let client = PveClient::new(&url, &credentials).expect("usable credentials");
     let driver = ProxmoxDriver::connect(client).await.expect("connects");

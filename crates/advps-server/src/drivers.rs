@@ -235,6 +235,7 @@ mod tests {
         let credentials = PveCredentials {
             token: "advps@pve!advps=9d1c-secret".into(),
             server: advps_drivers::proxmox::client::PveTrust::Fingerprint("AB:".repeat(31) + "CD"),
+            ssh: None,
         };
         let stored = seal_pve_credentials(&cipher, &credentials);
         assert!(!stored.contains("9d1c-secret"), "{stored}");

@@ -38,6 +38,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::ssh::PveSsh;
 use crate::lxd::client::parse_https_endpoint;
 use crate::{DriverError, DriverResult};
 
@@ -49,14 +50,19 @@ pub const DEFAULT_PORT: u16 = 8006;
 /// tried again before the refusal is reported.
 pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 
-/// What a Proxmox node's encrypted credentials hold, as JSON: the API token
-/// and how the server is recognised.
+/// What a Proxmox node's encrypted credentials hold, as JSON: the API token,
+/// how the server is recognised, and optionally the SSH access that lets
+/// advps run `pct exec` on the nodes.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PveCredentials {
     /// `USER@REALM!TOKENID=SECRET`.
     pub token: String,
     pub server: PveTrust,
+    /// Absent in credentials stored before SSH access existed, and left out
+    /// when there is none, so that both read back the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<PveSsh>,
 }
 
 /// How the server's certificate is verified. There is no "insecure" choice.
@@ -70,13 +76,14 @@ pub enum PveTrust {
     Ca(String),
 }
 
-/// Never prints the token's secret.
+/// Never prints the token's secret or the SSH private key.
 impl fmt::Debug for PveCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let id = self.token.split_once('=').map(|(id, _)| id).unwrap_or("?");
         f.debug_struct("PveCredentials")
             .field("token", &format!("{id}=<redacted>"))
             .field("server", &self.server)
+            .field("ssh", &self.ssh)
             .finish()
     }
 }
@@ -91,11 +98,16 @@ impl PveCredentials {
             .map_err(|e| format!("stored Proxmox credentials are malformed: {e}"))
     }
 
-    /// Checks the token's form and builds the TLS configuration, so that a
-    /// mistake is reported when the node is added, not at the first call.
+    /// Checks the token's form, builds the TLS configuration and checks the
+    /// SSH access, so that a mistake is reported when the node is added, not
+    /// at the first call.
     pub fn validate(&self) -> Result<(), String> {
         check_token(&self.token)?;
-        tls_config(&self.server).map(|_| ())
+        tls_config(&self.server)?;
+        match &self.ssh {
+            Some(ssh) => ssh.validate(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -673,16 +685,37 @@ mod tests {
 
     #[test]
     fn credentials_round_trip_and_never_show_the_secret() {
-        let credentials = PveCredentials {
+        let mut credentials = PveCredentials {
             token: "advps@pve!advps=s3cr3t-uuid".into(),
             server: PveTrust::Fingerprint("AB:".repeat(31) + "CD"),
+            ssh: None,
         };
         let text = credentials.to_json();
+        // Without SSH access the stored form is the one from before it existed.
+        assert!(!text.contains("ssh"), "{text}");
         assert_eq!(PveCredentials::from_json(&text).unwrap(), credentials);
         let shown = format!("{credentials:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("advps@pve!advps"), "{shown}");
         assert!(credentials.validate().is_ok());
+
+        credentials.ssh = Some(PveSsh {
+            user: "root".into(),
+            hosts: vec!["10.0.0.1".into(), "pve2=10.0.0.2:2222".into()],
+            private_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRET\n\
+                          -----END OPENSSH PRIVATE KEY-----\n"
+                .into(),
+            known_hosts: "10.0.0.1 ssh-ed25519 AAAAC3Nza\n[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nzb\n"
+                .into(),
+        });
+        let text = credentials.to_json();
+        assert_eq!(PveCredentials::from_json(&text).unwrap(), credentials);
+        let shown = format!("{credentials:?}");
+        assert!(!shown.contains("b3BlbnNzaC1rZXkSECRET"), "{shown}");
+        assert!(shown.contains("pve2=10.0.0.2:2222"), "{shown}");
+        assert!(credentials.validate().is_ok());
+        credentials.ssh.as_mut().unwrap().hosts = vec!["bad host".into()];
+        assert!(credentials.validate().is_err());
         for bad in [
             r#"{"token":"a@b!c=d"}"#,
             r#"{"token":"a@b!c=d","server":{"insecure":true}}"#,

@@ -18,14 +18,18 @@
 //!   rebooted) and the container's `net0 ip=` (PVE applies it live).
 //! - Root password: QEMU through the guest agent's `set-user-password`, and
 //!   `cipassword` (with `ciuser=root`) so that cloud-init agrees at the next
-//!   instance boot. LXC has no API for it on a running container; the call
-//!   answers [`DriverError::Unsupported`] (a rebuild sets it at creation).
+//!   instance boot. LXC has no API for it on a running container: when the
+//!   node was registered with SSH access, `pct exec VMID -- chpasswd` runs
+//!   over SSH on the node that owns the container ([`ssh::PctExec`]);
+//!   without it the call answers [`DriverError::Unsupported`] saying how to
+//!   enable it (a rebuild sets the password at creation either way).
 //! - Rebuild re-creates the guest under the same vmid: QEMU by a full clone
 //!   of the template VM, LXC from a `vztmpl` archive, each with the saved
 //!   network card (same MAC), size and the address and password asked for.
 
 pub mod client;
 pub mod propstring;
+pub mod ssh;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -40,6 +44,7 @@ use crate::{
 };
 use client::{encode, Params, PveClient};
 use propstring::{PropString, QEMU_NIC_MODELS};
+use ssh::PctExec;
 
 /// How long a power task may run (a graceful stop adds its own timeout).
 const POWER_WAIT: Duration = Duration::from_secs(120);
@@ -351,16 +356,34 @@ pub fn rootfs_for_create(saved_rootfs: &str) -> Option<String> {
     Some(format!("{storage}:{gib}"))
 }
 
+/// What a container's password change answers when the node has no SSH
+/// access registered.
+pub const NO_PCT_EXEC: &str = "Proxmox VE has no API to change a password inside a running \
+     container (only `pct exec` on the node can); register the node with --ssh-host and \
+     --ssh-key to let advps run `pct exec` on the node, or rebuild to set a new password";
+
 /// A driver for one Proxmox VE cluster (or single node).
 pub struct ProxmoxDriver {
     client: PveClient,
+    /// SSH access to the nodes, for what only `pct exec` can do.
+    pct_exec: Option<PctExec>,
 }
 
 impl ProxmoxDriver {
     /// Checks that the API answers and accepts the token.
     pub async fn connect(client: PveClient) -> DriverResult<ProxmoxDriver> {
         client.get("/version", &[]).await?;
-        Ok(ProxmoxDriver { client })
+        Ok(ProxmoxDriver {
+            client,
+            pct_exec: None,
+        })
+    }
+
+    /// Lets the driver run `pct exec` on the nodes over SSH (container
+    /// passwords). Nothing is connected here.
+    pub fn with_pct_exec(mut self, pct_exec: PctExec) -> ProxmoxDriver {
+        self.pct_exec = Some(pct_exec);
+        self
     }
 
     pub fn client(&self) -> &PveClient {
@@ -835,11 +858,17 @@ impl Driver for ProxmoxDriver {
     async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()> {
         let guest = self.locate(instance).await?;
         if guest.kind == GuestKind::Lxc {
-            return Err(DriverError::Unsupported(
-                "Proxmox VE has no API to change a password inside a running container \
-                 (only `pct exec` on the node can); a rebuild sets the new password"
-                    .into(),
-            ));
+            let Some(pct_exec) = &self.pct_exec else {
+                return Err(DriverError::Unsupported(NO_PCT_EXEC.into()));
+            };
+            // `pct exec` needs the container running; checked first so that a
+            // stopped one is the reference's "must be running", not an SSH call.
+            if self.power_of(&guest).await? != PowerStatus::Running {
+                return Err(DriverError::NotRunning);
+            }
+            return pct_exec
+                .set_root_password(&guest.node, guest.vmid, password)
+                .await;
         }
         if password.chars().count() < 5 {
             return Err(DriverError::Engine(
