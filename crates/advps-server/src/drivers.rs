@@ -11,8 +11,9 @@
 //!
 //! A Proxmox VE node (`proxmox`) is `https://HOST:8006`, any node of the
 //! cluster (pveproxy forwards to the others, so one record serves the whole
-//! cluster). Its credentials ([`PveCredentials`]: the API token and the
-//! server's pinned fingerprint or CA) are sealed the same way.
+//! cluster). Its credentials ([`PveCredentials`]: the API token, the
+//! server's pinned fingerprint or CA, and optionally the SSH key and host
+//! keys for `pct exec` on the nodes) are sealed the same way.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use advps_drivers::lxd::client::{LxdClient, TlsCredentials};
 use advps_drivers::lxd::LxdDriver;
 use advps_drivers::proxmox::client::{PveClient, PveCredentials};
+use advps_drivers::proxmox::ssh::PctExec;
 use advps_drivers::proxmox::ProxmoxDriver;
 use advps_drivers::{Driver, DriverError};
 use advps_store::{NodeRecord, Store};
@@ -75,8 +77,16 @@ pub fn open_pve_credentials(cipher: &Cipher, stored: &str) -> Result<PveCredenti
     PveCredentials::from_json(&json).map_err(DriverError::Unreachable)
 }
 
-/// The API client for a Proxmox VE node: its endpoint and stored token.
-pub fn pve_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<PveClient, DriverError> {
+/// How advps reaches a Proxmox VE cluster: its API, and its nodes over SSH
+/// when the operator registered a key for that.
+pub struct PveAccess {
+    pub client: PveClient,
+    pub pct_exec: Option<PctExec>,
+}
+
+/// Opens a Proxmox VE node's stored credentials once, for both its API
+/// client and its SSH access.
+pub fn pve_access_for(node: &NodeRecord, cipher: &Cipher) -> Result<PveAccess, DriverError> {
     let stored = node.credentials_enc.as_deref().ok_or_else(|| {
         DriverError::Unreachable(format!(
             "node '{}' at {} has no API token stored (register it with --token and \
@@ -85,7 +95,21 @@ pub fn pve_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<PveClient, D
         ))
     })?;
     let credentials = open_pve_credentials(cipher, stored)?;
-    PveClient::new(&node.endpoint, &credentials)
+    let client = PveClient::new(&node.endpoint, &credentials)?;
+    let pct_exec = credentials
+        .ssh
+        .as_ref()
+        .map(PctExec::new)
+        .transpose()
+        .map_err(|e| {
+            DriverError::Unreachable(format!("node '{}': stored SSH access: {e}", node.name))
+        })?;
+    Ok(PveAccess { client, pct_exec })
+}
+
+/// The API client for a Proxmox VE node: its endpoint and stored token.
+pub fn pve_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<PveClient, DriverError> {
+    pve_access_for(node, cipher).map(|access| access.client)
 }
 
 /// The API client for an LXD node, by its endpoint's scheme.
@@ -124,8 +148,13 @@ pub async fn connect(
             Ok(Arc::new(LxdDriver::connect(client).await?))
         }
         "proxmox" => {
-            let client = pve_client_for(node, cipher)?.with_request_timeout(request_timeout);
-            Ok(Arc::new(ProxmoxDriver::connect(client).await?))
+            let access = pve_access_for(node, cipher)?;
+            let client = access.client.with_request_timeout(request_timeout);
+            let mut driver = ProxmoxDriver::connect(client).await?;
+            if let Some(pct_exec) = access.pct_exec {
+                driver = driver.with_pct_exec(pct_exec);
+            }
+            Ok(Arc::new(driver))
         }
         other => Err(DriverError::Unsupported(format!("driver '{other}'"))),
     }
@@ -251,6 +280,52 @@ mod tests {
         pve.credentials_enc = Some(stored);
         let client = pve_client_for(&pve, &cipher).unwrap();
         assert_eq!(client.endpoint(), "https://127.0.0.1:8006");
+    }
+
+    #[test]
+    fn proxmox_ssh_access_is_sealed_with_the_token() {
+        let cipher = Cipher::from_key(&[3u8; 32]);
+        let credentials = PveCredentials {
+            token: "advps@pve!advps=9d1c-secret".into(),
+            server: advps_drivers::proxmox::client::PveTrust::Fingerprint("AB:".repeat(31) + "CD"),
+            ssh: Some(advps_drivers::proxmox::ssh::PveSsh {
+                user: "root".into(),
+                hosts: vec!["10.0.0.1".into(), "pve2=10.0.0.2:2222".into()],
+                private_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRETKEY\n\
+                              -----END OPENSSH PRIVATE KEY-----\n"
+                    .into(),
+                known_hosts: "10.0.0.1 ssh-ed25519 AAAAC3Nza\n\
+                              [10.0.0.2]:2222 ssh-ed25519 AAAAC3Nzb\n"
+                    .into(),
+            }),
+        };
+        let stored = seal_pve_credentials(&cipher, &credentials);
+        assert!(!stored.contains("b3BlbnNzaC1rZXkSECRETKEY"), "{stored}");
+        assert!(!stored.contains("PRIVATE KEY"), "{stored}");
+        assert_eq!(open_pve_credentials(&cipher, &stored).unwrap(), credentials);
+
+        let mut pve = node("https://127.0.0.1:8006", Some(stored));
+        pve.driver = "proxmox".into();
+        let access = pve_access_for(&pve, &cipher).unwrap();
+        assert_eq!(access.client.endpoint(), "https://127.0.0.1:8006");
+        let pct_exec = access.pct_exec.expect("SSH access");
+        assert_eq!(
+            pct_exec.hosts().for_node("pve2").map(|t| t.to_string()),
+            Some("10.0.0.2:2222".to_string())
+        );
+
+        // Credentials sealed before SSH access existed open without it.
+        let without = PveCredentials {
+            ssh: None,
+            ..credentials
+        };
+        pve.credentials_enc = Some(seal_pve_credentials(&cipher, &without));
+        assert!(pve_access_for(&pve, &cipher).unwrap().pct_exec.is_none());
+        let old_form = cipher.encrypt(&format!(
+            "{{\"token\":\"advps@pve!advps=9d1c-secret\",\"server\":{{\"fingerprint\":\"{}\"}}}}",
+            "AB:".repeat(31) + "CD"
+        ));
+        assert_eq!(open_pve_credentials(&cipher, &old_form).unwrap(), without);
     }
 
     #[test]

@@ -560,6 +560,11 @@ impl PctExec {
         self
     }
 
+    /// Which sshd serves which node.
+    pub fn hosts(&self) -> &SshHosts {
+        &self.hosts
+    }
+
     /// The sshd of `node`, or why there is none.
     pub fn target_for(&self, node: &str) -> DriverResult<&SshTarget> {
         self.hosts.for_node(node).ok_or_else(|| {
