@@ -155,6 +155,9 @@ pub enum NodesCommand {
         /// for Proxmox VE, e.g. the cluster's /etc/pve/pve-root-ca.pem)
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        // Boxed: the command is parsed once, and its other forms stay small.
+        #[command(flatten)]
+        ssh: Box<SshArgs>,
     },
     /// List nodes
     List,
@@ -175,6 +178,28 @@ pub enum NodesCommand {
         #[arg(long)]
         product: Option<String>,
     },
+}
+
+/// SSH access to Proxmox VE nodes, for what only `pct exec` on a node can do
+/// (a running container's root password).
+#[derive(Debug, Default, Args)]
+pub struct SshArgs {
+    /// Proxmox VE: sshd where `pct exec` sets container passwords, for every
+    /// node (HOST[:PORT]) or one (NODE=HOST[:PORT]); repeatable
+    #[arg(long = "ssh-host", value_name = "[NODE=]HOST[:PORT]")]
+    pub hosts: Vec<String>,
+    /// Proxmox VE: the account on the nodes that may run `pct exec`
+    /// [default: root]
+    #[arg(long = "ssh-user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Proxmox VE: that account's private key (OpenSSH or PEM, without a
+    /// passphrase); stored encrypted
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Proxmox VE: known_hosts lines with the nodes' SSH host keys, the only
+    /// keys accepted
+    #[arg(long = "ssh-known-hosts", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -12,6 +12,7 @@ use advps_domain::net::{pool_addresses, Cidr};
 use advps_domain::{ids, time, Mode, OsType, PowerState, ServiceType};
 use advps_drivers::lxd::client::{ServerTrust, TlsCredentials};
 use advps_drivers::proxmox::client::{PveCredentials, PveTrust};
+use advps_drivers::proxmox::ssh::{PveSsh, DEFAULT_SSH_USER};
 use advps_drivers::{AddressConfig, Driver, InstanceKind, PowerStatus};
 use advps_server::secrets::Cipher;
 use advps_server::Config;
@@ -19,7 +20,7 @@ use advps_store::{
     NewIpPool, NewLiveService, NewNode, NewOsImage, Store, StoreError, SyncedInstance,
 };
 
-use crate::cli::{DriverArg, IpPoolsCommand, NodesCommand, OsCommand, ServicesCommand};
+use crate::cli::{DriverArg, IpPoolsCommand, NodesCommand, OsCommand, ServicesCommand, SshArgs};
 
 fn validate_name(kind: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -99,14 +100,89 @@ fn node_credentials(
     Ok(Some(credentials))
 }
 
-/// The credentials of a Proxmox VE node: the API token and how to verify
-/// the server (a pinned fingerprint or a CA), checked before they are kept.
+impl SshArgs {
+    fn given(&self) -> bool {
+        !self.hosts.is_empty()
+            || self.user.is_some()
+            || self.key.is_some()
+            || self.known_hosts.is_some()
+    }
+
+    /// The SSH access to keep, checked, or none when no option was given.
+    /// Never quotes the key.
+    fn settings(self) -> Result<Option<PveSsh>> {
+        if !self.given() {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = [
+            (self.hosts.is_empty(), "--ssh-host"),
+            (self.key.is_none(), "--ssh-key"),
+            (self.known_hosts.is_none(), "--ssh-known-hosts"),
+        ]
+        .into_iter()
+        .filter_map(|(absent, name)| absent.then_some(name))
+        .collect();
+        let (false, Some(key), Some(known_hosts)) =
+            (self.hosts.is_empty(), self.key, self.known_hosts)
+        else {
+            bail!(
+                "SSH access for `pct exec` needs --ssh-host, --ssh-key and --ssh-known-hosts \
+                 together (missing: {})",
+                missing.join(", ")
+            );
+        };
+        let settings = PveSsh {
+            user: self.user.unwrap_or_else(|| DEFAULT_SSH_USER.to_string()),
+            hosts: self.hosts,
+            private_key: std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read the SSH key {}", key.display()))?,
+            known_hosts: std::fs::read_to_string(&known_hosts).with_context(|| {
+                format!("cannot read the known_hosts file {}", known_hosts.display())
+            })?,
+        };
+        settings
+            .validate()
+            .map_err(|e| anyhow!("unusable SSH access: {e}"))?;
+        // The server runs the OpenSSH client; better to learn now that it is
+        // not there than at a customer's first password change.
+        match std::process::Command::new("ssh")
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "the OpenSSH client `ssh` is not installed here; install openssh-client so that \
+                 advps can run `pct exec` on the nodes"
+            ),
+            _ => {}
+        }
+        Ok(Some(settings))
+    }
+}
+
+/// Where `pct exec` runs, for showing: `[NODE=]USER@HOST[:PORT]` per host.
+fn describe_ssh(ssh: &PveSsh) -> String {
+    ssh.hosts
+        .iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((node, host)) => format!("{node}={}@{host}", ssh.user),
+            None => format!("{}@{entry}", ssh.user),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The credentials of a Proxmox VE node: the API token, how to verify the
+/// server (a pinned fingerprint or a CA) and the optional SSH access,
+/// checked before they are kept.
 fn pve_credentials(
     endpoint: &str,
     token: Option<String>,
     fingerprint: Option<String>,
     ca: Option<&Path>,
     lxd_only: bool,
+    ssh: SshArgs,
 ) -> Result<PveCredentials> {
     if lxd_only {
         bail!("--client-cert, --client-key and --server-cert apply to LXD nodes only");
@@ -132,7 +208,7 @@ fn pve_credentials(
     let credentials = PveCredentials {
         token,
         server,
-        ssh: None,
+        ssh: ssh.settings()?,
     };
     credentials
         .validate()
@@ -152,8 +228,10 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
             client_key,
             server_cert,
             ca,
+            ssh,
         } => {
             validate_name("node name", &name)?;
+            let mut ssh_shown = None;
             let cipher = load_cipher(config)?;
             // Only the sealed form is kept: the database never sees the key
             // or the token.
@@ -161,6 +239,13 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                 DriverArg::Lxd => {
                     if token.is_some() || fingerprint.is_some() {
                         bail!("--token and --fingerprint apply to Proxmox VE nodes only");
+                    }
+                    if ssh.given() {
+                        bail!(
+                            "--ssh-host, --ssh-user, --ssh-key and --ssh-known-hosts apply to \
+                             Proxmox VE nodes only (LXD sets container passwords through its \
+                             own API)"
+                        );
                     }
                     let credentials = node_credentials(
                         &endpoint,
@@ -181,7 +266,9 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                         fingerprint,
                         ca.as_deref(),
                         client_cert.is_some() || client_key.is_some() || server_cert.is_some(),
+                        *ssh,
                     )?;
+                    ssh_shown = credentials.ssh.as_ref().map(describe_ssh);
                     let sealed = advps_server::drivers::seal_pve_credentials(&cipher, &credentials);
                     ("proxmox", Some(sealed))
                 }
@@ -211,24 +298,54 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
             .with_context(|| format!("cannot reach {driver} at {endpoint}"))?;
             let caps = connected.capabilities().await?;
             match store.create_node(&record).await {
-                Ok(_) => println!(
-                    "Added node {name} ({driver} at {endpoint}; containers: {}, virtual machines: {})",
-                    yes_no(caps.containers),
-                    yes_no(caps.virtual_machines)
-                ),
+                Ok(_) => {
+                    println!(
+                        "Added node {name} ({driver} at {endpoint}; containers: {}, virtual machines: {})",
+                        yes_no(caps.containers),
+                        yes_no(caps.virtual_machines)
+                    );
+                    if let Some(ssh) = ssh_shown {
+                        println!("Container passwords: `pct exec` over SSH at {ssh}");
+                    }
+                }
                 Err(StoreError::Conflict(_)) => bail!("node '{name}' already exists"),
                 Err(e) => return Err(e.into()),
             }
         }
         NodesCommand::List => {
-            println!("{:<20} {:<8} {:<45} CREATED", "NAME", "DRIVER", "ENDPOINT");
-            for node in store.list_nodes().await? {
+            println!(
+                "{:<20} {:<8} {:<45} {:<24} SSH",
+                "NAME", "DRIVER", "ENDPOINT", "CREATED"
+            );
+            let nodes = store.list_nodes().await?;
+            // Only needed to say whether a Proxmox node has SSH access.
+            let cipher = nodes
+                .iter()
+                .any(|n| n.driver == "proxmox")
+                .then(|| load_cipher(config).ok())
+                .flatten();
+            for node in nodes {
+                let ssh = match (node.driver.as_str(), &node.credentials_enc, &cipher) {
+                    ("proxmox", Some(sealed), Some(cipher)) => {
+                        match advps_server::drivers::open_pve_credentials(cipher, sealed) {
+                            Ok(credentials) => credentials
+                                .ssh
+                                .as_ref()
+                                .map(describe_ssh)
+                                .unwrap_or_else(|| "-".into()),
+                            Err(_) => "?".into(),
+                        }
+                    }
+                    ("proxmox", Some(_), None) => "?".into(),
+                    _ => "-".into(),
+                };
                 println!(
-                    "{:<20} {:<8} {:<45} {}",
+                    "{:<20} {:<8} {:<45} {:<24} {}",
                     node.name,
                     node.driver,
                     node.endpoint,
-                    time::format_millis(node.created_at)
+                    time::format_millis(node.created_at),
+                    ssh
                 );
             }
         }

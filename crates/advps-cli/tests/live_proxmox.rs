@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use support::fake_pve::{cluster, FakeGuest, FakePve, State, TOKEN};
+use support::sshd::TestSshd;
 
 const LIVE: &str = "live";
 /// The first address of the pool: CT 101 gets it when it is bound.
@@ -66,6 +67,11 @@ struct Pve {
 
 impl Pve {
     async fn setup(extra_env: &[(&str, &str)]) -> Pve {
+        Pve::setup_with(extra_env, &[]).await
+    }
+
+    /// Like [`Pve::setup`], with `node_args` added to `nodes add`.
+    async fn setup_with(extra_env: &[(&str, &str)], node_args: &[&str]) -> Pve {
         let fake = FakePve::start(fake_cluster()).await;
         let mut env = vec![("ADVPS_RATE_LIMIT_LIVE", "100000")];
         env.extend_from_slice(extra_env);
@@ -75,7 +81,7 @@ impl Pve {
         std::fs::write(&ca, &fake.ca_pem).unwrap();
         server.create_account("acme");
 
-        let out = server.cli_ok(&[
+        let mut args = vec![
             "nodes",
             "add",
             "pve",
@@ -87,7 +93,9 @@ impl Pve {
             TOKEN,
             "--ca",
             ca.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(node_args);
+        let out = server.cli_ok(&args);
         assert!(
             out.contains(&format!("Added node pve (proxmox at {}", fake.url)),
             "nodes add: {out}"
@@ -636,6 +644,219 @@ async fn generate_password_goes_through_the_agent_and_not_into_containers() {
     let resp = server.action(key, &pve.linux, "stop").await;
     assert_api_success(&resp, "Linux service stopped successfully", LIVE);
     pve.fake.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_password_reaches_a_container_through_pct_exec_over_ssh() {
+    // The fake cluster runs CT 101 on pve2; the test's sshd stands in for pve2's.
+    let Some(sshd) = TestSshd::start(&[101]) else {
+        return;
+    };
+    let ssh_host = format!("pve2={}", sshd.host());
+    let key_file = sshd.client_key_file();
+    let known_hosts_file = sshd.known_hosts_file();
+    let pve = Pve::setup_with(
+        &[],
+        &[
+            "--ssh-host",
+            &ssh_host,
+            "--ssh-user",
+            &sshd.user,
+            "--ssh-key",
+            key_file.to_str().unwrap(),
+            "--ssh-known-hosts",
+            known_hosts_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (server, key, id) = (&pve.server, pve.key.as_str(), pve.linux.as_str());
+    let shown = format!("pve2={}@{}", sshd.user, sshd.host());
+    let out = server.cli_ok(&["nodes", "list"]);
+    assert!(out.contains(&shown), "nodes list: {out}");
+    assert!(!out.contains("PRIVATE KEY"), "nodes list: {out}");
+    // Registering the node ran nothing on it.
+    assert_eq!(sshd.calls(), 0);
+
+    let resp = server.action(key, id, "generate-password").await;
+    let data = assert_api_success(&resp, "Password generated successfully", LIVE);
+    assert_eq!(data["serviceId"], id, "{data}");
+    let password = data["password"].as_str().expect("password").to_string();
+    assert!(is_strong_password(&password), "weak password {password:?}");
+    assert_eq!(sshd.calls(), 1, "sshd log:\n{}", sshd.log());
+    assert_eq!(
+        sshd.last_command().as_deref(),
+        Some("pct exec 101 -- chpasswd")
+    );
+    assert_eq!(
+        sshd.last_stdin().as_deref(),
+        Some(format!("root:{password}\n").as_str())
+    );
+    // Proxmox's API was only read: no configuration was written for it.
+    assert_eq!(
+        pve.count("PUT", "/lxc/101/config"),
+        1,
+        "only the binding's address"
+    );
+
+    // Stopped: the reference's 400, and no SSH call.
+    let resp = server.action(key, id, "stop").await;
+    assert_api_success(&resp, "Linux service stopped successfully", LIVE);
+    let resp = server.action(key, id, "generate-password").await;
+    assert_error(
+        &resp,
+        400,
+        "Service must be running before generating a password",
+    );
+    assert_eq!(sshd.calls(), 1);
+
+    // chpasswd refusing inside the container: its message, and no SSH host in it.
+    let resp = server.action(key, id, "start").await;
+    assert_api_success(&resp, "Linux service started successfully", LIVE);
+    sshd.fail_with("chpasswd: (line 1, user root) password not changed\n");
+    let resp = server.action(key, id, "generate-password").await;
+    assert_error(
+        &resp,
+        500,
+        "Failed to generate password: the hypervisor refused: `pct exec 101 -- chpasswd` on \
+         node pve2 failed (exit 1): chpasswd: (line 1, user root) password not changed",
+    );
+    assert_eq!(sshd.calls(), 2);
+
+    // No password in the server's log.
+    let log = server.stderr_log();
+    assert!(
+        !log.contains(&password),
+        "the password is in the server's log"
+    );
+    pve.fake.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_options_are_checked_when_the_node_is_added() {
+    let fake = FakePve::start(fake_cluster()).await;
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ca = file("ca.pem", &fake.ca_pem);
+    let private_key = file(
+        "id",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRETKEYTEXT\n\
+         -----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let public_key = file(
+        "id.pub",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPUBLIC root@pve\n",
+    );
+    let known_hosts = file(
+        "known_hosts",
+        "10.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHOSTKEY\n",
+    );
+    let pve_add = |extra: &[&str]| {
+        let mut args = vec![
+            "nodes",
+            "add",
+            "pve",
+            "--driver",
+            "proxmox",
+            "--endpoint",
+            &fake.url,
+            "--token",
+            TOKEN,
+            "--ca",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        let out = server.cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "accepted {extra:?}");
+        assert!(!stderr.contains("SECRETKEYTEXT"), "{stderr}");
+        stderr
+    };
+
+    let stderr = pve_add(&["--ssh-host", "10.0.0.1"]);
+    assert!(
+        stderr.contains(
+            "SSH access for `pct exec` needs --ssh-host, --ssh-key and --ssh-known-hosts \
+             together (missing: --ssh-key, --ssh-known-hosts)"
+        ),
+        "{stderr}"
+    );
+    let stderr = pve_add(&[
+        "--ssh-host",
+        "10.0.0.1",
+        "--ssh-key",
+        &public_key,
+        "--ssh-known-hosts",
+        &known_hosts,
+    ]);
+    assert!(stderr.contains("not a public key"), "{stderr}");
+    // Port 2222 is looked up as [10.0.0.1]:2222, which the file does not list.
+    let stderr = pve_add(&[
+        "--ssh-host",
+        "10.0.0.1:2222",
+        "--ssh-key",
+        &private_key,
+        "--ssh-known-hosts",
+        &known_hosts,
+    ]);
+    assert!(stderr.contains("no key for [10.0.0.1]:2222"), "{stderr}");
+    let stderr = pve_add(&[
+        "--ssh-host",
+        "10.0.0.1",
+        "--ssh-host",
+        "10.0.0.2",
+        "--ssh-key",
+        &private_key,
+        "--ssh-known-hosts",
+        &known_hosts,
+    ]);
+    assert!(
+        stderr.contains("only one SSH host can be the default"),
+        "{stderr}"
+    );
+
+    let out = server.cli(&[
+        "nodes",
+        "add",
+        "local",
+        "--driver",
+        "lxd",
+        "--endpoint",
+        "unix:///var/lib/lxd/unix.socket",
+        "--ssh-host",
+        "10.0.0.1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apply to Proxmox VE nodes only"),
+        "{stderr}"
+    );
+
+    // Nothing was registered; the same node without SSH access is.
+    let out = server.cli_ok(&["nodes", "list"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    server.cli_ok(&[
+        "nodes",
+        "add",
+        "pve",
+        "--driver",
+        "proxmox",
+        "--endpoint",
+        &fake.url,
+        "--token",
+        TOKEN,
+        "--ca",
+        &ca,
+    ]);
+    let out = server.cli_ok(&["nodes", "list"]);
+    let row = out.lines().nth(1).expect("the node's row");
+    assert!(row.starts_with("pve "), "{out}");
+    assert!(row.ends_with(" -"), "no SSH access: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
