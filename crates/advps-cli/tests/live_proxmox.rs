@@ -8,9 +8,10 @@
 //! `acme` as a VPS and a LINUX service, and the template VMs 9000 and 9001. Every test checks
 //! the API answers (exact messages and fields) against what the fake cluster records: power
 //! through tasks, status as measured by Proxmox, get-ip written to the VM's `ipconfig0`,
-//! passwords set through the guest agent, rebuilds by re-cloning the template (completed,
-//! failed inside Proxmox, and resumed after the server was killed). Each test ends by
-//! asserting that the fake saw no request outside the official Proxmox VE API schema.
+//! passwords set through the guest agent (VM) or `pct exec` over SSH (CT, with a real sshd
+//! standing in for the node, `support/sshd.rs`), rebuilds by re-cloning the template
+//! (completed, failed inside Proxmox, and resumed after the server was killed). Each test
+//! ends by asserting that the fake saw no request outside the official Proxmox VE API schema.
 
 mod common;
 #[path = "../../advps-drivers/tests/support/mod.rs"]
