@@ -4,12 +4,12 @@
 //! started — with the caller's address. Bodies are never recorded, so no
 //! password or secret can reach the log.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
 
@@ -30,12 +30,18 @@ pub fn service_of(path: &str) -> Option<String> {
     (!tail.is_empty() && id != "task" && !id.is_empty()).then(|| id.to_string())
 }
 
-pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Runs `inner` on `req` and, for a mutating call, records it with its
+/// outcome (and the task or order its answer names).
+pub async fn record<F, Fut>(state: &AppState, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if !matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) {
-        return next.run(req).await;
+        return inner(req).await;
     }
     let method = req.method().to_string();
     // Inside a nested router the URI is relative; the original one is whole.
@@ -60,7 +66,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|c| c.0.ip().to_string());
     // This layer runs inside authentication: the caller is known.
     let caller = req.extensions().get::<Caller>().cloned();
-    let response = next.run(req).await;
+    let response = inner(req).await;
     let (parts, body) = response.into_parts();
     let (bytes, ids) = match to_bytes(body, MAX_INSPECTED_BODY).await {
         Ok(bytes) => {

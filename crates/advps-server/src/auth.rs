@@ -10,6 +10,7 @@
 //! served behind [`authenticate_without_quota`] and only reads the quota.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -90,9 +91,22 @@ impl TouchThrottle {
     }
 }
 
-/// Middleware on the authenticated routes.
+/// Middleware on the authenticated routes: the key and its quota, then,
+/// for mutating calls, the audit log and idempotent replay around the
+/// handler.
+///
+/// One middleware rather than three layers: axum clones every layer of a
+/// route for each request, and on the polling endpoints that cost more than
+/// the checks themselves.
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    authenticate_counting(state, req, next, true).await
+    let inner = state.clone();
+    authenticate_counting(state, req, true, move |req| async move {
+        crate::audit::record(&inner, req, |req| {
+            crate::idempotency::replay(&inner, req, |req| next.run(req))
+        })
+        .await
+    })
+    .await
 }
 
 /// Middleware on authenticated routes that cost no quota: the key is
@@ -103,15 +117,19 @@ pub async fn authenticate_without_quota(
     req: Request,
     next: Next,
 ) -> Response {
-    authenticate_counting(state, req, next, false).await
+    authenticate_counting(state, req, false, |req| next.run(req)).await
 }
 
-async fn authenticate_counting(
+async fn authenticate_counting<F, Fut>(
     state: AppState,
     mut req: Request,
-    next: Next,
     counted: bool,
-) -> Response {
+    inner: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let now = req
         .extensions()
         .get::<RequestContext>()
@@ -151,7 +169,7 @@ async fn authenticate_counting(
     let key_id = caller.key_id.clone();
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(decision);
-    let mut response = next.run(req).await;
+    let mut response = inner(req).await;
     let mut decision = decision;
     if counted && response.status() == StatusCode::NOT_MODIFIED {
         // The client's copy is current: polling for that costs nothing.

@@ -10,10 +10,11 @@
 //! Stored bodies are encrypted like every other secret at rest: a replayed
 //! generate-password answer carries a password.
 
+use std::future::Future;
+
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
@@ -35,12 +36,18 @@ fn valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Runs `inner` on `req` under the request's `Idempotency-Key`, if it has
+/// one: the first time for real, then by replaying what was stored.
+pub async fn replay<F, Fut>(state: &AppState, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if req.method() != Method::POST {
-        return next.run(req).await;
+        return inner(req).await;
     }
     let Some(raw) = req.headers().get("idempotency-key") else {
-        return next.run(req).await;
+        return inner(req).await;
     };
     let key = match raw.to_str() {
         Ok(k) if valid_key(k.trim_matches('"')) => k.trim_matches('"').to_string(),
@@ -52,7 +59,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         }
     };
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        return next.run(req).await;
+        return inner(req).await;
     };
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, state.config.max_body_bytes).await {
@@ -119,7 +126,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         }
         Ok(IdempotencyBegin::Started) => {
             let req = Request::from_parts(parts, Body::from(bytes));
-            let response = next.run(req).await;
+            let response = inner(req).await;
             let status = response.status();
             if status.is_server_error() {
                 let _ = state.store.abandon_idempotent(&caller.key_id, &key).await;

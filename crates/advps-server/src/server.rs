@@ -166,16 +166,8 @@ pub fn router(state: AppState) -> Router {
         .route("/os", get(os::list_os))
         .nest("/webhooks", webhooks::router())
         .route("/audit", get(audit::list_audit))
-        // Layers run outermost last-added: authentication, then the audit
-        // log (which needs the caller), then idempotent replay.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::idempotency::idempotency,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::audit::audit,
-        ))
+        // Authentication, then (for mutating calls) the audit log, then
+        // idempotent replay: one layer, see `auth::authenticate`.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
