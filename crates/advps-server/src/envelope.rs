@@ -14,7 +14,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -58,6 +58,33 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .get::<RequestContext>()
             .cloned()
             .ok_or_else(|| ApiError::internal("request context missing"))
+    }
+}
+
+/// The request's `If-None-Match` (all its values, comma-joined), for the
+/// handlers that answer conditionally. Taken alone so that those handlers
+/// do not copy every header of the request.
+#[derive(Debug, Clone, Default)]
+pub struct IfNoneMatch(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let Some(first) = values.next() else {
+            return Ok(IfNoneMatch(None));
+        };
+        let mut joined = first.to_string();
+        for more in values {
+            joined.push(',');
+            joined.push_str(more);
+        }
+        Ok(IfNoneMatch((!joined.is_empty()).then_some(joined)))
     }
 }
 
@@ -202,21 +229,15 @@ impl Success {
     }
 
     /// Sends an `ETag` over `data` (without `requestId` and the `ignore`d
-    /// paths) and answers `304 Not Modified` when `request_headers` carry a
-    /// matching `If-None-Match`.
+    /// paths) and answers `304 Not Modified` when the request's
+    /// `If-None-Match` matches it.
     pub fn with_etag(
         mut self,
-        request_headers: &HeaderMap,
+        if_none_match: IfNoneMatch,
         ignore: &'static [&'static str],
     ) -> Success {
-        let if_none_match = request_headers
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(",");
         self.conditional = Some(Conditional {
-            if_none_match: (!if_none_match.is_empty()).then_some(if_none_match),
+            if_none_match: if_none_match.0,
             ignore,
         });
         self
@@ -228,33 +249,85 @@ impl Success {
         self
     }
 
-    /// The weak entity tag of `data` as the conditional settings say.
+    /// The weak entity tag of `data` as the conditional settings say: a
+    /// digest of its JSON without the request id and the `ignore`d paths,
+    /// written straight into the hash (no copy of `data` is made).
     fn etag(&self, ignore: &[&str]) -> String {
-        let mut data = self.data.clone();
-        data.remove("requestId");
-        for path in ignore {
-            remove_path(&mut data, path);
-        }
-        let bytes = serde_json::to_vec(&data).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let mut hasher = HashWriter(Sha256::new());
+        let view = Pruned {
+            map: &self.data,
+            top: true,
+            ignore,
+        };
+        // Neither hashing nor serialising JSON values can fail.
+        let _ = serde_json::to_writer(&mut hasher, &view);
+        let digest = hasher.0.finalize();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         // Weak: the envelope around `data` (timestamp, request id) differs
         // on every answer, so two answers are equivalent, never identical.
-        format!("W/\"{hex}\"")
+        let mut tag = String::with_capacity(28);
+        tag.push_str("W/\"");
+        for b in &digest[..12] {
+            tag.push(char::from(HEX[usize::from(b >> 4)]));
+            tag.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        tag.push('"');
+        tag
     }
 }
 
-/// Removes `a.b.c` from a JSON object, if present.
-fn remove_path(map: &mut Map<String, Value>, path: &str) {
-    match path.split_once('.') {
-        None => {
-            map.remove(path);
-        }
-        Some((head, rest)) => {
-            if let Some(Value::Object(inner)) = map.get_mut(head) {
-                remove_path(inner, rest);
+/// Feeds serialised JSON into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON object serialised without some members: `requestId` at the top,
+/// and the dotted `ignore` paths (relative to this object).
+struct Pruned<'a> {
+    map: &'a Map<String, Value>,
+    top: bool,
+    ignore: &'a [&'a str],
+}
+
+impl Serialize for Pruned<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = serializer.serialize_map(None)?;
+        for (key, value) in self.map {
+            if (self.top && key == "requestId") || self.ignore.contains(&key.as_str()) {
+                continue;
+            }
+            // The paths that reach inside this member, relative to it.
+            let nested: Vec<&str> = match value {
+                Value::Object(_) => self
+                    .ignore
+                    .iter()
+                    .filter_map(|path| path.strip_prefix(key.as_str())?.strip_prefix('.'))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            match value {
+                Value::Object(inner) if !nested.is_empty() => out.serialize_entry(
+                    key,
+                    &Pruned {
+                        map: inner,
+                        top: false,
+                        ignore: &nested,
+                    },
+                )?,
+                _ => out.serialize_entry(key, value)?,
             }
         }
+        out.end()
     }
 }
 
@@ -281,20 +354,16 @@ impl IntoResponse for Success {
         });
         let mut response = match &etag {
             Some((_, true)) => StatusCode::NOT_MODIFIED.into_response(),
-            _ => {
-                let mut body = Map::new();
-                body.insert("status".into(), Value::from("success"));
-                if self.success_flag {
-                    body.insert("success".into(), Value::Bool(true));
-                }
-                body.insert("message".into(), Value::from(self.message));
-                body.insert("data".into(), Value::Object(self.data));
-                body.insert(
-                    "timestamp".into(),
-                    Value::from(time::format_timestamp(chrono::Utc::now())),
-                );
-                json_response(StatusCode::OK, &Value::Object(body))
-            }
+            _ => json_response(
+                StatusCode::OK,
+                &Envelope {
+                    status: SuccessWord::Success,
+                    success: self.success_flag.then_some(true),
+                    message: &self.message,
+                    data: &self.data,
+                    timestamp: time::format_timestamp(chrono::Utc::now()),
+                },
+            ),
         };
         let headers = response.headers_mut();
         if let Some((tag, _)) = etag {
@@ -321,8 +390,24 @@ pub fn error_body(message: &str, errors: Option<Value>) -> Value {
     })
 }
 
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+/// The success envelope as it is written, borrowing what the handler made
+/// (the same members, in the same order, as [`ApiResponse`]).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    status: SuccessWord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success: Option<bool>,
+    message: &'a str,
+    data: &'a Map<String, Value>,
+    timestamp: String,
+}
+
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    // Most answers are a few hundred bytes: one allocation, no regrowth.
+    let mut bytes = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes = b"{}".to_vec();
+    }
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

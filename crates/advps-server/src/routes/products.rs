@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
@@ -17,7 +16,7 @@ use advps_store::ProductStock;
 
 use super::{StockStatusWord, VmTypeWord};
 use crate::auth::Caller;
-use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
+use crate::envelope::{ApiResponse, ErrorEnvelope, IfNoneMatch, RequestContext, Success};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -141,7 +140,7 @@ pub async fn list_product_stock(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Success, ApiError> {
     let vm_type = match query.get("type") {
@@ -170,7 +169,7 @@ pub async fn list_product_stock(
         caller.mode,
         &ctx,
     )
-    .with_etag(&headers, &[]))
+    .with_etag(if_none_match, &[]))
 }
 
 #[utoipa::path(
@@ -203,7 +202,7 @@ pub async fn get_product_stock(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(product_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let product = state.ops.stock(caller.scope(), &product_id).await?;
@@ -215,5 +214,5 @@ pub async fn get_product_stock(
         caller.mode,
         &ctx,
     )
-    .with_etag(&headers, &[]))
+    .with_etag(if_none_match, &[]))
 }

@@ -2,7 +2,6 @@
 //! rebuild of one service, renewal and MAC reset.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
@@ -15,7 +14,7 @@ use advps_store::ServiceRecord;
 
 use super::{OsRef, ServiceTypeWord, TaskStatusWord};
 use crate::auth::Caller;
-use crate::envelope::{ApiMode, ApiResponse, ErrorEnvelope, RequestContext, Success};
+use crate::envelope::{ApiMode, ApiResponse, ErrorEnvelope, IfNoneMatch, RequestContext, Success};
 use crate::extract::JsonBody;
 use crate::ops::{DEFAULT_GRACEFUL_SECS, DEFAULT_POWER_MODE};
 use crate::{ApiError, AppState};
@@ -424,7 +423,7 @@ pub async fn get_service_status(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(service_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let view = state.ops.status(caller.scope(), &service_id).await?;
@@ -456,7 +455,7 @@ pub async fn get_service_status(
         caller.mode,
         &ctx,
     )
-    .with_etag(&headers, &["uptime", "vmStatus.uptime"]))
+    .with_etag(if_none_match, &["uptime", "vmStatus.uptime"]))
 }
 
 /// `data` of generate-password.

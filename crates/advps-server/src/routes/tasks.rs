@@ -5,7 +5,7 @@
 //! `Retry-After` saying when to ask again.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,7 +13,7 @@ use advps_domain::{time, TaskStatus};
 
 use super::{TaskKindWord, TaskStatusWord};
 use crate::auth::Caller;
-use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
+use crate::envelope::{ApiResponse, ErrorEnvelope, IfNoneMatch, RequestContext, Success};
 use crate::{ApiError, AppState};
 
 /// `data` of task status.
@@ -74,7 +74,7 @@ pub async fn get_task_status(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(task_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let view = state.ops.task(caller.scope(), &task_id).await?;
@@ -93,7 +93,7 @@ pub async fn get_task_status(
         caller.mode,
         &ctx,
     )
-    .with_etag(&headers, &[]);
+    .with_etag(if_none_match, &[]);
     if let Some(secs) = retry_after(view.status) {
         success = success.with_header(header::RETRY_AFTER, HeaderValue::from(secs));
     }
