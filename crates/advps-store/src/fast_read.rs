@@ -13,10 +13,21 @@
 //! process on the same data directory, so revoking a key bumps a marker file
 //! beside the database (see [`bump_key_generation`]); a change of that file
 //! empties the memory at once, for the price of one `stat` per request.
+//!
+//! Services are remembered too, against the state of the whole database:
+//! SQLite keeps, in the `-shm` file beside a WAL database, a header that
+//! every committed transaction of every process rewrites (see
+//! [`WalIndex`]). A remembered service is served only while that header is
+//! exactly what it was when the row was read, so the answer is the one a
+//! fresh query would give — and when nothing was committed in between,
+//! costs one `pread` instead of a read transaction, whose locks on the
+//! `-shm` file made concurrent requests queue behind one another.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
@@ -33,6 +44,8 @@ const POOL_SIZE: usize = 8;
 const KEY_TTL: Duration = Duration::from_secs(30);
 /// Keys remembered at most; beyond, the memory starts over.
 const KEY_CAPACITY: usize = 10_000;
+/// Services remembered at most; beyond, the memory starts over.
+const SERVICE_CAPACITY: usize = 50_000;
 
 /// What identifies one state of the marker file. File times are coarse (a
 /// few milliseconds), so the inode, new with every bump, tells bumps apart.
@@ -44,11 +57,78 @@ struct KeyMemory {
     keys: HashMap<String, (ApiKeyRecord, Instant)>,
 }
 
+/// A service as read under one state of the database.
+type ServiceKey = (i64, Mode, String);
+
 pub struct FastReader {
     path: PathBuf,
     marker: PathBuf,
     idle: Mutex<Vec<Connection>>,
     keys: Mutex<KeyMemory>,
+    /// Opened after the first read, when SQLite has made the `-shm` file.
+    wal_index: OnceLock<Option<WalIndex>>,
+    services: Mutex<HashMap<ServiceKey, (WalState, Arc<ServiceRecord>)>>,
+}
+
+/// One committed state of a WAL database: the wal-index header.
+type WalState = [u8; WAL_HEADER_LEN];
+
+/// The wal-index header (`WalIndexHdr` in SQLite's documentation of the
+/// WAL-index format): version, change counter, page size, last valid
+/// frame, page count, checksums and salts. SQLite writes it twice in a row
+/// at the start of the `-shm` file, the second copy first, and rewrites it
+/// on every commit and every WAL reset; readers that see two different
+/// copies are looking at a write in progress.
+const WAL_HEADER_LEN: usize = 48;
+/// `iVersion` of the header (`WALINDEX_MAX_VERSION`).
+const WAL_INDEX_VERSION: u32 = 3_007_000;
+
+/// Read access to a database's wal-index header.
+///
+/// The file is opened once per database path and process and never
+/// closed: closing any descriptor of a file drops every POSIX lock the
+/// process holds on it, and SQLite's connections in this process hold such
+/// locks on the `-shm` file. The header is read with `pread`, never mapped,
+/// so a file that shrinks under us gives a short read, not a fault.
+#[derive(Clone)]
+pub struct WalIndex {
+    file: Arc<File>,
+}
+
+impl WalIndex {
+    /// The shared handle on `<db>-shm`, if SQLite has made it.
+    pub fn for_database(db: &Path) -> Option<WalIndex> {
+        static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        let shm = PathBuf::from(shm);
+        let mut open = OPEN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = open.get(&shm) {
+            return Some(WalIndex {
+                file: Arc::clone(file),
+            });
+        }
+        let file = Arc::new(File::open(&shm).ok()?);
+        open.insert(shm, Arc::clone(&file));
+        Some(WalIndex { file })
+    }
+
+    /// The current committed state, or `None` when it cannot be told (no
+    /// header yet, or a writer in the middle of rewriting it).
+    pub fn state(&self) -> Option<WalState> {
+        let mut both = [0u8; 2 * WAL_HEADER_LEN];
+        self.file.read_exact_at(&mut both, 0).ok()?;
+        let (first, second) = both.split_at(WAL_HEADER_LEN);
+        let version = u32::from_ne_bytes([first[0], first[1], first[2], first[3]]);
+        let initialised = first[12] == 1;
+        if first != second || !initialised || version != WAL_INDEX_VERSION {
+            return None;
+        }
+        first.try_into().ok()
+    }
 }
 
 /// The marker file of a database: revocations change it.
@@ -109,6 +189,17 @@ impl FastReader {
                 generation: None,
                 keys: HashMap::new(),
             }),
+            wal_index: OnceLock::new(),
+            services: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The database's committed state, once SQLite has made its `-shm`
+    /// file (the first read does).
+    fn wal_state(&self) -> Option<WalState> {
+        match self.wal_index.get() {
+            Some(index) => index.as_ref()?.state(),
+            None => None,
         }
     }
 
@@ -196,6 +287,40 @@ impl FastReader {
         scope: Scope,
         service_id: &str,
     ) -> StoreResult<Option<ServiceRecord>> {
+        let key: ServiceKey = (scope.account_id, scope.mode, service_id.to_string());
+        let before = self.wal_state();
+        if let Some(state) = before {
+            let remembered = {
+                let services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+                services
+                    .get(&key)
+                    .filter(|(at, _)| *at == state)
+                    .map(|(_, record)| Arc::clone(record))
+            };
+            if let Some(record) = remembered {
+                return Ok(Some(ServiceRecord::clone(&record)));
+            }
+        }
+        let found = self.read_service(scope, service_id)?;
+        if self.wal_index.get().is_none() {
+            // The read made sure the `-shm` file exists.
+            let _ = self.wal_index.set(WalIndex::for_database(&self.path));
+        }
+        // Remember the row only if nothing was committed while it was read:
+        // the header did not change, so the row is the state it names.
+        if let (Some(state), Some(record)) = (before, &found) {
+            if self.wal_state() == Some(state) {
+                let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+                if services.len() >= SERVICE_CAPACITY {
+                    services.clear();
+                }
+                services.insert(key, (state, Arc::new(record.clone())));
+            }
+        }
+        Ok(found)
+    }
+
+    fn read_service(&self, scope: Scope, service_id: &str) -> StoreResult<Option<ServiceRecord>> {
         // Columns by position: looking each up by name costs more than the query.
         self.with(|conn| {
             conn.prepare_cached(
@@ -234,5 +359,55 @@ impl FastReader {
             )
             .optional()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_header_changes_with_every_commit_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let writer = Connection::open(&db).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER);")
+            .unwrap();
+        let index = WalIndex::for_database(&db).expect("the -shm file exists in WAL mode");
+        let first = index.state().expect("a header");
+        // Reads commit nothing.
+        let reader = Connection::open(&db).unwrap();
+        for _ in 0..3 {
+            let _: i64 = reader
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(index.state(), Some(first));
+        }
+        let mut seen = vec![first];
+        for v in 0..5 {
+            writer.execute("INSERT INTO t VALUES (?1)", [v]).unwrap();
+            let now = index.state().expect("a header");
+            assert!(!seen.contains(&now), "commit {v} left the header as it was");
+            seen.push(now);
+        }
+        // A checkpoint that resets the WAL, then a commit: still a new state.
+        writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        writer.execute("INSERT INTO t VALUES (9)", []).unwrap();
+        let now = index.state().expect("a header");
+        assert!(
+            !seen.contains(&now),
+            "the commit after a WAL reset went unseen"
+        );
+        // The same handle is shared by every reader of this database.
+        assert_eq!(WalIndex::for_database(&db).unwrap().state(), Some(now));
+    }
+
+    #[test]
+    fn no_shm_file_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(WalIndex::for_database(&dir.path().join("missing.db")).is_none());
     }
 }

@@ -601,6 +601,62 @@ async fn a_key_revoked_by_another_process_fails_at_once(db: Backend) {
     );
 }
 
+async fn a_service_changed_by_another_process_is_read_fresh(db: Backend) {
+    let server = db.open().await;
+    let cli = db.open().await;
+    let demo = server.create_account("demo", 1).await.unwrap();
+    let scope = test_scope(&demo);
+    let read = |store: Arc<dyn Store>| async move {
+        store
+            .find_service(scope, "vps_service_2")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let svc = read(Arc::clone(&server)).await;
+    assert_eq!(svc.power_state, PowerState::Stopped);
+    // Changes alternate between the two handles; after each, both read
+    // what was committed last, however often they read the row before.
+    let (mut power, mut expiry) = (PowerState::Stopped, svc.expires_at);
+    for round in 0..40_i64 {
+        for _ in 0..3 {
+            let (a, b) = (
+                read(Arc::clone(&server)).await,
+                read(Arc::clone(&cli)).await,
+            );
+            assert_eq!(
+                (a.power_state, a.expires_at),
+                (power, expiry),
+                "round {round}"
+            );
+            assert_eq!(
+                (b.power_state, b.expires_at),
+                (power, expiry),
+                "round {round}"
+            );
+        }
+        let writer = if round % 2 == 0 { &cli } else { &server };
+        if round % 3 == 0 {
+            let next = if power == PowerState::Stopped {
+                PowerState::Running
+            } else {
+                PowerState::Stopped
+            };
+            assert!(writer
+                .transition_power(svc.pk, power, next, Some(round))
+                .await
+                .unwrap());
+            power = next;
+        } else {
+            writer
+                .set_service_expiry(svc.pk, 1_000 + round)
+                .await
+                .unwrap();
+            expiry = Some(1_000 + round);
+        }
+    }
+}
+
 async fn shared_rate_windows_admit_exactly_the_limit(db: Backend) {
     let store = db.open().await;
     let mut handles = Vec::new();
@@ -1782,6 +1838,7 @@ contract_tests!(
     product_stock_is_sorted_paged_and_derived_from_free_inventory,
     data_survives_reopening,
     a_key_revoked_by_another_process_fails_at_once,
+    a_service_changed_by_another_process_is_read_fresh,
     shared_rate_windows_admit_exactly_the_limit,
     workers_claim_each_task_once_and_take_over_lapsed_leases,
     concurrent_allocations_never_share_an_address,
