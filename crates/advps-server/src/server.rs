@@ -158,14 +158,20 @@ pub async fn seed_sandbox_catalogue(store: &dyn Store) -> Result<(), advps_store
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let services = services::router().route("/task/{task_id}/status", get(tasks::get_task_status));
+    // Every route is declared with its whole path (as the OpenAPI document
+    // names it) and merged rather than nested: a nested router strips its
+    // prefix in a layer that is cloned for every request.
     let api = Router::new()
-        .nest("/services", services)
-        .nest("/products", products::router())
-        .nest("/purchase", purchase::router())
-        .route("/os", get(os::list_os))
-        .nest("/webhooks", webhooks::router())
-        .route("/audit", get(audit::list_audit))
+        .merge(services::router())
+        .route(
+            "/api/v1/services/task/{task_id}/status",
+            get(tasks::get_task_status),
+        )
+        .merge(products::router())
+        .merge(purchase::router())
+        .route("/api/v1/os", get(os::list_os))
+        .merge(webhooks::router())
+        .route("/api/v1/audit", get(audit::list_audit))
         // Authentication, then (for mutating calls) the audit log, then
         // idempotent replay: one layer, see `auth::authenticate`.
         .route_layer(middleware::from_fn_with_state(
@@ -175,19 +181,19 @@ pub fn router(state: AppState) -> Router {
         // Added after the layers above so they do not apply: `/me` checks
         // the key without counting it, the OpenAPI document needs no key.
         .route(
-            "/me",
+            "/api/v1/me",
             get(me::get_me).route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::authenticate_without_quota,
             )),
         )
-        .route("/openapi.json", get(docs::get_openapi));
+        .route("/api/v1/openapi.json", get(docs::get_openapi));
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/livez", get(health::get_livez))
         .route("/health", get(health::get_health))
         .route("/docs", get(docs::get_docs))
-        .nest("/api/v1", api)
+        .merge(api)
         .route_layer(middleware::from_fn(crate::metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -21,8 +21,11 @@ use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/stock", get(list_product_stock))
-        .route("/stock/{product_id}", get(get_product_stock))
+        .route("/api/v1/products/stock", get(list_product_stock))
+        .route(
+            "/api/v1/products/stock/{product_id}",
+            get(get_product_stock),
+        )
 }
 
 /// The `type` filter of the stock list.

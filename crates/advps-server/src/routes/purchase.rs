@@ -18,9 +18,9 @@ use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/linux", post(purchase_linux))
-        .route("/vps", post(purchase_vps))
-        .route("/{order_id}", get(get_order))
+        .route("/api/v1/purchase/linux", post(purchase_linux))
+        .route("/api/v1/purchase/vps", post(purchase_vps))
+        .route("/api/v1/purchase/{order_id}", get(get_order))
 }
 
 /// Body of a purchase. Unknown extra keys are ignored.

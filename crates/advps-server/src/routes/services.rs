@@ -21,15 +21,24 @@ use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/{service_id}/start", post(start_service))
-        .route("/{service_id}/stop", post(stop_service))
-        .route("/{service_id}/reboot", post(reboot_service))
-        .route("/{service_id}/get-ip", post(configure_ip))
-        .route("/{service_id}/status", get(get_service_status))
-        .route("/{service_id}/generate-password", post(generate_password))
-        .route("/{service_id}/rebuild", post(rebuild_service))
-        .route("/{service_id}/reset-mac", post(reset_mac))
-        .route("/renew", post(renew_services))
+        .route("/api/v1/services/{service_id}/start", post(start_service))
+        .route("/api/v1/services/{service_id}/stop", post(stop_service))
+        .route("/api/v1/services/{service_id}/reboot", post(reboot_service))
+        .route("/api/v1/services/{service_id}/get-ip", post(configure_ip))
+        .route(
+            "/api/v1/services/{service_id}/status",
+            get(get_service_status),
+        )
+        .route(
+            "/api/v1/services/{service_id}/generate-password",
+            post(generate_password),
+        )
+        .route(
+            "/api/v1/services/{service_id}/rebuild",
+            post(rebuild_service),
+        )
+        .route("/api/v1/services/{service_id}/reset-mac", post(reset_mac))
+        .route("/api/v1/services/renew", post(renew_services))
 }
 
 /// The state word of a power answer.

@@ -20,12 +20,21 @@ use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(list_webhooks).post(create_webhook))
-        .route("/{webhook_id}", get(get_webhook).delete(delete_webhook))
-        .route("/{webhook_id}/rotate-secret", post(rotate_webhook_secret))
-        .route("/{webhook_id}/deliveries", get(list_deliveries))
+        .route("/api/v1/webhooks", get(list_webhooks).post(create_webhook))
         .route(
-            "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            "/api/v1/webhooks/{webhook_id}",
+            get(get_webhook).delete(delete_webhook),
+        )
+        .route(
+            "/api/v1/webhooks/{webhook_id}/rotate-secret",
+            post(rotate_webhook_secret),
+        )
+        .route(
+            "/api/v1/webhooks/{webhook_id}/deliveries",
+            get(list_deliveries),
+        )
+        .route(
+            "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
             post(redeliver),
         )
 }
