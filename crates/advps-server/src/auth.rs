@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -210,18 +210,25 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
     })
 }
 
+// Parsed once: a name given as a string is checked on every insert.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 fn rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
-    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(d.reset_secs));
     if let Ok(policy) =
         HeaderValue::from_str(&format!("\"default\";q={};w={}", d.limit, d.window_secs))
     {
-        headers.insert("ratelimit-policy", policy);
+        headers.insert(RATELIMIT_POLICY, policy);
     }
     if let Ok(current) =
         HeaderValue::from_str(&format!("\"default\";r={};t={}", d.remaining, d.reset_secs))
     {
-        headers.insert("ratelimit", current);
+        headers.insert(RATELIMIT, current);
     }
 }
