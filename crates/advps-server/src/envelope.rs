@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
@@ -169,98 +169,18 @@ pub struct ErrorEnvelope {
     pub timestamp: String,
 }
 
-/// How a success takes part in conditional requests.
-struct Conditional {
-    /// The client's `If-None-Match`, if any.
-    if_none_match: Option<String>,
-    /// Dotted paths in `data` left out of the tag (values that change on
-    /// their own, like uptime, and do not make the state different).
-    ignore: &'static [&'static str],
-}
+/// A weak entity tag: a digest of the JSON of what identifies a state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityTag(String);
 
-/// A success response under construction.
-pub struct Success {
-    message: String,
-    data: Map<String, Value>,
-    success_flag: bool,
-    conditional: Option<Conditional>,
-    headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Success {
-    /// `data` must serialise to a JSON object; `mode` and `requestId` are appended.
-    pub fn new<T: Serialize>(
-        message: impl Into<String>,
-        data: T,
-        mode: Mode,
-        ctx: &RequestContext,
-    ) -> Success {
-        let data = Data {
-            fields: data,
-            mode: mode.into(),
-            request_id: ctx.request_id.clone(),
-        };
-        Success::from_value(message, serde_json::to_value(data).unwrap_or(Value::Null))
-    }
-
-    /// A success without an API mode (unauthenticated endpoints).
-    pub fn plain<T: Serialize>(message: impl Into<String>, data: T) -> Success {
-        Success::from_value(message, serde_json::to_value(data).unwrap_or(Value::Null))
-    }
-
-    fn from_value(message: impl Into<String>, data: Value) -> Success {
-        Success {
-            message: message.into(),
-            data: match data {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            },
-            success_flag: false,
-            conditional: None,
-            headers: Vec::new(),
-        }
-    }
-
-    /// Adds the top-level `success: true` that the reference's rebuild
-    /// example shows (the handler's data carries `apiMode`).
-    pub fn with_rebuild_shape(mut self) -> Success {
-        self.success_flag = true;
-        self
-    }
-
-    /// Sends an `ETag` over `data` (without `requestId` and the `ignore`d
-    /// paths) and answers `304 Not Modified` when the request's
-    /// `If-None-Match` matches it.
-    pub fn with_etag(
-        mut self,
-        if_none_match: IfNoneMatch,
-        ignore: &'static [&'static str],
-    ) -> Success {
-        self.conditional = Some(Conditional {
-            if_none_match: if_none_match.0,
-            ignore,
-        });
-        self
-    }
-
-    /// Adds a response header (sent on 200 and on 304).
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Success {
-        self.headers.push((name, value));
-        self
-    }
-
-    /// The weak entity tag of `data` as the conditional settings say: a
-    /// digest of its JSON without the request id and the `ignore`d paths,
-    /// written straight into the hash (no copy of `data` is made).
-    fn etag(&self, ignore: &[&str]) -> String {
+impl EntityTag {
+    /// The tag of `basis`: the answer's data, or the part of it that says
+    /// whether the state changed (without values that move on their own,
+    /// like uptime). Serialised straight into the hash.
+    pub fn of(basis: &impl Serialize) -> EntityTag {
         let mut hasher = HashWriter(Sha256::new());
-        let view = Pruned {
-            map: &self.data,
-            top: true,
-            ignore,
-        };
-        // Neither hashing nor serialising JSON values can fail.
-        let _ = serde_json::to_writer(&mut hasher, &view);
+        // Neither hashing nor serialising these types can fail.
+        let _ = serde_json::to_writer(&mut hasher, basis);
         let digest = hasher.0.finalize();
         const HEX: &[u8; 16] = b"0123456789abcdef";
         // Weak: the envelope around `data` (timestamp, request id) differs
@@ -272,7 +192,11 @@ impl Success {
             tag.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         tag.push('"');
-        tag
+        EntityTag(tag)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -290,44 +214,104 @@ impl std::io::Write for HashWriter {
     }
 }
 
-/// A JSON object serialised without some members: `requestId` at the top,
-/// and the dotted `ignore` paths (relative to this object).
-struct Pruned<'a> {
-    map: &'a Map<String, Value>,
-    top: bool,
-    ignore: &'a [&'a str],
+/// How a success takes part in conditional requests.
+struct Conditional {
+    /// The client's `If-None-Match`, if any.
+    if_none_match: Option<String>,
+    tag: EntityTag,
 }
 
-impl Serialize for Pruned<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut out = serializer.serialize_map(None)?;
-        for (key, value) in self.map {
-            if (self.top && key == "requestId") || self.ignore.contains(&key.as_str()) {
-                continue;
-            }
-            // The paths that reach inside this member, relative to it.
-            let nested: Vec<&str> = match value {
-                Value::Object(_) => self
-                    .ignore
-                    .iter()
-                    .filter_map(|path| path.strip_prefix(key.as_str())?.strip_prefix('.'))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            match value {
-                Value::Object(inner) if !nested.is_empty() => out.serialize_entry(
-                    key,
-                    &Pruned {
-                        map: inner,
-                        top: false,
-                        ignore: &nested,
-                    },
-                )?,
-                _ => out.serialize_entry(key, value)?,
-            }
+/// A success response under construction. `data` is serialised at once,
+/// from the handler's typed value, and written into the envelope as is.
+pub struct Success {
+    message: String,
+    /// The JSON object of `data`.
+    data: Vec<u8>,
+    success_flag: bool,
+    conditional: Option<Conditional>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Success {
+    /// `data` must serialise to a JSON object; `mode` and `requestId` are appended.
+    pub fn new<T: Serialize>(
+        message: impl Into<String>,
+        data: T,
+        mode: Mode,
+        ctx: &RequestContext,
+    ) -> Success {
+        Success::from_data(
+            message,
+            &Data {
+                fields: data,
+                mode: mode.into(),
+                request_id: ctx.request_id.clone(),
+            },
+        )
+    }
+
+    /// A success without an API mode (unauthenticated endpoints).
+    pub fn plain<T: Serialize>(message: impl Into<String>, data: T) -> Success {
+        Success::from_data(message, &data)
+    }
+
+    fn from_data(message: impl Into<String>, data: &impl Serialize) -> Success {
+        let mut bytes = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut bytes, data).is_err() || bytes.first() != Some(&b'{') {
+            // Handlers' data types are objects of plain values; should one
+            // ever fail, the envelope stays well-formed.
+            bytes = b"{}".to_vec();
         }
-        out.end()
+        Success {
+            message: message.into(),
+            data: bytes,
+            success_flag: false,
+            conditional: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds the top-level `success: true` that the reference's rebuild
+    /// example shows (the handler's data carries `apiMode`).
+    pub fn with_rebuild_shape(mut self) -> Success {
+        self.success_flag = true;
+        self
+    }
+
+    /// Sends `tag` as the `ETag` and answers `304 Not Modified` when the
+    /// request's `If-None-Match` matches it.
+    pub fn with_etag(mut self, if_none_match: IfNoneMatch, tag: EntityTag) -> Success {
+        self.conditional = Some(Conditional {
+            if_none_match: if_none_match.0,
+            tag,
+        });
+        self
+    }
+
+    /// Adds a response header (sent on 200 and on 304).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Success {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The success envelope with `data` written in place: the same members,
+    /// in the same order, as [`ApiResponse`].
+    fn body(&self) -> Vec<u8> {
+        let timestamp = time::format_timestamp(chrono::Utc::now());
+        let mut out = Vec::with_capacity(self.data.len() + self.message.len() + 96);
+        out.extend_from_slice(b"{\"status\":\"success\",");
+        if self.success_flag {
+            out.extend_from_slice(b"\"success\":true,");
+        }
+        out.extend_from_slice(b"\"message\":");
+        // Strings are escaped by the JSON writer, which cannot fail on them.
+        let _ = serde_json::to_writer(&mut out, &self.message);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(&self.data);
+        out.extend_from_slice(b",\"timestamp\":");
+        let _ = serde_json::to_writer(&mut out, &timestamp);
+        out.push(b'}');
+        out
     }
 }
 
@@ -344,30 +328,24 @@ pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 
 impl IntoResponse for Success {
     fn into_response(self) -> Response {
-        let etag = self.conditional.as_ref().map(|c| {
-            let tag = self.etag(c.ignore);
-            let fresh = c
-                .if_none_match
+        let fresh = self.conditional.as_ref().is_some_and(|c| {
+            c.if_none_match
                 .as_deref()
-                .is_some_and(|inm| etag_matches(inm, &tag));
-            (tag, fresh)
+                .is_some_and(|inm| etag_matches(inm, c.tag.as_str()))
         });
-        let mut response = match &etag {
-            Some((_, true)) => StatusCode::NOT_MODIFIED.into_response(),
-            _ => json_response(
-                StatusCode::OK,
-                &Envelope {
-                    status: SuccessWord::Success,
-                    success: self.success_flag.then_some(true),
-                    message: &self.message,
-                    data: &self.data,
-                    timestamp: time::format_timestamp(chrono::Utc::now()),
-                },
-            ),
+        let mut response = if fresh {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let mut response = (StatusCode::OK, self.body()).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
         };
         let headers = response.headers_mut();
-        if let Some((tag, _)) = etag {
-            if let Ok(value) = HeaderValue::from_str(&tag) {
+        if let Some(conditional) = self.conditional {
+            if let Ok(value) = HeaderValue::from_str(conditional.tag.as_str()) {
                 headers.insert(header::ETAG, value);
             }
             // Tell caches the answer depends on who asks.
@@ -388,18 +366,6 @@ pub fn error_body(message: &str, errors: Option<Value>) -> Value {
         "errors": errors.unwrap_or(Value::Null),
         "timestamp": time::format_timestamp(chrono::Utc::now()),
     })
-}
-
-/// The success envelope as it is written, borrowing what the handler made
-/// (the same members, in the same order, as [`ApiResponse`]).
-#[derive(Serialize)]
-struct Envelope<'a> {
-    status: SuccessWord,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    success: Option<bool>,
-    message: &'a str,
-    data: &'a Map<String, Value>,
-    timestamp: String,
 }
 
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
@@ -431,24 +397,44 @@ mod tests {
     }
 
     #[test]
-    fn the_tag_ignores_the_request_id_and_the_listed_paths() {
+    fn tags_follow_the_basis_not_the_request() {
+        let a = EntityTag::of(&serde_json::json!({"s": 1, "state": "RUNNING"}));
+        let b = EntityTag::of(&serde_json::json!({"s": 1, "state": "RUNNING"}));
+        let c = EntityTag::of(&serde_json::json!({"s": 1, "state": "STOPPED"}));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.as_str().starts_with("W/\"") && a.as_str().ends_with('"'));
+        assert_eq!(a.as_str().len(), 2 + 1 + 24 + 1);
+    }
+
+    #[test]
+    fn the_body_is_the_envelope_with_data_in_place() {
         let ctx = RequestContext::new();
-        let a = Success::new(
-            "m",
-            serde_json::json!({"s": 1, "uptime": 5, "vm": {"uptime": 5}}),
-            Mode::Test,
+        let success = Success::new(
+            "Done \"now\"",
+            serde_json::json!({"taskId": "t1"}),
+            Mode::Live,
             &ctx,
-        );
-        let b = Success::new(
-            "m",
-            serde_json::json!({"s": 1, "uptime": 9, "vm": {"uptime": 9}}),
-            Mode::Test,
-            &RequestContext::new(),
-        );
-        assert_eq!(
-            a.etag(&["uptime", "vm.uptime"]),
-            b.etag(&["uptime", "vm.uptime"])
-        );
-        assert_ne!(a.etag(&[]), b.etag(&[]));
+        )
+        .with_rebuild_shape();
+        let body: Value = serde_json::from_slice(&success.body()).unwrap();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["status", "success", "message", "data", "timestamp"]);
+        assert_eq!(body["status"], "success");
+        assert_eq!(body["success"], true);
+        assert_eq!(body["message"], "Done \"now\"");
+        assert_eq!(body["data"]["taskId"], "t1");
+        assert_eq!(body["data"]["mode"], "live");
+        assert_eq!(body["data"]["requestId"], ctx.request_id.as_str());
+        let plain: Value =
+            serde_json::from_slice(&Success::plain("ok", serde_json::json!({"a": 1})).body())
+                .unwrap();
+        assert!(plain.get("success").is_none());
+        assert_eq!(plain["data"], serde_json::json!({"a": 1}));
     }
 }

@@ -16,7 +16,9 @@ use advps_store::ProductStock;
 
 use super::{StockStatusWord, VmTypeWord};
 use crate::auth::Caller;
-use crate::envelope::{ApiResponse, ErrorEnvelope, IfNoneMatch, RequestContext, Success};
+use crate::envelope::{
+    ApiResponse, EntityTag, ErrorEnvelope, IfNoneMatch, RequestContext, Success,
+};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -163,16 +165,18 @@ pub async fn list_product_stock(
         .iter()
         .map(|p| stock_row(&state, p))
         .collect();
+    let data = StockListData {
+        stock: rows,
+        pagination: Pagination::new(page, result.total).into(),
+    };
+    let tag = EntityTag::of(&data);
     Ok(Success::new(
         "Product stock retrieved successfully",
-        StockListData {
-            stock: rows,
-            pagination: Pagination::new(page, result.total).into(),
-        },
+        data,
         caller.mode,
         &ctx,
     )
-    .with_etag(if_none_match, &[]))
+    .with_etag(if_none_match, tag))
 }
 
 #[utoipa::path(
@@ -209,13 +213,15 @@ pub async fn get_product_stock(
     Path(product_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let product = state.ops.stock(caller.scope(), &product_id).await?;
+    let data = StockData {
+        stock: stock_row(&state, &product),
+    };
+    let tag = EntityTag::of(&data);
     Ok(Success::new(
         "Product stock retrieved successfully",
-        StockData {
-            stock: stock_row(&state, &product),
-        },
+        data,
         caller.mode,
         &ctx,
     )
-    .with_etag(if_none_match, &[]))
+    .with_etag(if_none_match, tag))
 }

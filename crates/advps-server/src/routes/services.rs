@@ -14,7 +14,9 @@ use advps_store::ServiceRecord;
 
 use super::{OsRef, ServiceTypeWord, TaskStatusWord};
 use crate::auth::Caller;
-use crate::envelope::{ApiMode, ApiResponse, ErrorEnvelope, IfNoneMatch, RequestContext, Success};
+use crate::envelope::{
+    ApiMode, ApiResponse, EntityTag, ErrorEnvelope, IfNoneMatch, RequestContext, Success,
+};
 use crate::extract::JsonBody;
 use crate::ops::{DEFAULT_GRACEFUL_SECS, DEFAULT_POWER_MODE};
 use crate::{ApiError, AppState};
@@ -441,30 +443,41 @@ pub async fn get_service_status(
         id: slug.clone(),
         name: service.os_name.clone().unwrap_or_else(|| slug.clone()),
     });
+    let data = StatusData {
+        service_id: service.service_id.clone(),
+        service_type: service.service_type.into(),
+        running_status: view.running_status.clone(),
+        ip: view.ip.clone(),
+        uptime: view.uptime,
+        service: StatusService {
+            service_id: service.service_id.clone(),
+            ip: view.ip.clone(),
+            running_status: view.running_status.clone(),
+            os,
+            expiry_date: service.expires_at.map(time::format_millis),
+        },
+        vm_status: VmStatus {
+            status: view.vm_status.clone(),
+            uptime: view.uptime,
+        },
+    };
+    // Uptime moves on its own; the state is the rest.
+    let tag = EntityTag::of(&(
+        &data.service_id,
+        &data.service_type,
+        &data.running_status,
+        &data.ip,
+        &data.service.os,
+        &data.service.expiry_date,
+        &data.vm_status.status,
+    ));
     Ok(Success::new(
         "Service status retrieved successfully",
-        StatusData {
-            service_id: service.service_id.clone(),
-            service_type: service.service_type.into(),
-            running_status: view.running_status.clone(),
-            ip: view.ip.clone(),
-            uptime: view.uptime,
-            service: StatusService {
-                service_id: service.service_id.clone(),
-                ip: view.ip.clone(),
-                running_status: view.running_status.clone(),
-                os,
-                expiry_date: service.expires_at.map(time::format_millis),
-            },
-            vm_status: VmStatus {
-                status: view.vm_status.clone(),
-                uptime: view.uptime,
-            },
-        },
+        data,
         caller.mode,
         &ctx,
     )
-    .with_etag(if_none_match, &["uptime", "vmStatus.uptime"]))
+    .with_etag(if_none_match, tag))
 }
 
 /// `data` of generate-password.

@@ -13,7 +13,9 @@ use advps_domain::{time, TaskStatus};
 
 use super::{TaskKindWord, TaskStatusWord};
 use crate::auth::Caller;
-use crate::envelope::{ApiResponse, ErrorEnvelope, IfNoneMatch, RequestContext, Success};
+use crate::envelope::{
+    ApiResponse, EntityTag, ErrorEnvelope, IfNoneMatch, RequestContext, Success,
+};
 use crate::{ApiError, AppState};
 
 /// `data` of task status.
@@ -78,22 +80,24 @@ pub async fn get_task_status(
     Path(task_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let view = state.ops.task(caller.scope(), &task_id).await?;
+    let data = TaskData {
+        task_id: view.task.id.clone(),
+        status: view.status.into(),
+        progress: view.progress,
+        service_id: view.task.service_id.clone(),
+        kind: view.task.kind.into(),
+        error: view.task.error.clone(),
+        created_at: time::format_millis(view.task.created_at),
+        finished_at: view.task.finished_at.map(time::format_millis),
+    };
+    let tag = EntityTag::of(&data);
     let mut success = Success::new(
         "Task status retrieved successfully",
-        TaskData {
-            task_id: view.task.id.clone(),
-            status: view.status.into(),
-            progress: view.progress,
-            service_id: view.task.service_id.clone(),
-            kind: view.task.kind.into(),
-            error: view.task.error.clone(),
-            created_at: time::format_millis(view.task.created_at),
-            finished_at: view.task.finished_at.map(time::format_millis),
-        },
+        data,
         caller.mode,
         &ctx,
     )
-    .with_etag(if_none_match, &[]);
+    .with_etag(if_none_match, tag);
     if let Some(secs) = retry_after(view.status) {
         success = success.with_header(header::RETRY_AFTER, HeaderValue::from(secs));
     }
