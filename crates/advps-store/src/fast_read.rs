@@ -44,8 +44,9 @@ const POOL_SIZE: usize = 8;
 const KEY_TTL: Duration = Duration::from_secs(30);
 /// Keys remembered at most; beyond, the memory starts over.
 const KEY_CAPACITY: usize = 10_000;
-/// Services remembered at most; beyond, the memory starts over.
-const SERVICE_CAPACITY: usize = 50_000;
+/// Services remembered at most; beyond, the memory starts over. A row is
+/// about a kilobyte: this keeps the memory under about ten megabytes.
+const SERVICE_CAPACITY: usize = 10_000;
 
 /// What identifies one state of the marker file. File times are coarse (a
 /// few milliseconds), so the inode, new with every bump, tells bumps apart.
