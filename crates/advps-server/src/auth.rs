@@ -1,8 +1,9 @@
 //! Authentication and rate limiting of `/api/v1` requests.
 //!
 //! The key in `x-api-key` is checked for shape before any lookup, then found
-//! by its digest and compared again in constant time; revoked keys fail at
-//! once because nothing is cached. The caller's quota is counted next, and
+//! by its digest and compared again in constant time; revoked keys fail on
+//! the next request (the store forgets remembered keys on revocation). The
+//! caller's quota is counted next, and
 //! every authenticated response carries the `RateLimit-*` headers.
 //!
 //! Two kinds of answer cost no quota: `304 Not Modified` (the request is
