@@ -146,6 +146,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_node(&self, node: &NewNode) -> StoreResult<NodeRecord>;
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
     async fn find_node(&self, name: &str) -> StoreResult<Option<NodeRecord>>;
+    /// Replaces a node's sealed credentials (e.g. to give or take SSH access
+    /// later); `false` when no node has that name.
+    async fn set_node_credentials(
+        &self,
+        name: &str,
+        credentials_enc: Option<&str>,
+    ) -> StoreResult<bool>;
     /// Records what a node reports: new instances are added free, known
     /// ones updated, and known ones the node no longer has marked unhealthy.
     async fn sync_instances(

@@ -955,6 +955,19 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn set_node_credentials(
+        &self,
+        name: &str,
+        credentials_enc: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE nodes SET credentials_enc = $1 WHERE name = $2")
+            .bind(credentials_enc)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn sync_instances(
         &self,
         node: &str,

@@ -777,6 +777,19 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn set_node_credentials(
+        &self,
+        name: &str,
+        credentials_enc: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE nodes SET credentials_enc = ? WHERE name = ?")
+            .bind(credentials_enc)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn sync_instances(
         &self,
         node: &str,

@@ -1806,6 +1806,42 @@ async fn operator_records_round_trip(db: Backend) {
     assert_eq!((window.len(), total), (1, 1));
 }
 
+async fn set_node_credentials_replaces_only_that_node(db: Backend) {
+    let store = db.open().await;
+    let node = |name: &str| NewNode {
+        name: name.into(),
+        driver: "proxmox".into(),
+        endpoint: format!("https://{name}:8006"),
+        credentials_enc: Some(format!("v1:{name}")),
+        now: 3,
+    };
+    let a = store.create_node(&node("node-a")).await.unwrap();
+    let b = store.create_node(&node("node-b")).await.unwrap();
+
+    assert!(store
+        .set_node_credentials("node-a", Some("v1:resealed"))
+        .await
+        .unwrap());
+    let found = store.find_node("node-a").await.unwrap().unwrap();
+    assert_eq!(found.credentials_enc.as_deref(), Some("v1:resealed"));
+    // Everything else about the node, and every other node, stays.
+    assert_eq!(
+        (found.id, &found.endpoint, found.created_at),
+        (a.id, &a.endpoint, a.created_at)
+    );
+    assert_eq!(store.find_node("node-b").await.unwrap(), Some(b));
+
+    assert!(store.set_node_credentials("node-a", None).await.unwrap());
+    let cleared = store.find_node("node-a").await.unwrap().unwrap();
+    assert_eq!(cleared.credentials_enc, None);
+
+    assert!(!store
+        .set_node_credentials("node-z", Some("v1:nobody"))
+        .await
+        .unwrap());
+    assert!(store.find_node("node-z").await.unwrap().is_none());
+}
+
 /// Makes `sqlite::<check>` and `postgres::<check>` of each check.
 macro_rules! contract_tests {
     ($($check:ident),* $(,)?) => {
@@ -1847,4 +1883,5 @@ contract_tests!(
     concurrent_idempotent_begins_start_once,
     outbox_events_fan_out_and_deliveries_are_claimed_once,
     operator_records_round_trip,
+    set_node_credentials_replaces_only_that_node,
 );
