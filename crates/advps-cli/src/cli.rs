@@ -161,6 +161,16 @@ pub enum NodesCommand {
     },
     /// List nodes
     List,
+    /// Give a Proxmox VE node SSH access for `pct exec`, replace it, or
+    /// remove it; the API token and server trust stay as they are
+    SetSsh {
+        name: String,
+        /// Drop the node's SSH access instead
+        #[arg(long, conflicts_with_all = ["hosts", "user", "key", "known_hosts"])]
+        remove: bool,
+        #[command(flatten)]
+        ssh: Box<SshArgs>,
+    },
     /// Import the node's instances as inventory (and report its images)
     Sync { name: String },
     /// List the inventory of one node or all

@@ -312,6 +312,53 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                 Err(e) => return Err(e.into()),
             }
         }
+        NodesCommand::SetSsh { name, remove, ssh } => {
+            let node = store
+                .find_node(&name)
+                .await?
+                .ok_or_else(|| anyhow!("no node named '{name}' (see `advps nodes list`)"))?;
+            if node.driver != "proxmox" {
+                bail!(
+                    "node '{name}' uses the {} driver; SSH access for `pct exec` applies to \
+                     Proxmox VE nodes only",
+                    node.driver
+                );
+            }
+            let ssh = if remove {
+                None
+            } else {
+                Some(ssh.settings()?.ok_or_else(|| {
+                    anyhow!(
+                        "give --ssh-host, --ssh-key and --ssh-known-hosts (and --ssh-user unless \
+                         it is {DEFAULT_SSH_USER}), or --remove"
+                    )
+                })?)
+            };
+            let cipher = load_cipher(config)?;
+            let stored = node.credentials_enc.as_deref().ok_or_else(|| {
+                anyhow!("node '{name}' has no stored credentials (no API token) to change")
+            })?;
+            // Only the ssh part changes: the token and the server trust are
+            // carried over from what is stored, never asked for again.
+            let mut credentials = advps_server::drivers::open_pve_credentials(&cipher, stored)
+                .with_context(|| format!("cannot open the stored credentials of node '{name}'"))?;
+            credentials.ssh = ssh;
+            credentials
+                .validate()
+                .map_err(|e| anyhow!("unusable Proxmox VE credentials: {e}"))?;
+            let sealed = advps_server::drivers::seal_pve_credentials(&cipher, &credentials);
+            if !store.set_node_credentials(&name, Some(&sealed)).await? {
+                bail!("node '{name}' was removed meanwhile");
+            }
+            match credentials.ssh.as_ref().map(describe_ssh) {
+                Some(ssh) => {
+                    println!("Node {name}: container passwords: `pct exec` over SSH at {ssh}")
+                }
+                None => println!("Node {name}: SSH access removed"),
+            }
+            // A server connects each node once and keeps it.
+            println!("Running servers use the change once they are restarted.");
+        }
         NodesCommand::List => {
             println!(
                 "{:<20} {:<8} {:<45} {:<24} SSH",

@@ -14,12 +14,15 @@
 //! ends by asserting that the fake saw no request outside the official Proxmox VE API schema.
 
 mod common;
+#[path = "common/live.rs"]
+mod live;
 #[path = "../../advps-drivers/tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use live::FakeLxd;
 use support::fake_pve::{cluster, FakeGuest, FakePve, State, TOKEN};
 use support::sshd::TestSshd;
 
@@ -858,6 +861,177 @@ async fn ssh_options_are_checked_when_the_node_is_added() {
     let row = out.lines().nth(1).expect("the node's row");
     assert!(row.starts_with("pve "), "{out}");
     assert!(row.ends_with(" -"), "no SSH access: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_access_is_given_and_removed_after_the_node_is_added() {
+    let fake = FakePve::start(fake_cluster()).await;
+    let lxd = FakeLxd::start();
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ca = file("ca.pem", &fake.ca_pem);
+    let private_key = file(
+        "id",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRETKEYTEXT\n\
+         -----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let known_hosts = file(
+        "known_hosts",
+        "10.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHOSTKEY\n",
+    );
+    let absent_key = dir.path().join("absent").to_str().unwrap().to_string();
+    server.cli_ok(&[
+        "nodes",
+        "add",
+        "pve",
+        "--driver",
+        "proxmox",
+        "--endpoint",
+        &fake.url,
+        "--token",
+        TOKEN,
+        "--ca",
+        &ca,
+    ]);
+    server.cli_ok(&[
+        "nodes",
+        "add",
+        "local",
+        "--driver",
+        "lxd",
+        "--endpoint",
+        &lxd.endpoint(),
+    ]);
+    let pve_ssh = || {
+        let out = server.cli_ok(&["nodes", "list"]);
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("pve "))
+            .unwrap_or_else(|| panic!("no row for pve: {out}"))
+            .to_string();
+        row.rsplit(' ').next().unwrap().to_string()
+    };
+    let refused = |args: &[&str]| {
+        let mut all = vec!["nodes", "set-ssh"];
+        all.extend_from_slice(args);
+        let out = server.cli(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "accepted {args:?}");
+        assert!(!stderr.contains("SECRETKEYTEXT"), "{stderr}");
+        stderr
+    };
+    let full = |node: &str, key: &str| -> Vec<String> {
+        [
+            node,
+            "--ssh-host",
+            "10.0.0.1",
+            "--ssh-key",
+            key,
+            "--ssh-known-hosts",
+            known_hosts.as_str(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    let stderr = refused(&strs(&full("nowhere", &private_key)));
+    assert!(stderr.contains("no node named 'nowhere'"), "{stderr}");
+    let stderr = refused(&strs(&full("local", &private_key)));
+    assert!(
+        stderr.contains("node 'local' uses the lxd driver")
+            && stderr.contains("Proxmox VE nodes only"),
+        "{stderr}"
+    );
+    let stderr = refused(&["pve"]);
+    assert!(
+        stderr.contains("give --ssh-host, --ssh-key and --ssh-known-hosts"),
+        "{stderr}"
+    );
+    let stderr = refused(&["pve", "--ssh-host", "10.0.0.1"]);
+    assert!(
+        stderr.contains("(missing: --ssh-key, --ssh-known-hosts)"),
+        "{stderr}"
+    );
+    let stderr = refused(&strs(&full("pve", &absent_key)));
+    assert!(stderr.contains("cannot read the SSH key"), "{stderr}");
+    let stderr = refused(&["pve", "--remove", "--ssh-host", "10.0.0.1"]);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert_eq!(pve_ssh(), "-", "a refusal changed nothing");
+
+    let mut args = vec!["nodes", "set-ssh"];
+    let given = full("pve", &private_key);
+    args.extend(strs(&given));
+    let out = server.cli_ok(&args);
+    assert!(
+        out.contains("Node pve: container passwords: `pct exec` over SSH at root@10.0.0.1"),
+        "{out}"
+    );
+    assert!(out.contains("once they are restarted"), "{out}");
+    assert!(!out.contains("SECRETKEYTEXT"), "{out}");
+    assert_eq!(pve_ssh(), "root@10.0.0.1");
+    // The token and the CA were kept: the cluster is still reached.
+    server.cli_ok(&["nodes", "sync", "pve"]);
+
+    let out = server.cli_ok(&["nodes", "set-ssh", "pve", "--remove"]);
+    assert!(out.contains("Node pve: SSH access removed"), "{out}");
+    assert_eq!(pve_ssh(), "-");
+    server.cli_ok(&["nodes", "sync", "pve"]);
+    fake.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_access_given_later_sets_container_passwords_after_a_restart() {
+    // CT 101 runs on pve2; the test's sshd stands in for pve2's.
+    let Some(sshd) = TestSshd::start(&[101]) else {
+        return;
+    };
+    let mut pve = Pve::setup(&[]).await;
+    let ssh_host = format!("pve2={}", sshd.host());
+    let key_file = sshd.client_key_file();
+    let known_hosts_file = sshd.known_hosts_file();
+    let out = pve.server.cli_ok(&[
+        "nodes",
+        "set-ssh",
+        "pve",
+        "--ssh-host",
+        &ssh_host,
+        "--ssh-user",
+        &sshd.user,
+        "--ssh-key",
+        key_file.to_str().unwrap(),
+        "--ssh-known-hosts",
+        known_hosts_file.to_str().unwrap(),
+    ]);
+    let shown = format!("pve2={}@{}", sshd.user, sshd.host());
+    assert!(out.contains(&shown), "set-ssh: {out}");
+    assert_eq!(sshd.calls(), 0);
+
+    pve.server.restart();
+    let resp = pve
+        .server
+        .action(&pve.key, &pve.linux, "generate-password")
+        .await;
+    let data = assert_api_success(&resp, "Password generated successfully", LIVE);
+    let password = data["password"].as_str().expect("password").to_string();
+    assert_eq!(sshd.calls(), 1, "sshd log:\n{}", sshd.log());
+    assert_eq!(
+        sshd.last_command().as_deref(),
+        Some("pct exec 101 -- chpasswd")
+    );
+    assert_eq!(
+        sshd.last_stdin().as_deref(),
+        Some(format!("root:{password}\n").as_str())
+    );
+    pve.fake.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
