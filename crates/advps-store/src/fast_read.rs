@@ -86,8 +86,9 @@ const WAL_INDEX_VERSION: u32 = 3_007_000;
 
 /// Read access to a database's wal-index header.
 ///
-/// The file is opened once per database path and process and never
-/// closed: closing any descriptor of a file drops every POSIX lock the
+/// The file is opened once per `-shm` file and process and never closed
+/// (a database reopened after its last connection closed has a new one):
+/// closing any descriptor of a file drops every POSIX lock the
 /// process holds on it, and SQLite's connections in this process hold such
 /// locks on the `-shm` file. The header is read with `pread`, never mapped,
 /// so a file that shrinks under us gives a short read, not a fault.
@@ -99,21 +100,37 @@ pub struct WalIndex {
 impl WalIndex {
     /// The shared handle on `<db>-shm`, if SQLite has made it.
     pub fn for_database(db: &Path) -> Option<WalIndex> {
-        static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
+        use std::os::unix::fs::MetadataExt;
+        /// Every `-shm` file opened, by path. When the last connection to
+        /// a database closes, SQLite deletes its `-shm` file and the next
+        /// one makes a new file: a handle on the old one is kept (never
+        /// closed) but no longer handed out.
+        static OPEN: OnceLock<Mutex<HashMap<PathBuf, Vec<Arc<File>>>>> = OnceLock::new();
         let mut shm = db.as_os_str().to_owned();
         shm.push("-shm");
         let shm = PathBuf::from(shm);
+        let current = std::fs::metadata(&shm).ok()?;
+        let same_file = |file: &File| {
+            file.metadata()
+                .is_ok_and(|m| m.dev() == current.dev() && m.ino() == current.ino())
+        };
         let mut open = OPEN
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(file) = open.get(&shm) {
+        let handles = open.entry(shm.clone()).or_default();
+        if let Some(file) = handles.last().filter(|f| same_file(f)) {
             return Some(WalIndex {
                 file: Arc::clone(file),
             });
         }
-        let file = Arc::new(File::open(&shm).ok()?);
-        open.insert(shm, Arc::clone(&file));
+        let file = File::open(&shm).ok()?;
+        if !same_file(&file) {
+            // Replaced between the two looks: try again on the next read.
+            return None;
+        }
+        let file = Arc::new(file);
+        handles.push(Arc::clone(&file));
         Some(WalIndex { file })
     }
 
@@ -404,6 +421,32 @@ mod tests {
         );
         // The same handle is shared by every reader of this database.
         assert_eq!(WalIndex::for_database(&db).unwrap().state(), Some(now));
+    }
+
+    #[test]
+    fn a_database_reopened_after_its_last_connection_gets_the_new_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        let first = Connection::open(&db).unwrap();
+        first
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER);")
+            .unwrap();
+        let old = WalIndex::for_database(&db).unwrap();
+        drop(first);
+        assert!(
+            !Path::new(&shm).exists(),
+            "SQLite removes the -shm file with the last connection"
+        );
+        let second = Connection::open(&db).unwrap();
+        second.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let index = WalIndex::for_database(&db).expect("the new -shm file");
+        let before = index.state().expect("a header");
+        second.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        assert_ne!(index.state(), Some(before), "the new file follows commits");
+        // The handle on the removed file is not the one handed out.
+        assert_ne!(old.state(), index.state());
     }
 
     #[test]
