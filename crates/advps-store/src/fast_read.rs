@@ -8,27 +8,23 @@
 //! under load it dominated the authenticated endpoints. Reading in place
 //! keeps every answer current.
 //!
-//! API keys are also remembered for a short while, since every request
-//! presents one. A revoked key must fail on the very next request, from any
-//! process on the same data directory, so revoking a key bumps a marker file
-//! beside the database (see [`bump_key_generation`]); a change of that file
-//! empties the memory at once, for the price of one `stat` per request.
-//!
-//! Services are remembered too, against the state of the whole database:
-//! SQLite keeps, in the `-shm` file beside a WAL database, a header that
-//! every committed transaction of every process rewrites (see
-//! [`WalIndex`]). A remembered service is served only while that header is
+//! The rows those lookups return are remembered against the state of the
+//! whole database: SQLite keeps, in the `-shm` file beside a WAL database, a
+//! header that every committed transaction of every process rewrites (see
+//! [`WalIndex`]). A remembered row is served only while that header is
 //! exactly what it was when the row was read, so the answer is the one a
-//! fresh query would give — and when nothing was committed in between,
-//! costs one `pread` instead of a read transaction, whose locks on the
-//! `-shm` file made concurrent requests queue behind one another.
+//! fresh query would give (a key revoked by another process fails on the
+//! very next request) — and when nothing was committed in between, it costs
+//! one `pread` instead of a read transaction, whose locks on the `-shm` file
+//! made concurrent requests queue behind one another.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::Hash;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
@@ -39,36 +35,56 @@ use crate::{StoreError, StoreResult};
 
 /// Connections kept for reuse; more may be opened under a burst.
 const POOL_SIZE: usize = 8;
-/// How long a remembered key is trusted even without a marker change (a
-/// safety net should a revocation's marker write ever fail).
-const KEY_TTL: Duration = Duration::from_secs(30);
 /// Keys remembered at most; beyond, the memory starts over.
 const KEY_CAPACITY: usize = 10_000;
 /// Services remembered at most; beyond, the memory starts over. A row is
 /// about a kilobyte: this keeps the memory under about ten megabytes.
 const SERVICE_CAPACITY: usize = 10_000;
 
-/// What identifies one state of the marker file. File times are coarse (a
-/// few milliseconds), so the inode, new with every bump, tells bumps apart.
-type Generation = Option<(u64, SystemTime)>;
-
-struct KeyMemory {
-    /// The marker file as it was when the memory was filled.
-    generation: Generation,
-    keys: HashMap<String, (ApiKeyRecord, Instant)>,
-}
-
 /// A service as read under one state of the database.
 type ServiceKey = (i64, Mode, String);
 
+/// Rows read under a known committed state of the database.
+struct Remembered<K, V> {
+    capacity: usize,
+    rows: Mutex<HashMap<K, (WalState, Arc<V>)>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Remembered<K, V> {
+    fn new(capacity: usize) -> Self {
+        Remembered {
+            capacity,
+            rows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The row for `key` if it was read under `state`.
+    fn get(&self, key: &K, state: WalState) -> Option<V> {
+        let row = {
+            let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+            rows.get(key)
+                .filter(|(at, _)| *at == state)
+                .map(|(_, row)| Arc::clone(row))
+        };
+        row.map(|row| V::clone(&row))
+    }
+
+    fn insert(&self, key: K, state: WalState, row: &V) {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        if rows.len() >= self.capacity {
+            rows.clear();
+        }
+        rows.insert(key, (state, Arc::new(row.clone())));
+    }
+}
+
 pub struct FastReader {
     path: PathBuf,
-    marker: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    keys: Mutex<KeyMemory>,
     /// Opened after the first read, when SQLite has made the `-shm` file.
     wal_index: OnceLock<Option<WalIndex>>,
-    services: Mutex<HashMap<ServiceKey, (WalState, Arc<ServiceRecord>)>>,
+    keys: Remembered<String, ApiKeyRecord>,
+    services: Remembered<ServiceKey, ServiceRecord>,
 }
 
 /// One committed state of a WAL database: the wal-index header.
@@ -149,33 +165,6 @@ impl WalIndex {
     }
 }
 
-/// The marker file of a database: revocations change it.
-pub fn key_marker(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".keys");
-    PathBuf::from(name)
-}
-
-/// Tells every process reading this database that keys changed: the
-/// marker is replaced (a new file, so a new inode), never rewritten.
-pub fn bump_key_generation(db: &Path) -> std::io::Result<()> {
-    let stamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let marker = key_marker(db);
-    let mut temp = marker.clone().into_os_string();
-    temp.push(format!(".{}", std::process::id()));
-    std::fs::write(&temp, stamp.to_string())?;
-    std::fs::rename(&temp, &marker)
-}
-
-fn generation_of(path: &Path) -> Generation {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.ino(), meta.modified().ok()?))
-}
-
 fn err(e: rusqlite::Error) -> StoreError {
     StoreError::Open(format!("read failed: {e}"))
 }
@@ -201,14 +190,10 @@ impl FastReader {
     pub fn new(path: &Path) -> FastReader {
         FastReader {
             path: path.to_path_buf(),
-            marker: key_marker(path),
             idle: Mutex::new(Vec::new()),
-            keys: Mutex::new(KeyMemory {
-                generation: None,
-                keys: HashMap::new(),
-            }),
             wal_index: OnceLock::new(),
-            services: Mutex::new(HashMap::new()),
+            keys: Remembered::new(KEY_CAPACITY),
+            services: Remembered::new(SERVICE_CAPACITY),
         }
     }
 
@@ -219,6 +204,33 @@ impl FastReader {
             Some(index) => index.as_ref()?.state(),
             None => None,
         }
+    }
+
+    /// The row for `key`: remembered if nothing was committed since it was
+    /// read, else read by `read` and remembered if nothing was committed
+    /// while it was read (the header did not change, so the row is the
+    /// state it names).
+    fn remembered<K: Hash + Eq, V: Clone>(
+        &self,
+        memory: &Remembered<K, V>,
+        key: K,
+        read: impl FnOnce() -> StoreResult<Option<V>>,
+    ) -> StoreResult<Option<V>> {
+        let before = self.wal_state();
+        if let Some(row) = before.and_then(|state| memory.get(&key, state)) {
+            return Ok(Some(row));
+        }
+        let found = read()?;
+        if self.wal_index.get().is_none() {
+            // The read made sure the `-shm` file exists.
+            let _ = self.wal_index.set(WalIndex::for_database(&self.path));
+        }
+        if let (Some(state), Some(row)) = (before, &found) {
+            if self.wal_state() == Some(state) {
+                memory.insert(key, state, row);
+            }
+        }
+        Ok(found)
     }
 
     fn open(&self) -> StoreResult<Connection> {
@@ -247,33 +259,9 @@ impl FastReader {
     }
 
     pub fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let generation = generation_of(&self.marker);
-        {
-            let mut memory = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            if memory.generation != generation {
-                memory.keys.clear();
-                memory.generation = generation;
-            }
-            if let Some((record, at)) = memory.keys.get(key_hash) {
-                if at.elapsed() < KEY_TTL {
-                    return Ok(Some(record.clone()));
-                }
-            }
-        }
-        let found = self.read_api_key(key_hash)?;
-        if let Some(record) = &found {
-            let mut memory = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            // Only remember what was read under the generation still current.
-            if memory.generation == generation {
-                if memory.keys.len() >= KEY_CAPACITY {
-                    memory.keys.clear();
-                }
-                memory
-                    .keys
-                    .insert(key_hash.to_string(), (record.clone(), Instant::now()));
-            }
-        }
-        Ok(found)
+        self.remembered(&self.keys, key_hash.to_string(), || {
+            self.read_api_key(key_hash)
+        })
     }
 
     fn read_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
@@ -305,37 +293,8 @@ impl FastReader {
         scope: Scope,
         service_id: &str,
     ) -> StoreResult<Option<ServiceRecord>> {
-        let key: ServiceKey = (scope.account_id, scope.mode, service_id.to_string());
-        let before = self.wal_state();
-        if let Some(state) = before {
-            let remembered = {
-                let services = self.services.lock().unwrap_or_else(|e| e.into_inner());
-                services
-                    .get(&key)
-                    .filter(|(at, _)| *at == state)
-                    .map(|(_, record)| Arc::clone(record))
-            };
-            if let Some(record) = remembered {
-                return Ok(Some(ServiceRecord::clone(&record)));
-            }
-        }
-        let found = self.read_service(scope, service_id)?;
-        if self.wal_index.get().is_none() {
-            // The read made sure the `-shm` file exists.
-            let _ = self.wal_index.set(WalIndex::for_database(&self.path));
-        }
-        // Remember the row only if nothing was committed while it was read:
-        // the header did not change, so the row is the state it names.
-        if let (Some(state), Some(record)) = (before, &found) {
-            if self.wal_state() == Some(state) {
-                let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
-                if services.len() >= SERVICE_CAPACITY {
-                    services.clear();
-                }
-                services.insert(key, (state, Arc::new(record.clone())));
-            }
-        }
-        Ok(found)
+        let key = (scope.account_id, scope.mode, service_id.to_string());
+        self.remembered(&self.services, key, || self.read_service(scope, service_id))
     }
 
     fn read_service(&self, scope: Scope, service_id: &str) -> StoreResult<Option<ServiceRecord>> {

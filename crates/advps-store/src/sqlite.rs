@@ -30,7 +30,6 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
     fast: std::sync::Arc<crate::fast_read::FastReader>,
-    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -68,7 +67,6 @@ impl SqliteStore {
             reader,
             writer,
             fast: std::sync::Arc::new(crate::fast_read::FastReader::new(path)),
-            path: path.to_path_buf(),
         })
     }
 
@@ -325,13 +323,8 @@ impl Store for SqliteStore {
                 .bind(key_id)
                 .execute(&self.writer)
                 .await?;
-        let revoked = done.rows_affected() == 1;
-        if revoked {
-            if let Err(e) = crate::fast_read::bump_key_generation(&self.path) {
-                tracing::warn!(error = %e, "could not mark the key revocation for other processes");
-            }
-        }
-        Ok(revoked)
+        // Every process's remembered keys lapse with this commit.
+        Ok(done.rows_affected() == 1)
     }
 
     async fn touch_api_key(&self, key_id: &str, now: i64) -> StoreResult<()> {
