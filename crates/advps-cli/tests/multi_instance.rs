@@ -6,13 +6,19 @@
 //! instances never sell it twice.
 //!
 //! Needs PostgreSQL: `ADVPS_TEST_DATABASE_URL` (an administrator URL, as
-//! `.ci/test` sets it); the test makes and drops its own database.
+//! `.ci/test` sets it); the test makes and drops its own database. Without
+//! it the test is skipped with a notice, unless `ADVPS_REQUIRE_POSTGRES` is
+//! set (as in `.ci/test`), where that is a failure.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+#[path = "../../advps-drivers/tests/support/require.rs"]
+#[allow(dead_code)]
+mod require;
 
 const BIN: &str = env!("CARGO_BIN_EXE_advps");
 /// The encryption key every instance shares (base64 of 32 bytes).
@@ -59,13 +65,20 @@ fn psql(admin: &str, sql: &str) {
 }
 
 fn database() -> Option<Database> {
-    let Ok(admin) = std::env::var("ADVPS_TEST_DATABASE_URL") else {
-        if std::env::var("ADVPS_SKIP_POSTGRES").is_ok() {
-            eprintln!("NOTICE: multi-instance tests skipped (ADVPS_SKIP_POSTGRES is set)");
-            return None;
-        }
-        panic!("multi-instance tests need PostgreSQL: set ADVPS_TEST_DATABASE_URL (run .ci/pg-up) or ADVPS_SKIP_POSTGRES=1");
-    };
+    let admin = std::env::var("ADVPS_TEST_DATABASE_URL").unwrap_or_default();
+    if admin.is_empty() {
+        require::missing(
+            require::REQUIRE_POSTGRES,
+            "the multi-instance tests on PostgreSQL",
+            "ADVPS_TEST_DATABASE_URL is not set",
+            "run .ci/pg-up as root and export the ADVPS_TEST_DATABASE_URL it prints",
+        );
+        return None;
+    }
+    assert!(
+        require::has_program("psql", "--version"),
+        "ADVPS_TEST_DATABASE_URL is set but psql (postgresql-client) is not installed"
+    );
     let name = format!(
         "advps_multi_{}_{}",
         std::process::id(),

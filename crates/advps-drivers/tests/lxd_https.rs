@@ -11,6 +11,9 @@
 //! server's pinned certificate reaches the node; a wrong pin, a wrong name
 //! under CA verification, and an untrusted client certificate are refused
 //! with errors that say so.
+//!
+//! Without a local LXD these tests are skipped with a notice, unless
+//! `ADVPS_REQUIRE_LXD` is set (as in `.ci/test`), where that is a failure.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,10 +26,41 @@ use advps_drivers::{Driver, DriverError};
 use hyper::Method;
 use serde_json::{json, Value};
 
-const SOCKET: &str = "/var/lib/lxd/unix.socket";
+#[path = "support/require.rs"]
+#[allow(dead_code)]
+mod require;
+
+const SOCKET: &str = require::LXD_SOCKET;
 const SERVER_CERT: &str = "/var/lib/lxd/server.crt";
 const IMAGE: &str = "advps-debian-12";
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the local LXD is missing (then the notice is printed, or the
+/// test fails when LXD is required).
+fn lxd_skipped() -> bool {
+    let why = require::lxd_missing(&[IMAGE])
+        .or_else(|| {
+            (!require::has_program("openssl", "version"))
+                .then(|| "openssl is not installed".to_string())
+        })
+        .or_else(|| {
+            std::fs::File::open(SERVER_CERT)
+                .err()
+                .map(|e| format!("LXD's certificate {SERVER_CERT} is not readable ({e})"))
+        });
+    match why {
+        Some(why) => {
+            require::missing(
+                require::REQUIRE_LXD,
+                "the LXD driver's tests over HTTPS (lxd_https)",
+                &why,
+                require::LXD_HOW,
+            );
+            true
+        }
+        None => false,
+    }
+}
 
 /// One test at a time changes `core.https_address`.
 static HTTPS_ADDRESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -159,6 +193,9 @@ where
     F: FnOnce(Remote, tokio::sync::mpsc::UnboundedSender<String>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    if lxd_skipped() {
+        return;
+    }
     let _turn = HTTPS_ADDRESS.lock().await;
     let previous = https_address().await;
     let port = {

@@ -13,6 +13,10 @@
 //!   images, an IP pool and an account with a live key, then binds containers as services.
 //! - [`FakeLxd`] is a fake engine on a unix socket that answers the discovery calls and then
 //!   never answers anything else, for deadline tests.
+//!
+//! Without a local LXD (its socket, trust on it, the two images, the `lxc` client),
+//! [`LiveSetup::new`] prints a notice and gives `None`, and the test returns; with
+//! `ADVPS_REQUIRE_LXD` set (as in `.ci/test`) it fails instead.
 
 #![allow(dead_code)]
 
@@ -28,8 +32,11 @@ use serde_json::{json, Value};
 
 use crate::common::{last_line, TestServer};
 
+#[path = "../../../advps-drivers/tests/support/require.rs"]
+pub mod require;
+
 /// LXD's unix socket on the test machines.
-pub const LXD_SOCKET: &str = "/var/lib/lxd/unix.socket";
+pub const LXD_SOCKET: &str = require::LXD_SOCKET;
 /// Every container the tests make has a name starting with this.
 pub const NAME_PREFIX: &str = "advps-test-";
 /// The image test containers are created from.
@@ -579,10 +586,35 @@ pub struct Bound {
     pub address: String,
 }
 
+/// Whether the tests of the local LXD must be skipped here (after the notice; a failure
+/// when `ADVPS_REQUIRE_LXD` is set).
+pub fn lxd_skipped() -> bool {
+    let why = require::lxd_missing(&[BASE_IMAGE, "advps-debian-13"]).or_else(|| {
+        (!require::has_program("lxc", "version"))
+            .then(|| "the lxc client is not installed".to_string())
+    });
+    match why {
+        Some(why) => {
+            require::missing(
+                require::REQUIRE_LXD,
+                "the live-mode tests on the local LXD",
+                &why,
+                require::LXD_HOW,
+            );
+            true
+        }
+        None => false,
+    }
+}
+
 impl LiveSetup {
     /// Starts a server with `extra_env` and does the operator setup; `offset` is the first
-    /// address of this test file's blocks.
-    pub fn new(offset: u8, extra_env: &[(&str, &str)]) -> LiveSetup {
+    /// address of this test file's blocks. `None` when the local LXD is missing
+    /// ([`lxd_skipped`]).
+    pub fn new(offset: u8, extra_env: &[(&str, &str)]) -> Option<LiveSetup> {
+        if lxd_skipped() {
+            return None;
+        }
         let block = address_block(offset);
         let server = TestServer::start_with_env(&live_env(extra_env));
         server.create_account("acme");
@@ -629,12 +661,12 @@ impl LiveSetup {
             &block.range(),
         ]);
         let key = server.create_key("acme", "live");
-        LiveSetup {
+        Some(LiveSetup {
             server,
             lxd: Lxd::new(),
             block,
             key,
-        }
+        })
     }
 
     /// Creates a container and binds it to `acme` as a LINUX service running debian-12.

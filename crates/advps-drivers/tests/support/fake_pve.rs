@@ -518,7 +518,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Fu
         path: format!("/{}", segments.join("/")),
         params: params.clone(),
     });
-    if let Err(violation) = schema().check(&method, &segments, &params) {
+    if let Some(Err(violation)) = schema().map(|s| s.check(&method, &segments, &params)) {
         s.violations.push(violation.clone());
         return reply(
             400,

@@ -1,10 +1,12 @@
 //! Checks requests against the official Proxmox VE API schema.
 //!
 //! The schema (`pve-api-schema.json`, the pve-docs API viewer data as JSON)
-//! is test data outside the repository: it is read at run time from the
-//! shared directory next to the workspace, or from `PVE_API_SCHEMA`, and
-//! never copied or embedded. A missing file fails the tests rather than
-//! skipping the checks.
+//! is test data outside the repository, under its own licence (AGPL-3.0,
+//! from pve-docs): it is read at run time from the shared directory next to
+//! the workspace, or from `PVE_API_SCHEMA`, and never copied or embedded.
+//! Without it the fake still answers, but requests are not checked against
+//! the schema, and a notice says so; with `ADVPS_REQUIRE_PVE_SCHEMA=1` (as
+//! `.ci/test` sets it) a missing schema fails the tests instead.
 //!
 //! For every request: the path must match a path template, the method must
 //! be one the path has, every parameter must be declared (indexed ones like
@@ -31,19 +33,36 @@ pub fn schema_path() -> PathBuf {
     }
 }
 
-/// The schema, loaded once per test binary.
-pub fn schema() -> &'static Schema {
-    static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let path = schema_path();
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the Proxmox VE API schema is needed to check the driver's requests: {}: {e} \
-                 (set PVE_API_SCHEMA to its path)",
-                path.display()
-            )
-        });
-        let roots: Value = serde_json::from_str(&text).expect("the schema is JSON");
+/// Fails instead of skipping the schema checks when the schema is missing.
+pub const REQUIRE_PVE_SCHEMA: &str = "ADVPS_REQUIRE_PVE_SCHEMA";
+
+/// The schema, loaded once per test binary; `None` (after a notice) when
+/// the file is not there and the checks are not required.
+pub fn schema() -> Option<&'static Schema> {
+    static SCHEMA: OnceLock<Option<Schema>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let path = schema_path();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(parse(&text)),
+                Err(e) => {
+                    super::require::missing(
+                        REQUIRE_PVE_SCHEMA,
+                        "the Proxmox VE API schema checks of the fake Proxmox cluster",
+                        &format!("{}: {e}", path.display()),
+                        "set PVE_API_SCHEMA to the pve-docs API schema as JSON \
+                         (pve-api-schema.json)",
+                    );
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn parse(text: &str) -> Schema {
+    {
+        let roots: Value = serde_json::from_str(text).expect("the schema is JSON");
         let mut paths = Vec::new();
         fn walk(node: &Value, out: &mut Vec<(Vec<String>, Value)>) {
             if let (Some(path), Some(info)) =
@@ -70,7 +89,7 @@ pub fn schema() -> &'static Schema {
         }
         assert!(paths.len() > 300, "the schema looks truncated");
         Schema { paths }
-    })
+    }
 }
 
 fn is_var(segment: &str) -> bool {

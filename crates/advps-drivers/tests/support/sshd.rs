@@ -11,14 +11,16 @@
 //! makes it fail with that text, a `hang` file makes it hang for a while.
 //!
 //! Without sshd the tests are skipped with a notice, unless
-//! `ADVPS_REQUIRE_SSHD` is set (as in CI), where that is a failure. sshd is
-//! killed when the value is dropped.
+//! `ADVPS_REQUIRE_SSHD` is set (as in CI), where that is a failure
+//! ([`super::require`]). sshd is killed when the value is dropped.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::require;
 
 const SSHD: &str = "/usr/sbin/sshd";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,11 +44,6 @@ impl Drop for TestSshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Whether the tests must fail rather than skip when sshd is missing.
-fn required() -> bool {
-    std::env::var_os("ADVPS_REQUIRE_SSHD").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 fn run(program: &str, args: &[&str]) -> String {
@@ -106,13 +103,11 @@ impl TestSshd {
             None
         };
         if let Some(what) = missing {
-            assert!(
-                !required(),
-                "ADVPS_REQUIRE_SSHD is set but {what} is not installed"
-            );
-            eprintln!(
-                "NOTICE: skipping a test of `pct exec` over SSH: {what} is not installed \
-                 (apt-get install openssh-server openssh-client)"
+            require::missing(
+                require::REQUIRE_SSHD,
+                "the tests of `pct exec` over SSH",
+                &format!("{what} is not installed"),
+                "apt-get install openssh-server openssh-client",
             );
             return None;
         }
