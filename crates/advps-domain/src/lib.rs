@@ -21,6 +21,30 @@ pub mod service;
 pub mod task;
 pub mod time;
 
+/// Lets a word stored as text be read back with `TryFrom<String>`, the form
+/// row mappers take; the rules stay in the type's `FromStr`.
+macro_rules! try_from_string {
+    ($($ty:ty),* $(,)?) => {
+        $(impl TryFrom<String> for $ty {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                value.parse()
+            }
+        })*
+    };
+}
+
+try_from_string!(
+    Mode,
+    OsType,
+    VmType,
+    PowerState,
+    ServiceType,
+    TaskKind,
+    TaskStatus
+);
+
 pub use api_key::{ApiKeyError, GeneratedKey};
 pub use mode::Mode;
 pub use os::OsType;

@@ -3,7 +3,7 @@
 
 use advps_domain::{Mode, OsType, PowerState, ServiceType, TaskKind, TaskStatus, VmType};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Account {
     pub id: i64,
     pub name: String,
@@ -27,11 +27,12 @@ pub struct NewApiKey {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub account_id: i64,
     pub account_name: String,
+    #[sqlx(try_from = "String")]
     pub mode: Mode,
     pub key_hash: String,
     pub last4: String,
@@ -40,14 +41,17 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ServiceRecord {
     pub pk: i64,
     pub account_id: i64,
+    #[sqlx(try_from = "String")]
     pub mode: Mode,
     pub service_id: String,
+    #[sqlx(try_from = "String")]
     pub service_type: ServiceType,
     pub vmid: String,
+    #[sqlx(try_from = "String")]
     pub power_state: PowerState,
     pub ip: Option<String>,
     /// The address get-ip gives when the service has none (sandbox).
@@ -160,11 +164,12 @@ pub struct NewProduct {
 }
 
 /// A product with its current stock (manual, or derived from inventory).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProductStock {
     pub id: String,
     pub name: String,
     pub pack_name: String,
+    #[sqlx(try_from = "String")]
     pub vm_type: VmType,
     pub stock: i64,
     pub manual: bool,
@@ -189,7 +194,7 @@ pub struct NewNode {
     pub now: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NodeRecord {
     pub id: i64,
     pub name: String,
@@ -216,7 +221,7 @@ pub struct SyncSummary {
     pub missing: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct InstanceRecord {
     pub id: i64,
     pub node: String,
@@ -241,11 +246,12 @@ pub struct NewOsImage {
     pub now: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OsImageRecord {
     pub id: i64,
     pub slug: String,
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub os_type: OsType,
     pub image: String,
     pub node: Option<String>,
@@ -263,11 +269,12 @@ pub struct NewIpPool {
     pub now: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct IpPoolRecord {
     pub id: i64,
     pub name: String,
     pub cidr: String,
+    #[sqlx(try_from = "i64")]
     pub prefix: u8,
     pub gateway: String,
     pub node: Option<String>,
@@ -276,9 +283,10 @@ pub struct IpPoolRecord {
 }
 
 /// An address held by a service, with what configuring it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AddressLease {
     pub address: String,
+    #[sqlx(try_from = "i64")]
     pub prefix: u8,
     pub gateway: String,
     pub pool: String,
@@ -311,14 +319,14 @@ pub enum LockOutcome {
 }
 
 /// A RAM size of a product and its price per 30 days.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProductSize {
     pub ram_mb: i64,
     pub price_minor: i64,
     pub currency: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LedgerEntry {
     pub id: i64,
     pub amount_minor: i64,
@@ -330,10 +338,11 @@ pub struct LedgerEntry {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OrderRecord {
     pub id: String,
     pub account_id: i64,
+    #[sqlx(try_from = "String")]
     pub mode: Mode,
     pub product_id: String,
     pub ram_mb: i64,
@@ -454,7 +463,7 @@ pub struct WebhookEndpoint {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct WebhookDelivery {
     pub id: String,
     pub endpoint_id: String,
@@ -499,7 +508,7 @@ pub struct NewAuditEntry {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,

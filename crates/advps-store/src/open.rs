@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::postgres::{is_postgres_url, PgPoolSettings, PgStore};
-use crate::sqlite::SqliteStore;
+use crate::sql_store::{is_postgres_url, PgPoolSettings, SqlStore};
 use crate::{Store, StoreError, StoreResult};
 
 /// Opens the store with PostgreSQL's default pool settings; see
@@ -35,8 +34,10 @@ pub async fn open_store_with(
 ) -> StoreResult<Arc<dyn Store>> {
     let url = database_url.map(str::trim).filter(|u| !u.is_empty());
     match url {
-        None => Ok(Arc::new(SqliteStore::open(data_dir).await?)),
-        Some(url) if is_postgres_url(url) => Ok(Arc::new(PgStore::connect(url, pg).await?)),
+        None => Ok(Arc::new(SqlStore::open_sqlite(data_dir).await?)),
+        Some(url) if is_postgres_url(url) => {
+            Ok(Arc::new(SqlStore::connect_postgres(url, pg).await?))
+        }
         Some(url) if url.starts_with("sqlite:") => {
             let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
             let path = path.split('?').next().unwrap_or(path);
@@ -51,7 +52,7 @@ pub async fn open_store_with(
                     StoreError::Open(format!("cannot create directory {}: {e}", parent.display()))
                 })?;
             }
-            Ok(Arc::new(SqliteStore::open_file(path).await?))
+            Ok(Arc::new(SqlStore::open_sqlite_file(path).await?))
         }
         Some(url) => {
             let scheme = url.split(':').next().unwrap_or(url);
