@@ -80,18 +80,62 @@ async fn well_formed_unknown_keys_are_401() {
 }
 
 #[tokio::test]
-async fn revoked_key_is_401_at_once() {
+async fn a_key_revoked_from_the_command_line_is_refused_within_a_second() {
     let server = TestServer::start();
     let key = server.create_key("demo", "test");
-    let ok = server.status(&key, "vps_service_1").await;
-    assert_eq!(ok.status, 200, "{}", ok.text);
+    for _ in 0..3 {
+        // Read more than once, so the server remembers the key.
+        let ok = server.status(&key, "vps_service_1").await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+    }
     let id = server.key_id_of("demo", &key);
     server.cli_ok(&["keys", "revoke", &id]);
-    let resp = server.status(&key, "vps_service_1").await;
+    // The command line is another process: the server learns of its
+    // commit within a second, and from then on refuses the key.
+    let revoked = std::time::Instant::now();
+    let resp = loop {
+        let resp = server.status(&key, "vps_service_1").await;
+        if resp.status != 200 || revoked.elapsed() > std::time::Duration::from_secs(1) {
+            break resp;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_unauthorized(&resp);
+    for _ in 0..3 {
+        assert_unauthorized(&server.status(&key, "vps_service_1").await);
+    }
     // The other key of the account is unaffected.
     let other = server.status(&server.test_key, "vps_service_1").await;
     assert_eq!(other.status, 200, "{}", other.text);
+}
+
+#[tokio::test]
+async fn two_api_keys_in_one_request_are_400_before_any_lookup() {
+    let server = TestServer::start();
+    let other = server.create_key("demo", "test");
+    let unknown = format!("sk_test_{}", "A".repeat(32));
+    for second in [server.test_key.as_str(), other.as_str(), unknown.as_str()] {
+        for path in ["/api/v1/services/vps_service_1/status", "/api/v1/me"] {
+            let resp = server
+                .get_with_headers(path, &server.test_key, &[("x-api-key", second)])
+                .await;
+            assert_error(&resp, 400, "Multiple API keys in one request");
+        }
+    }
+    // A mutating call refused that way changes nothing.
+    let resp = server
+        .request_with_headers(
+            reqwest::Method::POST,
+            "/api/v1/services/vps_service_1/stop",
+            Some(&server.test_key),
+            None,
+            None,
+            &[("x-api-key", other.as_str())],
+        )
+        .await;
+    assert_error(&resp, 400, "Multiple API keys in one request");
+    let status = server.status_data(&server.test_key, "vps_service_1").await;
+    assert_eq!(status["runningStatus"], "RUNNING");
 }
 
 #[tokio::test]

@@ -430,6 +430,28 @@ async fn renewal_window_price_and_validity() {
         .as_str()
         .unwrap()
         .to_string();
+    // A service named twice is refused before anything is charged.
+    let twice = server
+        .post_json(
+            "/api/v1/services/renew",
+            key,
+            &json!({"orderId": order_id, "serviceIds": [ids[0], ids[1], ids[0]]}),
+        )
+        .await;
+    let body = assert_error(
+        &twice,
+        400,
+        "serviceIds must not name a service more than once",
+    );
+    assert_eq!(
+        body["errors"]["duplicateServiceIds"],
+        json!([ids[0]]),
+        "{}",
+        twice.text
+    );
+    assert_eq!(wallet(&server, "demo"), "demo test wallet: 994.00");
+    let unchanged = server.status_data(key, &ids[0]).await["service"]["expiryDate"].clone();
+    assert_eq!(unchanged.as_str(), Some(before.as_str()));
     let resp = server
         .post_json(
             "/api/v1/services/renew",
@@ -586,6 +608,28 @@ async fn expiry_suspends_renewal_revives_and_grace_terminates_into_stock() {
         server.status_data(key, &a).await["runningStatus"],
         "RUNNING"
     );
+
+    // The terminated service's id is never given again: a client that kept
+    // it must not act on a new machine.
+    let again = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_mno345", "ram": "16 GB", "quantity": 2}),
+    )
+    .await;
+    let data = assert_api_success(&again, "Order placed successfully", "test").clone();
+    let new_ids: Vec<&str> = data["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["serviceId"].as_str().unwrap())
+        .collect();
+    assert!(
+        !new_ids.contains(&b.as_str()) && !new_ids.contains(&a.as_str()),
+        "{b} was terminated, {a} is alive; new ids: {new_ids:?}"
+    );
+    let resp = server.status(key, &b).await;
+    assert_error(&resp, 404, "Service not found or not accessible");
 }
 
 #[tokio::test]

@@ -63,6 +63,8 @@ async fn rebuild_vps_full_lifecycle() {
 
     let during = server.status_data(key, "vps_service_1").await;
     assert_eq!(during["runningStatus"], "REBUILDING", "{during}");
+    // The word client programs map to "busy".
+    assert_eq!(during["vmStatus"]["status"], "installing", "{during}");
     assert!(
         !during["vmStatus"]["status"]
             .as_str()

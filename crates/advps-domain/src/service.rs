@@ -101,12 +101,15 @@ impl PowerState {
         }
     }
 
-    /// The lower-case word of `vmStatus.status`.
+    /// The lower-case word of `vmStatus.status`. A rebuild reports
+    /// `installing`, the word ADVPS client programs read as "busy" (they
+    /// would read `rebuilding` as "unknown"); `runningStatus` stays
+    /// `REBUILDING`.
     pub fn lower(self) -> &'static str {
         match self {
             PowerState::Running => "running",
             PowerState::Stopped => "stopped",
-            PowerState::Rebuilding => "rebuilding",
+            PowerState::Rebuilding => "installing",
             PowerState::Provisioning => "provisioning",
             PowerState::Suspended => "suspended",
         }

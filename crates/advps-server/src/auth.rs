@@ -182,6 +182,12 @@ where
 }
 
 async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    // Two keys in one request are refused before either is looked up: a
+    // proxy that checks or logs one copy must not see another caller than
+    // the one served.
+    if headers.get_all("x-api-key").iter().nth(1).is_some() {
+        return Err(ApiError::bad_request(MULTIPLE_KEYS));
+    }
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -210,6 +216,9 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
         key_last_used_at: record.last_used_at,
     })
 }
+
+/// The refusal of a request that sends `x-api-key` more than once.
+pub const MULTIPLE_KEYS: &str = "Multiple API keys in one request";
 
 // Parsed once: a name given as a string is checked on every insert.
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");

@@ -68,7 +68,17 @@ pub enum ApiError {
     /// 500 for anything unexpected; the detail is logged only.
     #[error("Internal server error")]
     Internal(String),
+    /// 503: the storage cannot take writes now (a full disk, a database
+    /// server restarting); the same request may succeed later.
+    #[error("{STORAGE_UNAVAILABLE}")]
+    StorageUnavailable(String),
 }
+
+/// The message of [`ApiError::StorageUnavailable`].
+pub const STORAGE_UNAVAILABLE: &str = "Storage is full or unavailable; retry later";
+
+/// The `Retry-After` of [`ApiError::StorageUnavailable`], in seconds.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -100,6 +110,7 @@ impl ApiError {
             ApiError::OperationFailed(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -118,14 +129,22 @@ impl ApiError {
 
 impl From<advps_store::StoreError> for ApiError {
     fn from(err: advps_store::StoreError) -> Self {
-        ApiError::Internal(err.to_string())
+        if err.is_unavailable() {
+            ApiError::StorageUnavailable(err.to_string())
+        } else {
+            ApiError::Internal(err.to_string())
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(error = %detail, "request failed");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(error = %detail, "request failed"),
+            ApiError::StorageUnavailable(detail) => {
+                tracing::warn!(error = %detail, "storage unavailable")
+            }
+            _ => {}
         }
         let mut response =
             json_response(self.status(), &error_body(&self.to_string(), self.errors()));
@@ -137,6 +156,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(retry_after_secs));
+        }
+        if let ApiError::StorageUnavailable(_) = self {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(STORAGE_RETRY_AFTER_SECS));
         }
         response
     }

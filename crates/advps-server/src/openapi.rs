@@ -150,6 +150,12 @@ fn complete(op: &mut Operation, authenticated: bool, post: bool) {
         );
         add_error(
             responses,
+            400,
+            crate::auth::MULTIPLE_KEYS,
+            "`x-api-key` was sent more than once.",
+        );
+        add_error(
+            responses,
             429,
             "Too many requests: rate limit exceeded",
             "Over the key's quota: wait `Retry-After` seconds.",
@@ -159,6 +165,13 @@ fn complete(op: &mut Operation, authenticated: bool, post: bool) {
             500,
             "Internal server error",
             "Something unexpected failed (the detail is logged only).",
+        );
+        add_error(
+            responses,
+            503,
+            crate::error::STORAGE_UNAVAILABLE,
+            "The storage cannot take the change now (a full disk, a database server restarting): \
+             retry after `Retry-After` seconds. Reads keep working.",
         );
     }
     if authenticated && post {
@@ -218,7 +231,7 @@ fn complete(op: &mut Operation, authenticated: bool, post: bool) {
         if authenticated && status != "401" {
             add_rate_limit_headers(response);
         }
-        if status == "429" {
+        if status == "429" || status == "503" {
             add_header(
                 response,
                 "Retry-After",

@@ -67,6 +67,14 @@ impl Cipher {
         };
         match std::fs::read_to_string(path) {
             Ok(text) => {
+                // A key file loosened by hand is made private again (by
+                // path: no descriptor of it is opened for this).
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| fail(e.to_string()))?;
+                }
                 let bytes = B64
                     .decode(text.trim())
                     .map_err(|_| fail("not base64".into()))?;

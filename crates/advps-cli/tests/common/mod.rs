@@ -161,9 +161,17 @@ impl TestServer {
 
     /// Starts a server with extra environment variables on a fresh data directory.
     pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        Self::start_prepared(env, |_| {})
+    }
+
+    /// Like [`TestServer::start_with_env`], with `prepare` run on the empty
+    /// data directory before the server starts (to mount a small file
+    /// system there, say).
+    pub fn start_prepared(env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> TestServer {
         let root = tempfile::tempdir().expect("create temp dir");
         let data_dir = root.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("create data dir");
+        prepare(&data_dir);
         let log_path = root.path().join("server-stderr.log");
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -420,8 +428,15 @@ impl TestServer {
     pub async fn openapi(&self) -> &Value {
         self.openapi
             .get_or_init(|| async {
-                let resp = self
-                    .client
+                // A connection of its own: the request just checked may have
+                // been refused before its body was read (413), and the
+                // server then closes that connection, which a pooled client
+                // could otherwise pick for this request.
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .expect("an HTTP client");
+                let resp = client
                     .get(self.url(OPENAPI_PATH))
                     .send()
                     .await

@@ -425,6 +425,20 @@ impl Operations {
         if ids.len() > 50 {
             return Err(bad("At most 50 services can be renewed at once"));
         }
+        // A service named twice would be charged and extended twice.
+        let mut seen = std::collections::HashSet::new();
+        let mut repeated: Vec<&str> = Vec::new();
+        for id in &ids {
+            if !seen.insert(*id) && !repeated.contains(id) {
+                repeated.push(id);
+            }
+        }
+        if !repeated.is_empty() {
+            return Err(ApiError::BadRequest {
+                message: "serviceIds must not name a service more than once".into(),
+                errors: Some(serde_json::json!({ "duplicateServiceIds": repeated })),
+            });
+        }
         let mut validities = std::collections::HashMap::new();
         if let Some(list) = body.get("serviceValidities").filter(|v| !v.is_null()) {
             let list = list

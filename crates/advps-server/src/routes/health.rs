@@ -37,7 +37,7 @@ pub async fn get_livez() -> impl IntoResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthData {
-    /// `ok` when the database answered, else `unavailable`.
+    /// `ok` when the database took a write.
     #[schema(example = "ok")]
     pub status: &'static str,
     /// `sqlite` or `postgres`.
@@ -54,13 +54,13 @@ pub struct HealthData {
     tag = "Operations",
     operation_id = "getHealth",
     summary = "Health",
-    description = "Whether this instance can reach its database (a load balancer's readiness check). Needs no key and costs no quota; 503 when the database does not answer within 2 seconds.",
+    description = "Whether this instance can write to its database (a load balancer's readiness check): each call commits a one-row write, so a full disk or a database server that went away shows here, not only a database that does not answer. Needs no key and costs no quota; 503 when the write fails or takes over 2 seconds.",
     security(()),
     responses(
         (status = 200, description = "The instance and its database are up.", body = PlainResponse<HealthData>, example = json!({
             "status": "success", "message": "OK", "data": {"status": "ok", "database": "sqlite", "databaseLatencyMs": 1}, "timestamp": "2024-01-30T12:00:00.000Z"
         })),
-        (status = 503, description = "Database unavailable", body = crate::envelope::ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = crate::envelope::ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds after which to check again."))),
     )
 )]
 pub async fn get_health(
@@ -74,7 +74,7 @@ pub async fn get_health(
     let started = std::time::Instant::now();
     let answered = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        state.store.count_accounts(),
+        state.store.check_writes(advps_domain::time::now_millis()),
     )
     .await;
     let latency = started.elapsed().as_millis() as u64;
@@ -88,9 +88,19 @@ pub async fn get_health(
             },
         )
         .into_response(),
-        _ => crate::envelope::json_response(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            &crate::envelope::error_body("Database unavailable", None),
-        ),
+        outcome => {
+            if let Ok(Err(e)) = outcome {
+                tracing::warn!(error = %e, "health check: the database took no write");
+            }
+            let mut response = crate::envelope::json_response(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                &crate::envelope::error_body("Database unavailable", None),
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::error::STORAGE_RETRY_AFTER_SECS),
+            );
+            response
+        }
     }
 }

@@ -675,7 +675,7 @@ pub struct RenewData {
             "data": {"orderId": "VPS040426-0008", "services": [{"serviceId": "KYOFMI", "expiryDate": "2024-03-01T12:00:00.000Z", "runningStatus": "RUNNING"}], "totalAmount": 12.5, "currency": "USD", "mode": "test", "requestId": "req_1706611200000_abc123def"},
             "timestamp": "2024-01-30T12:00:00.000Z"
         })),
-        (status = 400, description = "orderId is required\nserviceIds must be a non-empty list of service ids\nService KYOFMI can be renewed from 5 days before to 1 day after its expiry (2024-03-01T12:00:00.000Z)\nMalformed JSON body", body = ErrorEnvelope),
+        (status = 400, description = "orderId is required\nserviceIds must be a non-empty list of service ids\nserviceIds must not name a service more than once\nService KYOFMI can be renewed from 5 days before to 1 day after its expiry (2024-03-01T12:00:00.000Z)\nMalformed JSON body", body = ErrorEnvelope),
         (status = 402, description = "Insufficient wallet balance", body = ErrorEnvelope),
         (status = 404, description = "Order not found or not accessible\nService not found or not accessible", body = ErrorEnvelope),
         (status = 409, description = "Service is busy: a task is in progress", body = ErrorEnvelope),
