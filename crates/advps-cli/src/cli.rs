@@ -244,6 +244,10 @@ pub enum OsCommand {
         /// Only on this node [default: every node]
         #[arg(long)]
         node: Option<String>,
+        /// The login name services installed with it get [default:
+        /// Administrator for Windows slugs and names, root otherwise]
+        #[arg(long)]
+        username: Option<String>,
     },
     /// List OS images
     List,

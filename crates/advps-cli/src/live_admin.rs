@@ -34,6 +34,22 @@ fn validate_name(kind: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A login name as Linux and Windows both accept it.
+fn validate_username(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!(
+            "invalid username '{name}': use 1 to 32 letters, digits, '-', '_' or '.', not starting with '-'"
+        );
+    }
+    Ok(())
+}
+
 async fn driver_of(store: &dyn Store, config: &Config, node: &str) -> Result<Arc<dyn Driver>> {
     let record = store
         .find_node(node)
@@ -505,8 +521,12 @@ pub async fn os(store: &Arc<dyn Store>, cmd: OsCommand) -> Result<()> {
             os_type,
             image,
             node,
+            username,
         } => {
             validate_name("OS slug", &slug)?;
+            if let Some(username) = &username {
+                validate_username(username)?;
+            }
             if let Some(node) = &node {
                 if store.find_node(node).await?.is_none() {
                     bail!("no node named '{node}' (see `advps nodes list`)");
@@ -519,11 +539,14 @@ pub async fn os(store: &Arc<dyn Store>, cmd: OsCommand) -> Result<()> {
                 os_type,
                 image: image.clone(),
                 node: node.clone(),
+                username: username.clone(),
                 now: time::now_millis(),
             };
+            let login = username
+                .unwrap_or_else(|| advps_domain::os::default_username(&slug, &name).to_string());
             match store.add_os_image(&record).await {
                 Ok(()) => println!(
-                    "Added OS {slug} ({name}, {os_type}) -> image {image} on {}",
+                    "Added OS {slug} ({name}, {os_type}) -> image {image} on {}, login {login}",
                     node.as_deref().unwrap_or("every node")
                 ),
                 Err(StoreError::Conflict(_)) => {
@@ -534,16 +557,17 @@ pub async fn os(store: &Arc<dyn Store>, cmd: OsCommand) -> Result<()> {
         }
         OsCommand::List => {
             println!(
-                "{:<18} {:<24} {:<4} {:<24} NODE",
-                "SLUG", "NAME", "TYPE", "IMAGE"
+                "{:<18} {:<24} {:<4} {:<24} {:<14} NODE",
+                "SLUG", "NAME", "TYPE", "IMAGE", "LOGIN"
             );
             for os in store.list_os_images().await? {
                 println!(
-                    "{:<18} {:<24} {:<4} {:<24} {}",
+                    "{:<18} {:<24} {:<4} {:<24} {:<14} {}",
                     os.slug,
                     os.name,
                     os.os_type.as_str(),
                     os.image,
+                    os.login_name(),
                     os.node.as_deref().unwrap_or("(every node)")
                 );
             }

@@ -49,9 +49,41 @@ impl FromStr for OsType {
     }
 }
 
+/// The login name of Windows images.
+pub const WINDOWS_USERNAME: &str = "Administrator";
+/// The login name of every other image.
+pub const UNIX_USERNAME: &str = "root";
+
+/// The login name an OS comes with when its operator set none: `Administrator`
+/// for Windows (a slug or a name that says so), `root` otherwise.
+pub fn default_username(slug: &str, name: &str) -> &'static str {
+    let windows = |s: &str| {
+        let s = s.trim().to_ascii_lowercase();
+        s.starts_with("win") || s.contains("windows")
+    };
+    if windows(slug) || windows(name) {
+        WINDOWS_USERNAME
+    } else {
+        UNIX_USERNAME
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_logs_in_as_administrator() {
+        assert_eq!(default_username("windows-2022", ""), "Administrator");
+        assert_eq!(default_username("win2019", "Server"), "Administrator");
+        assert_eq!(
+            default_username("custom", "Microsoft Windows Server 2022"),
+            "Administrator"
+        );
+        assert_eq!(default_username("debian-12", "Debian 12"), "root");
+        assert_eq!(default_username("ubuntu-22.04", "Ubuntu 22.04"), "root");
+        assert_eq!(default_username("", ""), "root");
+    }
 
     #[test]
     fn service_types_map_to_os_families() {

@@ -195,6 +195,11 @@ pub struct SandboxOs {
 }
 
 impl SandboxOs {
+    /// The login name services installed with this OS get.
+    pub fn username(&self) -> &'static str {
+        crate::os::default_username(self.slug, self.name)
+    }
+
     pub fn available_for(&self, service_type: ServiceType) -> bool {
         if service_type.is_container() {
             self.lxc
@@ -252,5 +257,9 @@ mod tests {
         assert!(!os_image("windows-2022")
             .unwrap()
             .available_for(ServiceType::Linux));
+        for os in OS_IMAGES {
+            let windows = os.slug.starts_with("windows-");
+            assert_eq!(os.username() == "Administrator", windows, "{}", os.slug);
+        }
     }
 }

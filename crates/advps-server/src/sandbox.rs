@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use advps_domain::{sandbox, task, time, PowerState, TaskKind, TaskStatus};
-use advps_store::{Scope, Store, StoreResult, TaskFinish, TaskRecord};
+use advps_store::{InstalledOs, Scope, Store, StoreResult, TaskFinish, TaskRecord};
 
 use crate::ops::selling::ProvisionParams;
 
@@ -58,13 +58,18 @@ pub fn outcome(task: &TaskRecord, now: i64) -> TaskFinish {
     let name = sandbox::os_image(&os)
         .map(|o| o.name.to_string())
         .unwrap_or_else(|| os.clone());
+    let username = advps_domain::os::default_username(&os, &name).to_string();
     TaskFinish {
         status: TaskStatus::Completed,
         error: None,
         now,
         power_state: PowerState::Running,
         started_at: Some(finished_at),
-        os: Some((os, name)),
+        os: Some(InstalledOs {
+            slug: os,
+            name,
+            username,
+        }),
         owner: None,
     }
 }

@@ -14,7 +14,7 @@ use advps_domain::{time, PowerState, TaskKind, TaskStatus};
 use advps_drivers::{
     AddressConfig, DriverError, PowerStatus, RebuildRequest, StepOutcome, StopMode,
 };
-use advps_store::{Scope, ServiceRecord, Store, TaskFinish, TaskRecord};
+use advps_store::{InstalledOs, Scope, ServiceRecord, Store, TaskFinish, TaskRecord};
 
 use crate::ops::selling::ProvisionParams;
 use serde_json::Value;
@@ -34,6 +34,23 @@ pub struct LiveRebuildParams {
     pub os: String,
     pub os_name: String,
     pub image: String,
+    /// The login name the new OS comes with; absent in tasks queued before
+    /// it was recorded, which take the default for the OS.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+impl LiveRebuildParams {
+    /// The OS the rebuild installs, as the service records it.
+    pub fn installed(&self) -> InstalledOs {
+        InstalledOs {
+            slug: self.os.clone(),
+            name: self.os_name.clone(),
+            username: self.username.clone().unwrap_or_else(|| {
+                advps_domain::os::default_username(&self.os, &self.os_name).to_string()
+            }),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -264,7 +281,7 @@ impl Worker {
                         now,
                         power_state: PowerState::Running,
                         started_at: Some(now),
-                        os: Some((params.os.clone(), params.os_name.clone())),
+                        os: Some(params.installed()),
                         owner: Some(self.owner.clone()),
                     };
                     if let Err(e) = self.store.finish_task(&task.id, &finish).await {

@@ -144,9 +144,18 @@ pub struct TaskFinish {
     pub power_state: PowerState,
     pub started_at: Option<i64>,
     /// A new OS, when the task installed one.
-    pub os: Option<(String, String)>,
+    pub os: Option<InstalledOs>,
     /// The worker that holds the task's lease; `None` for simulated tasks.
     pub owner: Option<String>,
+}
+
+/// The OS a task installed: the service's slug, name and login name change
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledOs {
+    pub slug: String,
+    pub name: String,
+    pub username: String,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +252,9 @@ pub struct NewOsImage {
     pub image: String,
     /// `None`: the image exists under this name on every node.
     pub node: Option<String>,
+    /// The login name of services installed with it; `None`: the default
+    /// for the OS (`advps_domain::os::default_username`).
+    pub username: Option<String>,
     pub now: i64,
 }
 
@@ -255,6 +267,17 @@ pub struct OsImageRecord {
     pub os_type: OsType,
     pub image: String,
     pub node: Option<String>,
+    /// `None`: the default for the OS.
+    pub username: Option<String>,
+}
+
+impl OsImageRecord {
+    /// The login name of services installed with this image.
+    pub fn login_name(&self) -> String {
+        self.username.clone().unwrap_or_else(|| {
+            advps_domain::os::default_username(&self.slug, &self.name).to_string()
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +398,8 @@ pub struct NewOrder {
     pub ram_mb: i64,
     pub os_slug: String,
     pub os_name: String,
+    /// The login name of the services, decided by the OS.
+    pub username: String,
     pub quantity: i64,
     pub validity_days: i64,
     pub amount_minor: i64,

@@ -319,7 +319,11 @@ async fn tasks_hold_the_service_respect_the_monthly_limit_and_finish_once(db: Ba
         now: 2_000,
         power_state: PowerState::Running,
         started_at: Some(2_000),
-        os: Some(("debian-12".into(), "Debian 12".into())),
+        os: Some(InstalledOs {
+            slug: "debian-12".into(),
+            name: "Debian 12".into(),
+            username: "root".into(),
+        }),
         owner: None,
     };
     assert!(store.finish_task("t1", &finish).await.unwrap());
@@ -339,6 +343,7 @@ async fn tasks_hold_the_service_respect_the_monthly_limit_and_finish_once(db: Ba
         .unwrap();
     assert_eq!(svc_after.power_state, PowerState::Running);
     assert_eq!(svc_after.os_slug.as_deref(), Some("debian-12"));
+    assert_eq!(svc_after.username.as_deref(), Some("root"));
 
     // A failed task does not count against the limit; completed ones do.
     let second = rebuild_task(scope, svc.pk, "t3", 3_000);
@@ -822,6 +827,7 @@ fn one_unit_order(
         ram_mb: 1024,
         os_slug: "debian-12".into(),
         os_name: "Debian 12".into(),
+        username: "root".into(),
         quantity: 1,
         validity_days: 30,
         amount_minor: amount,
@@ -1195,6 +1201,9 @@ async fn concurrent_purchases_never_overdraw_the_wallet(db: Backend) {
         .map(|(_, s)| s[0].service_id.clone())
         .collect();
     assert_eq!(ids.len(), 3);
+    assert!(placed
+        .iter()
+        .all(|(_, s)| s[0].username.as_deref() == Some("root")));
     assert_eq!(
         store
             .find_product(Mode::Test, "vps_s", Some(demo.id))
@@ -1509,6 +1518,7 @@ async fn operator_records_round_trip(db: Backend) {
         os_type: advps_domain::OsType::Lxc,
         image: format!("images:{slug}"),
         node: node.map(Into::into),
+        username: None,
         now: 4,
     };
     store.add_os_image(&image("debian-12", None)).await.unwrap();
@@ -1537,6 +1547,32 @@ async fn operator_records_round_trip(db: Backend) {
         ]
     );
     assert_eq!(store.os_images_by_slug("debian-12").await.unwrap().len(), 2);
+    // The login name: NULL reads back as the OS's default, a set one as set.
+    store
+        .add_os_image(&NewOsImage {
+            username: Some("admin".into()),
+            ..image("custom-linux", None)
+        })
+        .await
+        .unwrap();
+    store
+        .add_os_image(&NewOsImage {
+            name: "Windows Server 2022".into(),
+            os_type: advps_domain::OsType::Vps,
+            ..image("windows-2022", None)
+        })
+        .await
+        .unwrap();
+    for (slug, stored, login) in [
+        ("custom-linux", Some("admin"), "admin"),
+        ("windows-2022", None, "Administrator"),
+        ("alpine-3", None, "root"),
+    ] {
+        let images = store.os_images_by_slug(slug).await.unwrap();
+        assert_eq!(images.len(), 1, "{slug}");
+        assert_eq!(images[0].username.as_deref(), stored, "{slug}");
+        assert_eq!(images[0].login_name(), login, "{slug}");
+    }
 
     // Product sizes and the default OS.
     store

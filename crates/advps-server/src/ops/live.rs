@@ -342,6 +342,7 @@ impl Operations {
             os: image.slug.clone(),
             os_name: image.name.clone(),
             image: image.image.clone(),
+            username: Some(image.login_name()),
         })
         .map_err(|e| ApiError::internal(e.to_string()))?;
         let task = NewTask {

@@ -38,6 +38,8 @@ pub struct OsEntry {
     pub os_type: OsType,
     /// The engine image (live only).
     pub image: Option<String>,
+    /// The login name of services installed with it.
+    pub username: String,
 }
 
 /// What kind of purchase endpoint was called.
@@ -122,6 +124,7 @@ impl Operations {
                                 name: os.name.to_string(),
                                 os_type,
                                 image: None,
+                                username: os.username().to_string(),
                             });
                         }
                     }
@@ -140,7 +143,9 @@ impl Operations {
                     {
                         continue;
                     }
+                    let username = image.login_name();
                     entries.push(OsEntry {
+                        username,
                         id: image.id,
                         slug: image.slug,
                         name: image.name,
@@ -325,6 +330,7 @@ impl Operations {
             ram_mb,
             os_slug: os.slug.clone(),
             os_name: os.name.clone(),
+            username: os.username.clone(),
             quantity,
             validity_days: validity,
             amount_minor: amount,

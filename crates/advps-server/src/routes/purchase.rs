@@ -92,6 +92,8 @@ pub struct OrderService {
     pub service_id: String,
     pub service_type: ServiceTypeWord,
     pub ip: Option<String>,
+    /// The login name, decided by the OS: `Administrator` for Windows, `root`
+    /// otherwise, or what the operator set for the OS image.
     #[schema(example = "root")]
     pub username: String,
     pub password: Option<String>,
@@ -140,7 +142,14 @@ fn order_response(view: &OrderView) -> OrderResponse {
                 service_id: s.service_id.clone(),
                 service_type: s.service_type.into(),
                 ip: if done { s.ip.clone() } else { None },
-                username: s.username.clone().unwrap_or_else(|| "root".to_string()),
+                // A row without one takes the default for its OS.
+                username: s.username.clone().unwrap_or_else(|| {
+                    advps_domain::os::default_username(
+                        s.os_slug.as_deref().unwrap_or_default(),
+                        s.os_name.as_deref().unwrap_or_default(),
+                    )
+                    .to_string()
+                }),
                 password: password.clone(),
                 os: s.os_name.clone().or_else(|| s.os_slug.clone()),
                 status: s.power_state.as_str().to_string(),

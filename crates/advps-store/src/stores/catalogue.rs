@@ -95,7 +95,7 @@ fn insert_product(p: &NewProduct, if_absent: bool) -> Query<'static> {
 /// The columns of an OS image; an image for every node is stored with
 /// node `''` (so that the unique key covers it) and read as `None`.
 const OS_IMAGE_SELECT: &str =
-    "SELECT id, slug, name, os_type, image, NULLIF(node, '') AS node FROM os_images";
+    "SELECT id, slug, name, os_type, image, NULLIF(node, '') AS node, username FROM os_images";
 
 #[async_trait]
 impl CatalogueStore for SqlStore {
@@ -242,14 +242,15 @@ impl CatalogueStore for SqlStore {
 
     async fn add_os_image(&self, image: &NewOsImage) -> StoreResult<()> {
         query(
-            "INSERT INTO os_images (slug, name, os_type, image, node, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO os_images (slug, name, os_type, image, node, username, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&image.slug)
         .bind(&image.name)
         .bind(image.os_type.as_str())
         .bind(&image.image)
         .bind(image.node.as_deref().unwrap_or(""))
+        .bind(&image.username)
         .bind(image.now)
         .execute(self.db.write_uncached())
         .await

@@ -327,7 +327,7 @@ impl SellingStore for SqlStore {
                  power_state, ip, reserved_ip, os_slug, os_name, password_enc, expires_at, \
                  created_at, node, instance_id, order_id, product_id, ram_mb, username) \
                  VALUES ($1, $2, $3, $4, $5, 'PROVISIONING', $6, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $15, $16, 'root') RETURNING *",
+                 $13, $14, $15, $16, $17) RETURNING *",
             )
             .bind(scope.account_id)
             .bind(scope.mode.as_str())
@@ -345,6 +345,7 @@ impl SellingStore for SqlStore {
             .bind(&order_id)
             .bind(&order.product_id)
             .bind(order.ram_mb)
+            .bind(&order.username)
             .fetch_one(&mut tx)
             .await?;
             query(

@@ -232,18 +232,17 @@ impl TaskStore for SqlStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let (os_slug, os_name) = match &finish.os {
-            Some((slug, name)) => (Some(slug.as_str()), Some(name.as_str())),
-            None => (None, None),
-        };
+        let os = finish.os.as_ref();
         query(
             "UPDATE services SET power_state = $1, started_at = $2, \
-             os_slug = COALESCE($3, os_slug), os_name = COALESCE($4, os_name) WHERE pk = $5",
+             os_slug = COALESCE($3, os_slug), os_name = COALESCE($4, os_name), \
+             username = COALESCE($5, username) WHERE pk = $6",
         )
         .bind(finish.power_state.as_str())
         .bind(finish.started_at)
-        .bind(os_slug)
-        .bind(os_name)
+        .bind(os.map(|o| o.slug.as_str()))
+        .bind(os.map(|o| o.name.as_str()))
+        .bind(os.map(|o| o.username.as_str()))
         .bind(service_pk)
         .execute(&mut tx)
         .await?;
