@@ -153,6 +153,10 @@ fn scrub_env(cmd: &mut Command) {
     }
 }
 
+/// How long after a command-line change the tests wait before relying on
+/// the server having seen it (the bound is a second; it takes about a tenth).
+const CLI_VISIBLE_AFTER: Duration = Duration::from_millis(300);
+
 impl TestServer {
     /// Starts a server with default settings on a fresh data directory.
     pub fn start() -> TestServer {
@@ -299,12 +303,21 @@ impl TestServer {
         for (k, v) in self.env.iter().filter(|(k, _)| k == "ADVPS_DATABASE_URL") {
             cmd.env(k, v);
         }
-        cmd.args(args)
+        let out = cmd
+            .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .stdin(Stdio::null())
             .output()
-            .expect("run advps CLI")
+            .expect("run advps CLI");
+        if self.child.is_some() {
+            // The command line is another process: the server drops what it
+            // cached of the keys and services it changed once it sees the
+            // commit (within a tenth of a second on SQLite, a notification on
+            // PostgreSQL). Tests read right after, as if it were at once.
+            std::thread::sleep(CLI_VISIBLE_AFTER);
+        }
+        out
     }
 
     /// Runs the CLI, asserts success and returns its standard output.
