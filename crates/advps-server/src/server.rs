@@ -334,17 +334,28 @@ fn spawn_background(
         grace_ms: (state.config.expiry_grace_secs as i64).saturating_mul(1000),
     };
     let expiry = tokio::spawn(expiry.run(stop.clone()));
-    let dispatcher = Arc::new(crate::webhooks::Dispatcher {
-        store: Arc::clone(&state.store),
-        cipher: state.cipher.clone(),
-        client: crate::webhooks::Dispatcher::client(Duration::from_secs(
-            state.config.webhook_timeout_secs,
-        )),
-        allow_private: state.config.webhook_allow_private,
-        retry_base_ms: state.config.webhook_retry_base_ms as i64,
-        max_attempts: i64::from(state.config.webhook_max_attempts),
-        every: Duration::from_millis(500),
-    });
-    let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
-    vec![sweeper, worker, expiry, dispatcher]
+    let mut tasks = vec![sweeper, worker, expiry];
+    // Without its checked client there is no safe way to deliver: the
+    // deliveries wait in their table for a process that has one.
+    match crate::webhooks::Dispatcher::client(
+        Duration::from_secs(state.config.webhook_timeout_secs),
+        state.config.webhook_allow_private,
+    ) {
+        Ok(client) => {
+            let dispatcher = Arc::new(crate::webhooks::Dispatcher {
+                store: Arc::clone(&state.store),
+                cipher: state.cipher.clone(),
+                client,
+                allow_private: state.config.webhook_allow_private,
+                retry_base_ms: state.config.webhook_retry_base_ms as i64,
+                max_attempts: i64::from(state.config.webhook_max_attempts),
+                every: Duration::from_millis(500),
+            });
+            tasks.push(tokio::spawn(dispatcher.run(stop.clone())));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "webhook deliveries are off: the HTTP client could not be built")
+        }
+    }
+    tasks
 }

@@ -8,11 +8,15 @@
 //! previous secret too for a day after a rotation), and retries failures
 //! with exponential backoff. Deliveries are rows, so a restart loses none.
 //!
-//! Destinations are checked when registered and again before every attempt
-//! (a name may resolve elsewhere later): loopback, private, link-local and
-//! other non-public addresses are refused unless the operator allows them.
+//! Destinations are checked when registered and again at every attempt:
+//! addresses that are not globally reachable (see
+//! `advps_domain::net::non_global_range`) are refused unless the operator
+//! allows them. The delivery client resolves names through
+//! [`CheckedResolver`], which drops refused addresses from the very answer
+//! it connects to, so a second lookup cannot hand it another address. It
+//! follows no redirects and uses no proxy.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +27,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use advps_domain::time;
+use advps_domain::{net, time};
 use advps_store::{DeliveryAttempt, Store, WebhookDelivery};
 
 use crate::secrets::Cipher;
@@ -58,42 +62,100 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> Option<St
     Some(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
 }
 
-/// Whether an address is one webhooks may reach without the operator's leave.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link local
-                || v6 == Ipv6Addr::UNSPECIFIED)
-        }
+/// Why a destination was refused; kept as its own type so the refusal can be
+/// told apart from other connection errors when a delivery fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space
-        || a >= 240)
+impl std::error::Error for Refused {}
+
+const PRIVATE_REFUSED: &str =
+    "Webhook URL resolves to a private or loopback address, which this server does not allow";
+
+/// Whether an address is one webhooks may reach without the operator's leave.
+pub fn is_public(ip: IpAddr) -> bool {
+    net::is_globally_reachable(ip)
 }
 
-/// Checks a destination URL: http(s), a host, and (unless allowed) only
-/// public addresses behind it.
-pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+/// The addresses of a lookup that webhooks may connect to: all of them when
+/// the operator allows private destinations, else only the globally
+/// reachable ones; an error when none is left.
+pub fn filter_addrs(
+    host: &str,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let all: Vec<SocketAddr> = addrs.into_iter().collect();
+    if all.is_empty() {
+        return Err(Refused(format!("Webhook host '{host}' does not resolve")));
+    }
+    if allow_private {
+        return Ok(all);
+    }
+    let kept: Vec<SocketAddr> = all.into_iter().filter(|a| is_public(a.ip())).collect();
+    if kept.is_empty() {
+        return Err(Refused(PRIVATE_REFUSED.into()));
+    }
+    Ok(kept)
+}
+
+/// Resolves `host` once and keeps only the addresses it may connect to.
+pub async fn resolve_checked(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Refused> {
+    let addrs = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .map_err(|_| Refused(format!("Webhook host '{host}' did not resolve in time")))?
+    .map_err(|_| Refused(format!("Webhook host '{host}' does not resolve")))?;
+    filter_addrs(host, addrs, allow_private)
+}
+
+/// The resolver of the delivery client. The addresses it hands to the
+/// connector are the ones it checked, so a name that answers differently
+/// on a second lookup (DNS rebinding) cannot slip past the check. Literal
+/// IP hosts never reach a resolver; [`check_url_shape`] judges those.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedResolver {
+    pub allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: the connector puts in the URL's port.
+            let addrs = resolve_checked(&host, 0, allow_private).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The URL's host when it is an IP address (the URL parser has already
+/// turned forms like `2130706433` or `0x7f.1` into dotted IPv4).
+fn literal_ip(url: &reqwest::Url) -> Result<Option<IpAddr>, String> {
+    let host = url.host_str().ok_or("Webhook URL has no host")?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok(bare.parse().ok())
+}
+
+/// Checks a destination URL without a lookup: http(s), a host, no
+/// credentials, and (unless allowed) no literal IP that is not public.
+pub fn check_url_shape(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(raw).map_err(|_| format!("'{raw}' is not a URL"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("Webhook URL must use http or https".into());
@@ -101,26 +163,24 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, S
     if !url.username().is_empty() || url.password().is_some() {
         return Err("Webhook URL must not carry credentials".into());
     }
-    let host = url.host_str().ok_or("Webhook URL has no host")?.to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let host_for_lookup = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let addrs: Vec<IpAddr> = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::lookup_host((host_for_lookup.as_str(), port)),
-    )
-    .await
-    .map_err(|_| format!("Webhook host '{host}' did not resolve in time"))?
-    .map_err(|_| format!("Webhook host '{host}' does not resolve"))?
-    .map(|a| a.ip())
-    .collect();
-    if addrs.is_empty() {
-        return Err(format!("Webhook host '{host}' does not resolve"));
+    if let Some(ip) = literal_ip(&url)? {
+        if !allow_private && !is_public(ip) {
+            return Err(PRIVATE_REFUSED.into());
+        }
     }
-    if !allow_private && addrs.iter().any(|ip| !is_public(*ip)) {
-        return Err("Webhook URL resolves to a private or loopback address, which this server does not allow".into());
+    Ok(url)
+}
+
+/// Checks a destination URL: [`check_url_shape`], then for a name, a lookup
+/// that must leave at least one address it may connect to.
+pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+    let url = check_url_shape(raw, allow_private)?;
+    if literal_ip(&url)?.is_none() {
+        let host = url.host_str().ok_or("Webhook URL has no host")?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        resolve_checked(host, port, allow_private)
+            .await
+            .map_err(|e| e.0)?;
     }
     Ok(url)
 }
@@ -142,13 +202,16 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn client(timeout: Duration) -> reqwest::Client {
+    /// The delivery client: checked resolution, no redirects, no proxy
+    /// (not even one named in the environment).
+    pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(CheckedResolver { allow_private }))
             .user_agent(concat!("advps-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default()
     }
 
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -212,9 +275,9 @@ impl Dispatcher {
             Ok(None) => return Err((None, "the endpoint was deleted".into())),
             Err(e) => return Err((None, e.to_string())),
         };
-        let url = check_url(&endpoint.url, self.allow_private)
-            .await
-            .map_err(|e| (None, e))?;
+        // Names are resolved and checked by the client's resolver, on the
+        // answer it connects to; literal addresses are checked here.
+        let url = check_url_shape(&endpoint.url, self.allow_private).map_err(|e| (None, e))?;
         let now = time::now_millis();
         let timestamp = now / 1000;
         let mut signatures = Vec::new();
@@ -256,6 +319,13 @@ impl Dispatcher {
 }
 
 fn describe_send_error(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return refused.0.clone();
+        }
+        source = cause.source();
+    }
     if e.is_timeout() {
         "the endpoint did not answer in time".into()
     } else if e.is_connect() {
@@ -293,6 +363,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "198.51.100.7",
+            "198.18.0.1",
+            "::7f00:1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
@@ -319,5 +393,110 @@ mod tests {
             .unwrap_err();
         assert!(refused.contains("private or loopback"), "{refused}");
         assert!(check_url("http://127.0.0.1:9/hook", true).await.is_ok());
+    }
+
+    fn sock(raw: &str) -> SocketAddr {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn the_filter_keeps_only_public_addresses() {
+        let mixed = [
+            sock("127.0.0.1:443"),
+            sock("93.184.216.34:443"),
+            sock("[::ffff:10.0.0.1]:443"),
+        ];
+        assert_eq!(
+            filter_addrs("mixed.example", mixed, false),
+            Ok(vec![sock("93.184.216.34:443")])
+        );
+        let forbidden = [
+            sock("10.0.0.1:80"),
+            sock("[fe80::1]:80"),
+            sock("198.18.0.1:80"),
+        ];
+        assert_eq!(
+            filter_addrs("rebind.example", forbidden, false),
+            Err(Refused(PRIVATE_REFUSED.into()))
+        );
+        // The operator's leave keeps everything.
+        assert_eq!(filter_addrs("x", forbidden, true), Ok(forbidden.to_vec()));
+        assert!(filter_addrs("none.example", [], true).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_filters_what_it_resolves() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        let refused = CheckedResolver {
+            allow_private: false,
+        }
+        .resolve(name("localhost"))
+        .await
+        .err()
+        .expect("localhost is refused");
+        assert_eq!(refused.to_string(), PRIVATE_REFUSED);
+        let allowed: Vec<SocketAddr> = CheckedResolver {
+            allow_private: true,
+        }
+        .resolve(name("localhost"))
+        .await
+        .expect("allowed")
+        .collect();
+        assert!(!allowed.is_empty());
+        assert!(allowed.iter().all(|a| a.ip().is_loopback()), "{allowed:?}");
+    }
+
+    /// A listener on loopback that answers every request with 204.
+    async fn loopback_receiver() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn the_client_connects_only_through_the_checked_resolver() {
+        let port = loopback_receiver().await;
+        let url = format!("http://localhost:{port}/hook");
+        let strict = Dispatcher::client(Duration::from_secs(5), false).unwrap();
+        let err = strict.post(&url).send().await.unwrap_err();
+        assert_eq!(describe_send_error(&err), PRIVATE_REFUSED);
+        let lenient = Dispatcher::client(Duration::from_secs(5), true).unwrap();
+        let ok = lenient.post(&url).send().await.unwrap();
+        assert_eq!(ok.status().as_u16(), 204);
+        // Literal addresses skip any resolver: the shape check covers them.
+        assert_eq!(
+            check_url_shape(&format!("http://127.0.0.1:{port}/"), false).unwrap_err(),
+            PRIVATE_REFUSED
+        );
+        assert_eq!(
+            check_url_shape("http://[::ffff:7f00:1]/", false).unwrap_err(),
+            PRIVATE_REFUSED
+        );
+        assert_eq!(
+            check_url_shape("http://2130706433/", false).unwrap_err(),
+            PRIVATE_REFUSED
+        );
+        assert!(check_url_shape(&format!("http://127.0.0.1:{port}/"), true).is_ok());
+        assert!(check_url_shape("https://93.184.216.34/", false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn registration_resolves_through_the_same_filter() {
+        let refused = check_url("http://localhost:9/hook", false)
+            .await
+            .unwrap_err();
+        assert_eq!(refused, PRIVATE_REFUSED);
+        assert!(check_url("http://localhost:9/hook", true).await.is_ok());
     }
 }
