@@ -71,6 +71,20 @@ pub struct Config {
     /// Whether `advps serve` also runs the background work (tasks, expiry,
     /// webhook deliveries); off when separate `advps worker` processes do.
     pub run_worker: bool,
+    /// Seconds a client has to send a request's whole header block (also
+    /// each next request's on a kept-alive connection), so that a client
+    /// sending a byte at a time cannot hold a connection.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has, from its headers, to send the whole body.
+    pub body_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit with no request before it
+    /// is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Seconds a shutdown waits for in-flight requests before it closes
+    /// what is left.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -103,6 +117,11 @@ impl Default for Config {
             metrics_listen: None,
             log_format: "text".to_string(),
             run_worker: true,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -137,6 +156,11 @@ struct FileConfig {
     secret_key: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<String>,
+    header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +236,12 @@ impl Config {
             webhook_timeout_secs,
             db_max_connections,
             db_statement_timeout_ms,
-            log_format
+            log_format,
+            header_read_timeout_secs,
+            body_read_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
+            shutdown_grace_secs
         );
         for (value, target) in [
             (f.database_url, &mut self.database_url),
@@ -386,6 +415,25 @@ impl Config {
         if let Some(v) = env("ADVPS_LOG_FORMAT") {
             self.log_format = v;
         }
+        for (name, target) in [
+            (
+                "ADVPS_HEADER_READ_TIMEOUT_SECS",
+                &mut self.header_read_timeout_secs,
+            ),
+            (
+                "ADVPS_BODY_READ_TIMEOUT_SECS",
+                &mut self.body_read_timeout_secs,
+            ),
+            ("ADVPS_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs),
+            ("ADVPS_SHUTDOWN_GRACE_SECS", &mut self.shutdown_grace_secs),
+        ] {
+            if let Some(v) = parsed(name, env(name), count)? {
+                *target = v;
+            }
+        }
+        if let Some(v) = parsed("ADVPS_MAX_CONNECTIONS", env("ADVPS_MAX_CONNECTIONS"), count)? {
+            self.max_connections = v;
+        }
         Ok(())
     }
 
@@ -437,6 +485,19 @@ impl Config {
                 name: "engine_timeout_secs",
                 message: "must be at least 1".into(),
             });
+        }
+        for (name, value) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         if self.low_stock_threshold < 0 {
             return Err(ConfigError::Invalid {

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// 413.
     #[error("Request body too large")]
     PayloadTooLarge,
+    /// 408: the body did not arrive within the body read deadline.
+    #[error("Request body not received in time")]
+    RequestTimeout,
     /// 415.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } | ApiError::TooManyRequests { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -1,19 +1,36 @@
 //! Assembling and running the server: shared state, the router with its
 //! middleware, and [`serve`], which runs on a listener the caller has bound
 //! until the caller's shutdown signal fires.
+//!
+//! [`serve`] runs its own accept loop rather than `axum::serve` so that no
+//! client can hold the server's resources for free: headers and bodies have
+//! deadlines, idle kept-alive connections are closed, the number of
+//! connections is capped, and a shutdown waits for in-flight requests only
+//! so long before it closes what is left.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -189,6 +206,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/openapi.json", get(docs::get_openapi));
     let max_body = state.config.max_body_bytes;
+    let body_deadline = Duration::from_secs(state.config.body_read_timeout_secs);
     Router::new()
         .route("/livez", get(health::get_livez))
         .route("/health", get(health::get_health))
@@ -202,6 +220,10 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            body_deadline,
+            enforce_body_deadline,
+        ))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
@@ -253,8 +275,84 @@ async fn request_context(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Gives the client the configured time, from its headers, to send the
+/// whole body: reading the body past it fails, and the request is answered
+/// 408 (whatever the handler made of the failed read) and its connection
+/// closed. Requests without a body pay nothing.
+async fn enforce_body_deadline(
+    State(deadline): State<Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let expired = Arc::new(AtomicBool::new(false));
+    let req = req.map(|inner| {
+        Body::new(DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(deadline)),
+            expired: Arc::clone(&expired),
+        })
+    });
+    let response = next.run(req).await;
+    if !expired.load(Ordering::Relaxed) {
+        return response;
+    }
+    tracing::info!("request body not received in time");
+    let mut response = ApiError::RequestTimeout.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request body that fails once its deadline has passed.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    expired: Arc<AtomicBool>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        // What has arrived is taken even past the deadline; only waiting
+        // for more is refused.
+        if let ready @ Poll::Ready(_) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return ready;
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.expired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(axum::Error::new(
+                "request body not received in time",
+            ))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The message of the answer to a connection past the cap.
+pub const TOO_MANY_CONNECTIONS: &str = "Too many connections; retry later";
+
 /// Serves the API on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish. Background work (the sandbox sweeper, limiter
+/// in-flight requests finish for at most the configured grace and closes
+/// what is left. Background work (the sandbox sweeper, limiter
 /// housekeeping) runs alongside and stops with it.
 pub async fn serve(
     listener: TcpListener,
@@ -279,18 +377,240 @@ pub async fn serve(
             }
         })
     });
+    let limits = Limits::of(&state.config);
     let app = router(state);
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let result = accept_loop(listener, app, limits, shutdown).await;
     let _ = stop_tx.send(true);
     for task in background.into_iter().chain(housekeeping) {
         let _ = task.await;
     }
     result
+}
+
+/// The connection limits of [`serve`], from the configuration.
+#[derive(Clone, Copy)]
+struct Limits {
+    header_read: Duration,
+    idle: Duration,
+    max_connections: usize,
+    shutdown_grace: Duration,
+}
+
+impl Limits {
+    fn of(config: &Config) -> Limits {
+        Limits {
+            header_read: Duration::from_secs(config.header_read_timeout_secs),
+            idle: Duration::from_secs(config.idle_timeout_secs),
+            max_connections: config.max_connections,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, then drains them.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Refusing costs a task for a moment; past as many refusals again at
+    // once, connections are closed without an answer.
+    let refusals = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            // A connection reset before it was accepted is the client's
+            // business; anything else (out of file descriptors) is the
+            // server's, and retrying at once would spin.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(refusal);
+                });
+            }
+            tracing::warn!(%remote, "connection refused: too many connections");
+            continue;
+        };
+        let connection = serve_connection(
+            stream,
+            remote,
+            app.clone(),
+            http.clone(),
+            limits.idle,
+            closing_rx.clone(),
+        );
+        connections.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+    }
+    // No new connections; idle ones close now, busy ones after their
+    // current request.
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "shutdown grace over: closing the connections left"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// Serves one connection until it closes: after the idle timeout with no
+/// request, or, once `closing` turns true, after its current request.
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    http: hyper::server::conn::http1::Builder,
+    idle: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // What `into_make_service_with_connect_info` gave handlers.
+            req.extensions_mut().insert(ConnectInfo(remote));
+            let busy = activity.begin();
+            let mut app = app.clone();
+            let response = tower_service::Service::call(&mut app, req);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let connection = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut winding_down = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = closing.wait_for(|closing| *closing), if !winding_down => {
+                winding_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle_for(idle), if !winding_down => {
+                // Closes the connection if it is between requests; one whose
+                // next request has begun arriving ends with that request (its
+                // headers have their own deadline).
+                winding_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Whether a connection has a request in flight, and since when it has had
+/// none.
+struct Activity(std::sync::Mutex<(usize, Instant)>);
+
+/// Marks a request in flight until dropped.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(std::sync::Mutex::new((0, Instant::now())))
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        Busy(Arc::clone(self))
+    }
+
+    /// Completes once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let wait = {
+                let (in_flight, since) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+                if in_flight > 0 {
+                    idle
+                } else {
+                    match idle.checked_sub(since.elapsed()) {
+                        Some(left) if !left.is_zero() => left,
+                        _ => return,
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        state.1 = Instant::now();
+    }
+}
+
+/// Answers a connection past the cap with 503 in the error envelope and
+/// closes it.
+async fn refuse(mut stream: TcpStream) {
+    let body = serde_json::to_vec(&error_body(TOO_MANY_CONNECTIONS, None)).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await?;
+        // Reads what the client sends until it closes: closing with unread
+        // data would reset the connection, and the client could lose the
+        // answer.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Runs only the background work (tasks, sandbox timers, expiry, webhook
