@@ -19,6 +19,7 @@
 //!   While the watcher cannot vouch for the cache (not started yet, or its
 //!   connection lost), the cache is bypassed.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -98,22 +99,9 @@ impl Cache {
     ) -> Result<Option<ApiKeyRecord>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<ApiKeyRecord>, E>>,
+        Fut: Future<Output = Result<Option<ApiKeyRecord>, E>>,
     {
-        let Some(generation) = self.generation.current() else {
-            return load().await;
-        };
-        if let Some((at, row)) = self.keys.get(digest) {
-            if at == generation {
-                return Ok(Some(ApiKeyRecord::clone(&row)));
-            }
-        }
-        let row = load().await?;
-        if let Some(row) = &row {
-            self.keys
-                .insert(digest.to_string(), (generation, Arc::new(row.clone())));
-        }
-        Ok(row)
+        lookup(&self.generation, &self.keys, digest, load).await
     }
 
     /// A service, read with `load` unless a current copy is kept.
@@ -126,24 +114,43 @@ impl Cache {
     ) -> Result<Option<ServiceRecord>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<ServiceRecord>, E>>,
+        Fut: Future<Output = Result<Option<ServiceRecord>, E>>,
     {
-        let Some(generation) = self.generation.current() else {
-            return load().await;
-        };
         let key = (account_id, mode, service_id.to_string());
-        if let Some((at, row)) = self.services.get(&key) {
-            if at == generation {
-                return Ok(Some(ServiceRecord::clone(&row)));
-            }
-        }
-        let row = load().await?;
-        if let Some(row) = &row {
-            self.services
-                .insert(key, (generation, Arc::new(row.clone())));
-        }
-        Ok(row)
+        lookup(&self.generation, &self.services, &key, load).await
     }
+}
+
+/// The row under `key` if it was read under the current generation, else
+/// what `load` reads, kept under the generation taken before the read (a
+/// commit during the read leaves it stale at once). While the cache is off,
+/// `load` alone.
+async fn lookup<K, Q, V, F, Fut, E>(
+    generation: &Generation,
+    rows: &Lru<K, (u64, Arc<V>)>,
+    key: &Q,
+    load: F,
+) -> Result<Option<V>, E>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq + Send + Sync + 'static,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    V: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<V>, E>>,
+{
+    let Some(current) = generation.current() else {
+        return load().await;
+    };
+    if let Some((at, row)) = rows.get(key) {
+        if at == current {
+            return Ok(Some(V::clone(&row)));
+        }
+    }
+    let row = load().await?;
+    if let Some(row) = &row {
+        rows.insert(key.to_owned(), (current, Arc::new(row.clone())));
+    }
+    Ok(row)
 }
 
 /// Watches an SQLite database for commits by other connections until the

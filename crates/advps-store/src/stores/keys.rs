@@ -2,8 +2,6 @@
 //!
 //! The trait and its one implementation, on both databases.
 
-#[allow(unused_imports)]
-use advps_domain::{Mode, PowerState, VmType};
 use async_trait::async_trait;
 
 use crate::db::query;
