@@ -16,6 +16,10 @@
 //! cargo build --release -p advps-cli -p advps-bench && target/release/advps-bench
 //! ```
 //!
+//! `advps-bench soak` runs 32 connections of mixed reads and writes beside
+//! 1,000 idle connections and slow clients and checks the server holds (see
+//! `soak.rs`).
+//!
 //! `advps-bench lxd [--iterations N]` is a separate mode: the wall time of
 //! start, stop and rebuild through the API against the same operations on
 //! LXD's own API (see `overhead.rs`).
@@ -35,6 +39,7 @@ mod overhead;
 mod report;
 mod scale;
 mod server;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -96,6 +101,9 @@ enum Mode {
     /// Scale-out: the status endpoint on SQLite, one PostgreSQL instance and
     /// two, and the shared limiter's accuracy (needs PostgreSQL)
     Scale(scale::ScaleArgs),
+    /// Soak: mixed reads and writes beside 1,000 idle connections and slow
+    /// clients; no 5xx, p99, timeouts enforced, memory afterwards
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +111,7 @@ fn main() -> ExitCode {
     match args.mode.take() {
         Some(Mode::Scale(scale_args)) => return scale::main(scale_args),
         Some(Mode::Lxd(lxd_args)) => return overhead::main(lxd_args),
+        Some(Mode::Soak(soak_args)) => return soak::main(soak_args),
         None => {}
     }
     let cpus = std::thread::available_parallelism()

@@ -428,8 +428,11 @@ async fn accept_loop(
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
+            // A finished connection's task keeps its memory until it is
+            // joined: reap them as they end, not only on the next accept,
+            // so a burst of connections is given back once it is over.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        while connections.try_join_next().is_some() {}
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             // A connection reset before it was accepted is the client's
