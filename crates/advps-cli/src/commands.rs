@@ -119,9 +119,11 @@ async fn serve(config: Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
         println!("Metrics on http://{}/metrics", metrics.local_addr()?);
-        let app = advps_server::metrics::router(state.clone());
+        let state = state.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum_serve(metrics, app).await {
+            // It ends with the process: nothing there needs draining.
+            let serving = advps_server::serve_metrics(metrics, state, std::future::pending());
+            if let Err(e) = serving.await {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });
@@ -588,8 +590,4 @@ async fn audit(
         );
     }
     Ok(())
-}
-
-async fn axum_serve(listener: TcpListener, app: axum::Router) -> std::io::Result<()> {
-    axum::serve(listener, app).await
 }

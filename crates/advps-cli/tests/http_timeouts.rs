@@ -237,3 +237,32 @@ fn sigterm_exits_within_the_grace_despite_half_sent_requests() {
         "exited after {took:?}: the half-sent requests were not waited for"
     );
 }
+
+#[test]
+fn the_metrics_listener_cuts_slow_headers_too() {
+    let server = TestServer::start_with_env(&[
+        ("ADVPS_HEADER_READ_TIMEOUT_SECS", "1"),
+        ("ADVPS_METRICS_LISTEN", "127.0.0.1:0"),
+    ]);
+    let addr = server
+        .startup_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Metrics on http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("the metrics address among the startup lines")
+        .to_string();
+    let stream = TcpStream::connect(&addr).expect("connect to metrics");
+    stream.set_read_timeout(Some(DRIBBLE)).unwrap();
+    let slow = format!("x-slow: {}\r\n\r\n", "a".repeat(200));
+    let seen = dribble(
+        stream,
+        b"GET /metrics HTTP/1.1\r\nhost: advps\r\n",
+        slow.as_bytes(),
+        Duration::from_secs(8),
+    );
+    let closed = seen
+        .closed_after
+        .expect("slow headers held the metrics connection");
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+    assert!(!seen.answer.contains("200 OK"), "{}", seen.answer);
+}

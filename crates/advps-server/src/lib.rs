@@ -29,6 +29,6 @@ pub use config::Config;
 pub use error::ApiError;
 pub use server::{
     build_state, is_shared, open_store, router, run_background,
-    seed_sandbox_catalogue as server_seed, serve, AppState, AppStateInner,
+    seed_sandbox_catalogue as server_seed, serve, serve_metrics, AppState, AppStateInner,
 };
 pub mod webhooks;

@@ -387,6 +387,23 @@ pub async fn serve(
     result
 }
 
+/// Most connections the metrics listener serves at once: scrapers are few,
+/// and what is left of the cap belongs to the API.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// Serves the Prometheus metrics router on its own listener, with the
+/// API's header, idle and shutdown deadlines, so that a slow or idle client
+/// holds no connection there either.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut limits = Limits::of(&state.config);
+    limits.max_connections = limits.max_connections.min(METRICS_MAX_CONNECTIONS);
+    accept_loop(listener, crate::metrics::router(state), limits, shutdown).await
+}
+
 /// The connection limits of [`serve`], from the configuration.
 #[derive(Clone, Copy)]
 struct Limits {
