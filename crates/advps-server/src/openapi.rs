@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::envelope::{ApiMode, ErrorEnvelope, ErrorWord, SuccessWord};
 use crate::routes::{
-    self, audit, docs, health, me, os, products, purchase, services, tasks, webhooks,
+    self, audit, docs, health, keys, me, os, products, purchase, services, tasks, webhooks,
 };
 
 /// Where the document is served.
@@ -73,6 +73,9 @@ Task status also sends `Retry-After` while the task runs.";
         purchase::purchase_vps,
         purchase::get_order,
         me::get_me,
+        keys::list_keys,
+        keys::create_key,
+        keys::revoke_key,
         health::get_livez,
         health::get_health,
         docs::get_openapi,

@@ -42,7 +42,9 @@ use crate::drivers::DriverRegistry;
 use crate::envelope::{error_body, json_response, RequestContext};
 use crate::ops::Operations;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
-use crate::routes::{audit, docs, health, me, os, products, purchase, services, tasks, webhooks};
+use crate::routes::{
+    audit, docs, health, keys, me, os, products, purchase, services, tasks, webhooks,
+};
 use crate::secrets::Cipher;
 use crate::worker::Worker;
 use crate::{ApiError, Config};
@@ -188,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .merge(purchase::router())
         .route("/api/v1/os", get(os::list_os))
         .merge(webhooks::router())
+        .merge(keys::router())
         .route("/api/v1/audit", get(audit::list_audit))
         // Authentication, then (for mutating calls) the audit log, then
         // idempotent replay: one layer, see `auth::authenticate`.

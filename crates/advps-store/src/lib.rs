@@ -37,7 +37,7 @@ pub use stores::catalogue::CatalogueStore;
 pub use stores::health::HealthStore;
 pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
-pub use stores::keys::KeyStore;
+pub use stores::keys::{KeyRevocation, KeyStore};
 pub use stores::outbox::WebhookStore;
 pub use stores::rate::RateStore;
 pub use stores::selling::SellingStore;

@@ -243,6 +243,89 @@ async fn keys_are_found_by_digest_and_revoked_once(db: Backend) {
     assert_eq!(listed[0].last_used_at, Some(99));
 }
 
+async fn an_accounts_last_key_in_a_mode_is_never_revoked(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let other = store.create_account("other", 1).await.unwrap();
+    let key = |id: &str, account_id: i64, mode: Mode, n: u8| NewApiKey {
+        id: id.into(),
+        account_id,
+        mode,
+        key_hash: format!("{n:02x}").repeat(32),
+        last4: "ABCD".into(),
+        created_at: i64::from(n),
+    };
+    let test_ids: Vec<String> = (1..=8).map(|n| format!("key_t{n}")).collect();
+    for (n, id) in test_ids.iter().enumerate() {
+        store
+            .insert_api_key(&key(id, demo.id, Mode::Test, 10 + n as u8))
+            .await
+            .unwrap();
+    }
+    for k in [
+        key("key_l1", demo.id, Mode::Live, 4),
+        key("key_o1", other.id, Mode::Test, 5),
+    ] {
+        store.insert_api_key(&k).await.unwrap();
+    }
+    // Another account's key, and the other mode's, are not found.
+    assert_eq!(
+        store
+            .revoke_own_api_key(demo.id, Mode::Test, "key_o1", 10)
+            .await
+            .unwrap(),
+        KeyRevocation::NotFound
+    );
+    assert_eq!(
+        store
+            .revoke_own_api_key(demo.id, Mode::Test, "key_l1", 10)
+            .await
+            .unwrap(),
+        KeyRevocation::NotFound
+    );
+    // The live key is the last of its mode.
+    assert_eq!(
+        store
+            .revoke_own_api_key(demo.id, Mode::Live, "key_l1", 10)
+            .await
+            .unwrap(),
+        KeyRevocation::LastKey
+    );
+    // Eight test keys revoked all at once: seven go, one stays.
+    let start = Arc::new(tokio::sync::Barrier::new(test_ids.len()));
+    let mut handles = Vec::new();
+    for id in test_ids.clone() {
+        let store = Arc::clone(&store);
+        let start = Arc::clone(&start);
+        let account = demo.id;
+        handles.push(tokio::spawn(async move {
+            start.wait().await;
+            store
+                .revoke_own_api_key(account, Mode::Test, &id, 20)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.unwrap());
+    }
+    let revoked = outcomes
+        .iter()
+        .filter(|o| **o == KeyRevocation::Revoked)
+        .count();
+    assert_eq!(revoked, test_ids.len() - 1, "{outcomes:?}");
+    assert!(outcomes.contains(&KeyRevocation::LastKey), "{outcomes:?}");
+    let left = store
+        .list_api_keys(demo.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.mode == Mode::Test && k.revoked_at.is_none())
+        .count();
+    assert_eq!(left, 1);
+}
+
 async fn concurrent_power_transitions_have_one_winner(db: Backend) {
     let store = db.open().await;
     let demo = store.create_account("demo", 1).await.unwrap();
@@ -1956,6 +2039,7 @@ macro_rules! contract_tests {
 contract_tests!(
     accounts_are_unique_and_come_with_their_sandbox_fleet,
     keys_are_found_by_digest_and_revoked_once,
+    an_accounts_last_key_in_a_mode_is_never_revoked,
     concurrent_power_transitions_have_one_winner,
     tasks_hold_the_service_respect_the_monthly_limit_and_finish_once,
     concurrent_task_starts_have_one_winner,

@@ -7,6 +7,7 @@
 //! service and gets the error that its new state calls for.
 
 mod events;
+mod keys;
 mod live;
 pub mod selling;
 

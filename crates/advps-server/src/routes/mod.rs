@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod docs;
 pub mod health;
+pub mod keys;
 pub mod me;
 pub mod os;
 pub mod products;

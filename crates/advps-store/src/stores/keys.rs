@@ -4,9 +4,23 @@
 
 use async_trait::async_trait;
 
+use advps_domain::Mode;
+
 use crate::db::query;
 use crate::model::*;
+use crate::stores::shared::lock_account;
 use crate::{SqlStore, StoreResult};
+
+/// What revoking one of an account's own keys came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRevocation {
+    Revoked,
+    /// No unrevoked key of that id in that account and mode.
+    NotFound,
+    /// It is the account's last unrevoked key in that mode: revoking it
+    /// would lock the account out of the API.
+    LastKey,
+}
 
 /// API keys: stored as digests, found by digest, revoked once.
 #[async_trait]
@@ -22,6 +36,17 @@ pub trait KeyStore: Send + Sync {
     async fn revoke_api_key(&self, key_id: &str, now: i64) -> StoreResult<bool>;
 
     async fn touch_api_key(&self, key_id: &str, now: i64) -> StoreResult<()>;
+
+    /// Revokes a key of `account_id` in `mode`, unless it is the last
+    /// unrevoked one there. Decided under the account's row lock, so two
+    /// revocations at once cannot both pass the check and leave none.
+    async fn revoke_own_api_key(
+        &self,
+        account_id: i64,
+        mode: Mode,
+        key_id: &str,
+        now: i64,
+    ) -> StoreResult<KeyRevocation>;
 }
 
 const KEY_SELECT: &str =
@@ -85,5 +110,45 @@ impl KeyStore for SqlStore {
             .execute(self.db.write())
             .await?;
         Ok(())
+    }
+
+    async fn revoke_own_api_key(
+        &self,
+        account_id: i64,
+        mode: Mode,
+        key_id: &str,
+        now: i64,
+    ) -> StoreResult<KeyRevocation> {
+        let mut tx = self.db.begin().await?;
+        lock_account(&mut tx, account_id).await?;
+        let active = query(
+            "SELECT id FROM api_keys WHERE account_id = $1 AND mode = $2 AND revoked_at IS NULL",
+        )
+        .bind(account_id)
+        .bind(mode.as_str())
+        .rows(&mut tx)
+        .await?;
+        let ids = active
+            .iter()
+            .map(|r| r.get::<String>("id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let outcome = if !ids.iter().any(|id| id == key_id) {
+            KeyRevocation::NotFound
+        } else if ids.len() <= 1 {
+            KeyRevocation::LastKey
+        } else {
+            query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(key_id)
+                .execute(&mut tx)
+                .await?;
+            KeyRevocation::Revoked
+        };
+        if outcome == KeyRevocation::Revoked {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(outcome)
     }
 }

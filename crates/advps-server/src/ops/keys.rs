@@ -1,0 +1,82 @@
+//! An account's own API keys, as the service layer offers them: a caller
+//! sees and changes only the keys of its account in its mode, can create
+//! one (shown once) and revoke one, but never the last, so that nobody
+//! locks an account out of the API by accident.
+
+use advps_domain::{api_key, ids, time};
+use advps_store::{ApiKeyRecord, KeyRevocation, NewApiKey, Scope};
+
+use super::Operations;
+use crate::ApiError;
+
+const KEY_NOT_FOUND: &str = "API key not found";
+/// Unrevoked keys one account may hold per mode.
+pub const MAX_KEYS: usize = 20;
+
+impl Operations {
+    /// The unrevoked keys of the caller's account and mode, oldest first.
+    pub async fn keys(&self, scope: Scope) -> Result<Vec<ApiKeyRecord>, ApiError> {
+        Ok(self
+            .store
+            .list_api_keys(scope.account_id)
+            .await?
+            .into_iter()
+            .filter(|k| k.mode == scope.mode && k.revoked_at.is_none())
+            .collect())
+    }
+
+    /// Creates a key in the caller's account and mode; returns its record
+    /// and its plaintext, which is never stored and never shown again.
+    pub async fn create_key(&self, scope: Scope) -> Result<(ApiKeyRecord, String), ApiError> {
+        let held = self.keys(scope).await?;
+        if held.len() >= MAX_KEYS {
+            return Err(ApiError::Conflict {
+                message: format!("At most {MAX_KEYS} API keys per account and mode"),
+                errors: None,
+            });
+        }
+        let key = api_key::generate(scope.mode);
+        let new = NewApiKey {
+            id: ids::key_id(),
+            account_id: scope.account_id,
+            mode: scope.mode,
+            key_hash: key.hash.clone(),
+            last4: key.last4.clone(),
+            created_at: time::now_millis(),
+        };
+        self.store.insert_api_key(&new).await?;
+        let account_name = held
+            .first()
+            .map(|k| k.account_name.clone())
+            .unwrap_or_default();
+        let record = ApiKeyRecord {
+            id: new.id,
+            account_id: new.account_id,
+            account_name,
+            mode: new.mode,
+            key_hash: new.key_hash,
+            last4: new.last4,
+            created_at: new.created_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        Ok((record, key.plaintext))
+    }
+
+    /// Revokes one of the caller's keys (the calling key too, if another
+    /// is left): it is refused from the next request on.
+    pub async fn revoke_key(&self, scope: Scope, key_id: &str) -> Result<(), ApiError> {
+        match self
+            .store
+            .revoke_own_api_key(scope.account_id, scope.mode, key_id, time::now_millis())
+            .await?
+        {
+            KeyRevocation::Revoked => Ok(()),
+            KeyRevocation::NotFound => Err(ApiError::NotFound(KEY_NOT_FOUND)),
+            KeyRevocation::LastKey => Err(ApiError::Conflict {
+                message: "Cannot revoke the last API key of this account and mode".into(),
+                errors: None,
+            }),
+        }
+    }
+}
