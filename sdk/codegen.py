@@ -498,6 +498,10 @@ def py_models(doc: Doc) -> str:
     return out
 
 
+def optional(t: str) -> str:
+    return t if t.startswith("Optional[") else f"Optional[{t}]"
+
+
 def py_operations(doc: Doc, ops: list[Operation]) -> str:
     gen = PyGen(doc)
     top, spaces = grouped(ops)
@@ -524,7 +528,7 @@ def py_operations(doc: Doc, ops: list[Operation]) -> str:
                 continue
             t = qualify(gen.type(p.get("schema", {}), "Q"))
             py = snake(p["name"])
-            kw.append(f"{py}: {t}" if p.get("required") else f"{py}: Optional[{t}] = None")
+            kw.append(f"{py}: {t}" if p.get("required") else f"{py}: {optional(t)} = None")
             query.append(f'"{p["name"]}": {py}')
         body = []
         if op.body_schema is not None:
@@ -533,7 +537,7 @@ def py_operations(doc: Doc, ops: list[Operation]) -> str:
             for k, v in bs.get("properties", {}).items():
                 t = qualify(gen.type(v, "B"))
                 py = snake(k)
-                kw.append(f"{py}: {t}" if k in required else f"{py}: Optional[{t}] = None")
+                kw.append(f"{py}: {t}" if k in required else f"{py}: {optional(t)} = None")
                 body.append(f'"{k}": {py}')
         # Required keywords first: Python wants them before defaulted ones
         # only positionally, but keeping them first reads better.
