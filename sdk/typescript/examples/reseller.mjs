@@ -65,9 +65,12 @@ const { password } = await client.services.generatePassword(service.serviceId);
 console.log(`new password: ${password.length} characters`);
 
 // 6. The signed event of the rebuild.
-const received = await Promise.race([event, new Promise((_, no) => setTimeout(() => no(new Error("no webhook in 60 s")), 60_000))]);
+let timer;
+const received = await Promise.race([event, new Promise((_, no) => (timer = setTimeout(() => no(new Error("no webhook in 60 s")), 60_000)))]);
+clearTimeout(timer);
 console.log(`webhook verified: ${received.type} for task ${received.data.taskId}`);
 
 await client.webhooks.delete(hook.id);
 receiver.close();
+receiver.closeAllConnections(); // the server keeps its connection alive for the next delivery
 console.log(`quota left: ${client.rateLimit?.remaining}`);

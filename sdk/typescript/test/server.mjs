@@ -96,6 +96,10 @@ export async function startReceiver() {
         });
       }
     },
-    close: () => new Promise((r) => server.close(r)),
+    close: () =>
+      new Promise((r) => {
+        server.close(r);
+        server.closeAllConnections();
+      }),
   };
 }
