@@ -564,10 +564,11 @@ def py_operations(doc: Doc, ops: list[Operation]) -> str:
         s += f'{indent}    """{doc_text}"""\n'
         extra = ", idempotency_key=idempotency_key" if op.method == "POST" else ""
         s += (
-            f"{indent}    return {aw}self._client._request(\n"
+            f"{indent}    result: {ret(op)} = {aw}self._client._request(\n"
             f'{indent}        "{op.method}", {path}, operation_id="{op.id}", query={q}, body={b},\n'
             f"{indent}        conditional={op.conditional}, timeout=timeout{extra},\n"
-            f"{indent}    )  # type: ignore[no-any-return]\n"
+            f"{indent}    )\n"
+            f"{indent}    return result\n"
         )
         if op.items_key:
             sig, _, _, _ = params(op, paging=True)

@@ -8,7 +8,8 @@ export async function webCrypto() {
   if (globalThis.crypto?.subtle) {
     cached = globalThis.crypto;
   } else {
-    const mod = await import("node:crypto");
+    // Hidden from bundlers: only Node 18 gets here, browsers have the global.
+    const mod = await import(/* webpackIgnore: true */ /* @vite-ignore */ "node:crypto");
     cached = mod.webcrypto;
   }
   return cached;

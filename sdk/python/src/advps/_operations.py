@@ -68,10 +68,11 @@ class SyncServices:
         """Start Service: ``POST /api/v1/services/{serviceId}/start``.
 
         Start a stopped service. Works for both VPS (VM) and Linux (LXC) service types."""
-        return self._client._request(
+        result: m.Data_PowerData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/start", operation_id="startService", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def stop(
         self,
@@ -85,10 +86,11 @@ class SyncServices:
         """Stop Service: ``POST /api/v1/services/{serviceId}/stop``.
 
         Stop a running service gracefully. An optional body chooses the power mode: `{"mode": "force"}` cuts the power at once; `{"mode": "graceful", "timeoutSeconds": N}` asks the guest to shut down and forces it off after N seconds (default 60). `data.powerMode` says which path was taken."""
-        return self._client._request(
+        result: m.Data_PowerData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/stop", operation_id="stopService", query=None, body={"mode": mode, "timeoutSeconds": timeout_seconds},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def reboot(
         self,
@@ -102,10 +104,11 @@ class SyncServices:
         """Reboot Service: ``POST /api/v1/services/{serviceId}/reboot``.
 
         Reboot a running service. The service will be briefly unavailable during the restart cycle. The optional body is the same as for stop: `force` restarts at once, `graceful` (the default) asks the guest and forces the restart after `timeoutSeconds`."""
-        return self._client._request(
+        result: m.Data_PowerData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reboot", operation_id="rebootService", query=None, body={"mode": mode, "timeoutSeconds": timeout_seconds},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def configure_ip(
         self,
@@ -117,10 +120,11 @@ class SyncServices:
         """Configure IP Address: ``POST /api/v1/services/{serviceId}/get-ip``.
 
         Assign or configure an IP address for a VPS or Provisional VPS service. Not available for standard Linux containers. The address is stable: calling it again returns the same one."""
-        return self._client._request(
+        result: m.Data_IpData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/get-ip", operation_id="configureIp", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def status(
         self,
@@ -131,10 +135,11 @@ class SyncServices:
         """Get Service Status: ``GET /api/v1/services/{serviceId}/status``.
 
         Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota."""
-        return self._client._request(
+        result: m.Data_StatusData = self._client._request(
             "GET", f"/api/v1/services/{_q(service_id)}/status", operation_id="getServiceStatus", query=None, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def generate_password(
         self,
@@ -146,10 +151,11 @@ class SyncServices:
         """Generate Password: ``POST /api/v1/services/{serviceId}/generate-password``.
 
         Generate a new root/admin password for a service. The service must be running. The new password will be returned once and stored securely."""
-        return self._client._request(
+        result: m.Data_PasswordData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/generate-password", operation_id="generatePassword", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def rebuild(
         self,
@@ -162,10 +168,11 @@ class SyncServices:
         """Rebuild Service: ``POST /api/v1/services/{serviceId}/rebuild``.
 
         Rebuild a service with a fresh OS image. This is an asynchronous operation — use the returned taskId to poll for completion. While it runs, the service's `runningStatus` is `REBUILDING` and other mutating calls answer 409 with `errors.taskId`. In the sandbox, `{"os": "sandbox-fail"}` makes the task end FAILED."""
-        return self._client._request(
+        result: m.Data_RebuildData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/rebuild", operation_id="rebuildService", query=None, body={"os": os},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def renew(
         self,
@@ -179,10 +186,11 @@ class SyncServices:
         """Renew Services: ``POST /api/v1/services/renew``.
 
         Extends the expiry of services of an order by `validity` days, paid from the account's wallet. Allowed from 5 days before expiry to 1 day after; a suspended service comes back up."""
-        return self._client._request(
+        result: m.Data_RenewData = self._client._request(
             "POST", f"/api/v1/services/renew", operation_id="renewServices", query=None, body={"orderId": order_id, "serviceIds": service_ids, "serviceValidities": service_validities},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def reset_mac(
         self,
@@ -194,10 +202,11 @@ class SyncServices:
         """Reset MAC Address: ``POST /api/v1/services/{serviceId}/reset-mac``.
 
         Gives a VPS's network card a new MAC address (a running guest restarts for it). VPS only; once per 24 hours per service."""
-        return self._client._request(
+        result: m.Data_MacData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reset-mac", operation_id="resetMac", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncTasks:
@@ -215,10 +224,11 @@ class SyncTasks:
         """Get Task Status: ``GET /api/v1/services/task/{taskId}/status``.
 
         Poll the status of an asynchronous task, such as a rebuild operation. Poll every 3–5 seconds until status is COMPLETED or FAILED: while the task runs, `Retry-After` says how long to wait. Send the `ETag` back in `If-None-Match`: an unchanged task answers `304 Not Modified`, which costs no quota."""
-        return self._client._request(
+        result: m.Data_TaskData = self._client._request(
             "GET", f"/api/v1/services/task/{_q(task_id)}/status", operation_id="getTaskStatus", query=None, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncProducts:
@@ -238,10 +248,11 @@ class SyncProducts:
         """List Product Stock: ``GET /api/v1/products/stock``.
 
         Returns current stock levels for all visible products sorted by stock descending (ties by id, so pages never overlap). Supports optional filtering by product type. A page past the end is an empty list. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
-        return self._client._request(
+        result: m.Data_StockListData = self._client._request(
             "GET", f"/api/v1/products/stock", operation_id="listProductStock", query={"page": page, "limit": limit, "type": type}, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def stock_all(
         self,
@@ -269,10 +280,11 @@ class SyncProducts:
         """Get Product Stock: ``GET /api/v1/products/stock/{id}``.
 
         Returns the current stock level for a single product by its ID. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
-        return self._client._request(
+        result: m.Data_StockData = self._client._request(
             "GET", f"/api/v1/products/stock/{_q(id)}", operation_id="getProductStock", query=None, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncOs:
@@ -290,10 +302,11 @@ class SyncOs:
         """List Operating Systems: ``GET /api/v1/os``.
 
         The OS images a service can be bought with (`osId`) or rebuilt to (`os`), optionally of one family."""
-        return self._client._request(
+        result: m.Data_OsListData = self._client._request(
             "GET", f"/api/v1/os", operation_id="listOs", query={"type": type}, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncPurchase:
@@ -319,10 +332,11 @@ class SyncPurchase:
         """Buy Linux Containers: ``POST /api/v1/purchase/linux``.
 
         Places an order for Linux (LXC) containers of a product, paid from the account's wallet. Provisioning runs in the background: poll the order until it is COMPLETED."""
-        return self._client._request(
+        result: m.Data_OrderResponse = self._client._request(
             "POST", f"/api/v1/purchase/linux", operation_id="purchaseLinux", query=None, body={"productId": product_id, "ram": ram, "osId": os_id, "quantity": quantity, "validity": validity, "remark": remark, "name": name, "email": email},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def vps(
         self,
@@ -341,10 +355,11 @@ class SyncPurchase:
         """Buy VPS: ``POST /api/v1/purchase/vps``.
 
         Places an order for virtual machines of a product, paid from the account's wallet; `name` and `email` are required. Provisioning runs in the background: poll the order until it is COMPLETED."""
-        return self._client._request(
+        result: m.Data_OrderResponse = self._client._request(
             "POST", f"/api/v1/purchase/vps", operation_id="purchaseVps", query=None, body={"productId": product_id, "ram": ram, "osId": os_id, "quantity": quantity, "validity": validity, "remark": remark, "name": name, "email": email},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncOrders:
@@ -362,10 +377,11 @@ class SyncOrders:
         """Get Order: ``GET /api/v1/purchase/{orderId}``.
 
         An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls."""
-        return self._client._request(
+        result: m.Data_OrderResponse = self._client._request(
             "GET", f"/api/v1/purchase/{_q(order_id)}", operation_id="getOrder", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncWebhooks:
@@ -380,10 +396,11 @@ class SyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_WebhookListData:
         """List Webhook Endpoints: ``GET /api/v1/webhooks``."""
-        return self._client._request(
+        result: m.Data_WebhookListData = self._client._request(
             "GET", f"/api/v1/webhooks", operation_id="listWebhooks", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def create(
         self,
@@ -397,10 +414,11 @@ class SyncWebhooks:
         """Create Webhook Endpoint: ``POST /api/v1/webhooks``.
 
         Registers a URL that receives signed events (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`). The secret is shown only in this answer."""
-        return self._client._request(
+        result: m.Data_WebhookData = self._client._request(
             "POST", f"/api/v1/webhooks", operation_id="createWebhook", query=None, body={"url": url, "events": events, "description": description},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def get(
         self,
@@ -409,10 +427,11 @@ class SyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_WebhookData:
         """Get Webhook Endpoint: ``GET /api/v1/webhooks/{webhookId}``."""
-        return self._client._request(
+        result: m.Data_WebhookData = self._client._request(
             "GET", f"/api/v1/webhooks/{_q(webhook_id)}", operation_id="getWebhook", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def delete(
         self,
@@ -421,10 +440,11 @@ class SyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_DeletedData:
         """Delete Webhook Endpoint: ``DELETE /api/v1/webhooks/{webhookId}``."""
-        return self._client._request(
+        result: m.Data_DeletedData = self._client._request(
             "DELETE", f"/api/v1/webhooks/{_q(webhook_id)}", operation_id="deleteWebhook", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def rotate_secret(
         self,
@@ -436,10 +456,11 @@ class SyncWebhooks:
         """Rotate Webhook Secret: ``POST /api/v1/webhooks/{webhookId}/rotate-secret``.
 
         Issues a new secret. For a day the previous one keeps signing too (a second signature in `webhook-signature`), so receivers can switch without losing events."""
-        return self._client._request(
+        result: m.Data_WebhookData = self._client._request(
             "POST", f"/api/v1/webhooks/{_q(webhook_id)}/rotate-secret", operation_id="rotateWebhookSecret", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def deliveries(
         self,
@@ -450,10 +471,11 @@ class SyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_DeliveriesData:
         """List Deliveries: ``GET /api/v1/webhooks/{webhookId}/deliveries``."""
-        return self._client._request(
+        result: m.Data_DeliveriesData = self._client._request(
             "GET", f"/api/v1/webhooks/{_q(webhook_id)}/deliveries", operation_id="listWebhookDeliveries", query={"page": page, "limit": limit}, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def deliveries_all(
         self,
@@ -483,10 +505,11 @@ class SyncWebhooks:
         """Redeliver: ``POST /api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver``.
 
         Sends a delivery again now, with the same `webhook-id`."""
-        return self._client._request(
+        result: m.Data_RedeliveredData = self._client._request(
             "POST", f"/api/v1/webhooks/{_q(webhook_id)}/deliveries/{_q(delivery_id)}/redeliver", operation_id="redeliverWebhook", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class SyncAudit:
@@ -508,10 +531,11 @@ class SyncAudit:
         """List Audit Entries: ``GET /api/v1/audit``.
 
         Every mutating call of the calling account and mode (time, key, method, path, service, outcome, request id, idempotency key, task or order), newest first. Bodies are never recorded."""
-        return self._client._request(
+        result: m.Data_AuditData = self._client._request(
             "GET", f"/api/v1/audit", operation_id="listAudit", query={"page": page, "limit": limit, "from": from_, "to": to, "serviceId": service_id}, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def list_all(
         self,
@@ -558,10 +582,11 @@ class SyncOperations:
         """Who Am I: ``GET /api/v1/me``.
 
         The calling key's account, mode, prefix and last four characters, when it was created and last used, and its rate-limit policy with the quota left. This call costs no quota and answers even when the quota is used up."""
-        return self._client._request(
+        result: m.Data_MeData = self._client._request(
             "GET", f"/api/v1/me", operation_id="getMe", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def livez(
         self,
@@ -571,10 +596,11 @@ class SyncOperations:
         """Liveness: ``GET /livez``.
 
         Answers as long as the process serves requests. Needs no key and costs no quota."""
-        return self._client._request(
+        result: Dict[str, Any] = self._client._request(
             "GET", f"/livez", operation_id="getLivez", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     def health(
         self,
@@ -584,10 +610,11 @@ class SyncOperations:
         """Health: ``GET /health``.
 
         Whether this instance can write to its database (a load balancer's readiness check): each call commits a one-row write, so a full disk or a database server that went away shows here, not only a database that does not answer. Needs no key and costs no quota; 503 when the write fails or takes over 2 seconds."""
-        return self._client._request(
+        result: Dict[str, Any] = self._client._request(
             "GET", f"/health", operation_id="getHealth", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncServices:
@@ -606,10 +633,11 @@ class AsyncServices:
         """Start Service: ``POST /api/v1/services/{serviceId}/start``.
 
         Start a stopped service. Works for both VPS (VM) and Linux (LXC) service types."""
-        return await self._client._request(
+        result: m.Data_PowerData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/start", operation_id="startService", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def stop(
         self,
@@ -623,10 +651,11 @@ class AsyncServices:
         """Stop Service: ``POST /api/v1/services/{serviceId}/stop``.
 
         Stop a running service gracefully. An optional body chooses the power mode: `{"mode": "force"}` cuts the power at once; `{"mode": "graceful", "timeoutSeconds": N}` asks the guest to shut down and forces it off after N seconds (default 60). `data.powerMode` says which path was taken."""
-        return await self._client._request(
+        result: m.Data_PowerData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/stop", operation_id="stopService", query=None, body={"mode": mode, "timeoutSeconds": timeout_seconds},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def reboot(
         self,
@@ -640,10 +669,11 @@ class AsyncServices:
         """Reboot Service: ``POST /api/v1/services/{serviceId}/reboot``.
 
         Reboot a running service. The service will be briefly unavailable during the restart cycle. The optional body is the same as for stop: `force` restarts at once, `graceful` (the default) asks the guest and forces the restart after `timeoutSeconds`."""
-        return await self._client._request(
+        result: m.Data_PowerData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reboot", operation_id="rebootService", query=None, body={"mode": mode, "timeoutSeconds": timeout_seconds},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def configure_ip(
         self,
@@ -655,10 +685,11 @@ class AsyncServices:
         """Configure IP Address: ``POST /api/v1/services/{serviceId}/get-ip``.
 
         Assign or configure an IP address for a VPS or Provisional VPS service. Not available for standard Linux containers. The address is stable: calling it again returns the same one."""
-        return await self._client._request(
+        result: m.Data_IpData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/get-ip", operation_id="configureIp", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def status(
         self,
@@ -669,10 +700,11 @@ class AsyncServices:
         """Get Service Status: ``GET /api/v1/services/{serviceId}/status``.
 
         Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota."""
-        return await self._client._request(
+        result: m.Data_StatusData = await self._client._request(
             "GET", f"/api/v1/services/{_q(service_id)}/status", operation_id="getServiceStatus", query=None, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def generate_password(
         self,
@@ -684,10 +716,11 @@ class AsyncServices:
         """Generate Password: ``POST /api/v1/services/{serviceId}/generate-password``.
 
         Generate a new root/admin password for a service. The service must be running. The new password will be returned once and stored securely."""
-        return await self._client._request(
+        result: m.Data_PasswordData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/generate-password", operation_id="generatePassword", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def rebuild(
         self,
@@ -700,10 +733,11 @@ class AsyncServices:
         """Rebuild Service: ``POST /api/v1/services/{serviceId}/rebuild``.
 
         Rebuild a service with a fresh OS image. This is an asynchronous operation — use the returned taskId to poll for completion. While it runs, the service's `runningStatus` is `REBUILDING` and other mutating calls answer 409 with `errors.taskId`. In the sandbox, `{"os": "sandbox-fail"}` makes the task end FAILED."""
-        return await self._client._request(
+        result: m.Data_RebuildData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/rebuild", operation_id="rebuildService", query=None, body={"os": os},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def renew(
         self,
@@ -717,10 +751,11 @@ class AsyncServices:
         """Renew Services: ``POST /api/v1/services/renew``.
 
         Extends the expiry of services of an order by `validity` days, paid from the account's wallet. Allowed from 5 days before expiry to 1 day after; a suspended service comes back up."""
-        return await self._client._request(
+        result: m.Data_RenewData = await self._client._request(
             "POST", f"/api/v1/services/renew", operation_id="renewServices", query=None, body={"orderId": order_id, "serviceIds": service_ids, "serviceValidities": service_validities},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def reset_mac(
         self,
@@ -732,10 +767,11 @@ class AsyncServices:
         """Reset MAC Address: ``POST /api/v1/services/{serviceId}/reset-mac``.
 
         Gives a VPS's network card a new MAC address (a running guest restarts for it). VPS only; once per 24 hours per service."""
-        return await self._client._request(
+        result: m.Data_MacData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reset-mac", operation_id="resetMac", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncTasks:
@@ -753,10 +789,11 @@ class AsyncTasks:
         """Get Task Status: ``GET /api/v1/services/task/{taskId}/status``.
 
         Poll the status of an asynchronous task, such as a rebuild operation. Poll every 3–5 seconds until status is COMPLETED or FAILED: while the task runs, `Retry-After` says how long to wait. Send the `ETag` back in `If-None-Match`: an unchanged task answers `304 Not Modified`, which costs no quota."""
-        return await self._client._request(
+        result: m.Data_TaskData = await self._client._request(
             "GET", f"/api/v1/services/task/{_q(task_id)}/status", operation_id="getTaskStatus", query=None, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncProducts:
@@ -776,10 +813,11 @@ class AsyncProducts:
         """List Product Stock: ``GET /api/v1/products/stock``.
 
         Returns current stock levels for all visible products sorted by stock descending (ties by id, so pages never overlap). Supports optional filtering by product type. A page past the end is an empty list. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
-        return await self._client._request(
+        result: m.Data_StockListData = await self._client._request(
             "GET", f"/api/v1/products/stock", operation_id="listProductStock", query={"page": page, "limit": limit, "type": type}, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def stock_all(
         self,
@@ -807,10 +845,11 @@ class AsyncProducts:
         """Get Product Stock: ``GET /api/v1/products/stock/{id}``.
 
         Returns the current stock level for a single product by its ID. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
-        return await self._client._request(
+        result: m.Data_StockData = await self._client._request(
             "GET", f"/api/v1/products/stock/{_q(id)}", operation_id="getProductStock", query=None, body=None,
             conditional=True, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncOs:
@@ -828,10 +867,11 @@ class AsyncOs:
         """List Operating Systems: ``GET /api/v1/os``.
 
         The OS images a service can be bought with (`osId`) or rebuilt to (`os`), optionally of one family."""
-        return await self._client._request(
+        result: m.Data_OsListData = await self._client._request(
             "GET", f"/api/v1/os", operation_id="listOs", query={"type": type}, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncPurchase:
@@ -857,10 +897,11 @@ class AsyncPurchase:
         """Buy Linux Containers: ``POST /api/v1/purchase/linux``.
 
         Places an order for Linux (LXC) containers of a product, paid from the account's wallet. Provisioning runs in the background: poll the order until it is COMPLETED."""
-        return await self._client._request(
+        result: m.Data_OrderResponse = await self._client._request(
             "POST", f"/api/v1/purchase/linux", operation_id="purchaseLinux", query=None, body={"productId": product_id, "ram": ram, "osId": os_id, "quantity": quantity, "validity": validity, "remark": remark, "name": name, "email": email},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def vps(
         self,
@@ -879,10 +920,11 @@ class AsyncPurchase:
         """Buy VPS: ``POST /api/v1/purchase/vps``.
 
         Places an order for virtual machines of a product, paid from the account's wallet; `name` and `email` are required. Provisioning runs in the background: poll the order until it is COMPLETED."""
-        return await self._client._request(
+        result: m.Data_OrderResponse = await self._client._request(
             "POST", f"/api/v1/purchase/vps", operation_id="purchaseVps", query=None, body={"productId": product_id, "ram": ram, "osId": os_id, "quantity": quantity, "validity": validity, "remark": remark, "name": name, "email": email},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncOrders:
@@ -900,10 +942,11 @@ class AsyncOrders:
         """Get Order: ``GET /api/v1/purchase/{orderId}``.
 
         An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls."""
-        return await self._client._request(
+        result: m.Data_OrderResponse = await self._client._request(
             "GET", f"/api/v1/purchase/{_q(order_id)}", operation_id="getOrder", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncWebhooks:
@@ -918,10 +961,11 @@ class AsyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_WebhookListData:
         """List Webhook Endpoints: ``GET /api/v1/webhooks``."""
-        return await self._client._request(
+        result: m.Data_WebhookListData = await self._client._request(
             "GET", f"/api/v1/webhooks", operation_id="listWebhooks", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def create(
         self,
@@ -935,10 +979,11 @@ class AsyncWebhooks:
         """Create Webhook Endpoint: ``POST /api/v1/webhooks``.
 
         Registers a URL that receives signed events (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`). The secret is shown only in this answer."""
-        return await self._client._request(
+        result: m.Data_WebhookData = await self._client._request(
             "POST", f"/api/v1/webhooks", operation_id="createWebhook", query=None, body={"url": url, "events": events, "description": description},
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def get(
         self,
@@ -947,10 +992,11 @@ class AsyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_WebhookData:
         """Get Webhook Endpoint: ``GET /api/v1/webhooks/{webhookId}``."""
-        return await self._client._request(
+        result: m.Data_WebhookData = await self._client._request(
             "GET", f"/api/v1/webhooks/{_q(webhook_id)}", operation_id="getWebhook", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def delete(
         self,
@@ -959,10 +1005,11 @@ class AsyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_DeletedData:
         """Delete Webhook Endpoint: ``DELETE /api/v1/webhooks/{webhookId}``."""
-        return await self._client._request(
+        result: m.Data_DeletedData = await self._client._request(
             "DELETE", f"/api/v1/webhooks/{_q(webhook_id)}", operation_id="deleteWebhook", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def rotate_secret(
         self,
@@ -974,10 +1021,11 @@ class AsyncWebhooks:
         """Rotate Webhook Secret: ``POST /api/v1/webhooks/{webhookId}/rotate-secret``.
 
         Issues a new secret. For a day the previous one keeps signing too (a second signature in `webhook-signature`), so receivers can switch without losing events."""
-        return await self._client._request(
+        result: m.Data_WebhookData = await self._client._request(
             "POST", f"/api/v1/webhooks/{_q(webhook_id)}/rotate-secret", operation_id="rotateWebhookSecret", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def deliveries(
         self,
@@ -988,10 +1036,11 @@ class AsyncWebhooks:
         timeout: Optional[float] = None,
     ) -> m.Data_DeliveriesData:
         """List Deliveries: ``GET /api/v1/webhooks/{webhookId}/deliveries``."""
-        return await self._client._request(
+        result: m.Data_DeliveriesData = await self._client._request(
             "GET", f"/api/v1/webhooks/{_q(webhook_id)}/deliveries", operation_id="listWebhookDeliveries", query={"page": page, "limit": limit}, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def deliveries_all(
         self,
@@ -1021,10 +1070,11 @@ class AsyncWebhooks:
         """Redeliver: ``POST /api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver``.
 
         Sends a delivery again now, with the same `webhook-id`."""
-        return await self._client._request(
+        result: m.Data_RedeliveredData = await self._client._request(
             "POST", f"/api/v1/webhooks/{_q(webhook_id)}/deliveries/{_q(delivery_id)}/redeliver", operation_id="redeliverWebhook", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
 
 class AsyncAudit:
@@ -1046,10 +1096,11 @@ class AsyncAudit:
         """List Audit Entries: ``GET /api/v1/audit``.
 
         Every mutating call of the calling account and mode (time, key, method, path, service, outcome, request id, idempotency key, task or order), newest first. Bodies are never recorded."""
-        return await self._client._request(
+        result: m.Data_AuditData = await self._client._request(
             "GET", f"/api/v1/audit", operation_id="listAudit", query={"page": page, "limit": limit, "from": from_, "to": to, "serviceId": service_id}, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def list_all(
         self,
@@ -1096,10 +1147,11 @@ class AsyncOperations:
         """Who Am I: ``GET /api/v1/me``.
 
         The calling key's account, mode, prefix and last four characters, when it was created and last used, and its rate-limit policy with the quota left. This call costs no quota and answers even when the quota is used up."""
-        return await self._client._request(
+        result: m.Data_MeData = await self._client._request(
             "GET", f"/api/v1/me", operation_id="getMe", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def livez(
         self,
@@ -1109,10 +1161,11 @@ class AsyncOperations:
         """Liveness: ``GET /livez``.
 
         Answers as long as the process serves requests. Needs no key and costs no quota."""
-        return await self._client._request(
+        result: Dict[str, Any] = await self._client._request(
             "GET", f"/livez", operation_id="getLivez", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def health(
         self,
@@ -1122,7 +1175,8 @@ class AsyncOperations:
         """Health: ``GET /health``.
 
         Whether this instance can write to its database (a load balancer's readiness check): each call commits a one-row write, so a full disk or a database server that went away shows here, not only a database that does not answer. Needs no key and costs no quota; 503 when the write fails or takes over 2 seconds."""
-        return await self._client._request(
+        result: Dict[str, Any] = await self._client._request(
             "GET", f"/health", operation_id="getHealth", query=None, body=None,
             conditional=False, timeout=timeout,
-        )  # type: ignore[no-any-return]
+        )
+        return result
