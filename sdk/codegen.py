@@ -295,16 +295,17 @@ def ts_types(doc: Doc) -> str:
     return out
 
 
-def ts_query_type(gen: TsGen, op: Operation) -> str:
+def ts_query_type(gen: TsGen, op: Operation, indent: str = "  ") -> str:
+    inner = indent + "  "
     fields = "".join(
-        ts_doc(p.get("description"), "    ")
-        + f"    {ts_key(p['name'])}{'' if p.get('required') else '?'}: {gen.type(p.get('schema', {}), '    ')};\n"
+        ts_doc(p.get("description"), inner)
+        + f"{inner}{ts_key(p['name'])}{'' if p.get('required') else '?'}: {gen.type(p.get('schema', {}), inner)};\n"
         for p in op.query_params
     )
-    return "{\n" + fields + "  }"
+    return "{\n" + fields + indent + "}"
 
 
-def ts_args(op: Operation, gen: TsGen | None):
+def ts_args(op: Operation, gen: TsGen | None, indent: str = "  "):
     """(declaration args, JS args) of a method."""
     decl, js = [], []
     for p in op.path_params:
@@ -316,7 +317,7 @@ def ts_args(op: Operation, gen: TsGen | None):
         js.append("body")
     if op.query_params:
         required = any(p.get("required") for p in op.query_params)
-        t = ts_query_type(gen, op) if gen else ""
+        t = ts_query_type(gen, op, indent) if gen else ""
         decl.append(f"query{'' if required else '?'}: {t}")
         js.append("query")
     decl.append("options?: RequestOptions")
@@ -381,12 +382,12 @@ def ts_operations_dts(doc: Doc, ops: list[Operation]) -> str:
         return gen.type(op.data_schema, "  ") if op.data_schema is not None else "unknown"
 
     def method(op: Operation, indent: str) -> str:
-        decl, _ = ts_args(op, gen)
+        decl, _ = ts_args(op, gen, indent)
         doc_text = f"{op.summary}: `{op.method} {op.path}`." + (f"\n\n{op.description}" if op.description else "")
         s = ts_doc(doc_text, indent)
         s += f"{indent}{op.method_name}({', '.join(decl)}): Promise<{ret(op)}>;\n"
         if op.items_key:
-            q = ts_query_type(gen, op).replace("\n", "\n" + indent[:-2] if False else "\n")
+            q = ts_query_type(gen, op, indent)
             s += ts_doc(f"Every item of `{op.method_name}` across all pages (`page` is ignored).", indent)
             s += (
                 f"{indent}{op.method_name}All(query?: Omit<{q}, \"page\">, options?: RequestOptions): "
@@ -553,7 +554,6 @@ def py_operations(doc: Doc, ops: list[Operation]) -> str:
 
     def method(op: Operation, is_async: bool, indent: str) -> str:
         sig, path, q, b = params(op)
-        name = snake(op.method_name).rstrip("_") if op.method_name else snake(op.name)
         name = snake(op.method_name)
         a = "async " if is_async else ""
         aw = "await " if is_async else ""

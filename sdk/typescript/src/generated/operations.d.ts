@@ -103,22 +103,22 @@ export interface Operations {
      * Returns current stock levels for all visible products sorted by stock descending (ties by id, so pages never overlap). Supports optional filtering by product type. A page past the end is an empty list. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost.
      */
     stock(query?: {
-    /** Page number for pagination. Default: 1. */
-    page?: number;
-    /** Results per page, max 100: larger values are clamped. Default: 10. */
-    limit?: number;
-    /** Filter by product type. One of: linux, vps. */
-    type?: T.StockFilter;
-  }, options?: RequestOptions): Promise<T.Data_StockListData>;
+      /** Page number for pagination. Default: 1. */
+      page?: number;
+      /** Results per page, max 100: larger values are clamped. Default: 10. */
+      limit?: number;
+      /** Filter by product type. One of: linux, vps. */
+      type?: T.StockFilter;
+    }, options?: RequestOptions): Promise<T.Data_StockListData>;
     /** Every item of `stock` across all pages (`page` is ignored). */
     stockAll(query?: Omit<{
-    /** Page number for pagination. Default: 1. */
-    page?: number;
-    /** Results per page, max 100: larger values are clamped. Default: 10. */
-    limit?: number;
-    /** Filter by product type. One of: linux, vps. */
-    type?: T.StockFilter;
-  }, "page">, options?: RequestOptions): AsyncIterable<T.StockRow>;
+      /** Page number for pagination. Default: 1. */
+      page?: number;
+      /** Results per page, max 100: larger values are clamped. Default: 10. */
+      limit?: number;
+      /** Filter by product type. One of: linux, vps. */
+      type?: T.StockFilter;
+    }, "page">, options?: RequestOptions): AsyncIterable<T.StockRow>;
     /**
      * Get Product Stock: `GET /api/v1/products/stock/{id}`.
      *
@@ -133,9 +133,9 @@ export interface Operations {
      * The OS images a service can be bought with (`osId`) or rebuilt to (`os`), optionally of one family.
      */
     list(query?: {
-    /** One of: vps, lxc (linux is accepted for lxc). */
-    type?: T.OsFilter;
-  }, options?: RequestOptions): Promise<T.Data_OsListData>;
+      /** One of: vps, lxc (linux is accepted for lxc). */
+      type?: T.OsFilter;
+    }, options?: RequestOptions): Promise<T.Data_OsListData>;
   };
   purchase: {
     /**
@@ -180,18 +180,18 @@ export interface Operations {
     rotateSecret(webhookId: string, options?: RequestOptions): Promise<T.Data_WebhookData>;
     /** List Deliveries: `GET /api/v1/webhooks/{webhookId}/deliveries`. */
     deliveries(webhookId: string, query?: {
-    /** Page number. Default: 1. */
-    page?: number;
-    /** Results per page, max 100. Default: 10. */
-    limit?: number;
-  }, options?: RequestOptions): Promise<T.Data_DeliveriesData>;
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100. Default: 10. */
+      limit?: number;
+    }, options?: RequestOptions): Promise<T.Data_DeliveriesData>;
     /** Every item of `deliveries` across all pages (`page` is ignored). */
     deliveriesAll(query?: Omit<{
-    /** Page number. Default: 1. */
-    page?: number;
-    /** Results per page, max 100. Default: 10. */
-    limit?: number;
-  }, "page">, options?: RequestOptions): AsyncIterable<T.DeliveryData>;
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100. Default: 10. */
+      limit?: number;
+    }, "page">, options?: RequestOptions): AsyncIterable<T.DeliveryData>;
     /**
      * Redeliver: `POST /api/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver`.
      *
@@ -206,30 +206,30 @@ export interface Operations {
      * Every mutating call of the calling account and mode (time, key, method, path, service, outcome, request id, idempotency key, task or order), newest first. Bodies are never recorded.
      */
     list(query?: {
-    /** Page number. Default: 1. */
-    page?: number;
-    /** Results per page, max 100. Default: 10. */
-    limit?: number;
-    /** Entries at or after this RFC 3339 time. */
-    from?: string;
-    /** Entries at or before this RFC 3339 time. */
-    to?: string;
-    /** Entries about this service only. */
-    serviceId?: string;
-  }, options?: RequestOptions): Promise<T.Data_AuditData>;
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100. Default: 10. */
+      limit?: number;
+      /** Entries at or after this RFC 3339 time. */
+      from?: string;
+      /** Entries at or before this RFC 3339 time. */
+      to?: string;
+      /** Entries about this service only. */
+      serviceId?: string;
+    }, options?: RequestOptions): Promise<T.Data_AuditData>;
     /** Every item of `list` across all pages (`page` is ignored). */
     listAll(query?: Omit<{
-    /** Page number. Default: 1. */
-    page?: number;
-    /** Results per page, max 100. Default: 10. */
-    limit?: number;
-    /** Entries at or after this RFC 3339 time. */
-    from?: string;
-    /** Entries at or before this RFC 3339 time. */
-    to?: string;
-    /** Entries about this service only. */
-    serviceId?: string;
-  }, "page">, options?: RequestOptions): AsyncIterable<T.AuditEntryData>;
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100. Default: 10. */
+      limit?: number;
+      /** Entries at or after this RFC 3339 time. */
+      from?: string;
+      /** Entries at or before this RFC 3339 time. */
+      to?: string;
+      /** Entries about this service only. */
+      serviceId?: string;
+    }, "page">, options?: RequestOptions): AsyncIterable<T.AuditEntryData>;
   };
 }
 
