@@ -89,7 +89,17 @@ Task status also sends `Retry-After` while the task runs.";
         webhooks::redeliver,
         audit::list_audit,
     ),
-    components(schemas(ErrorEnvelope, ErrorWord, SuccessWord, ApiMode, routes::ServiceTypeWord)),
+    // Types only parameters name (the `type` filters) are not reached from a
+    // body, so utoipa does not collect them: listed here, or their `$ref`s dangle.
+    components(schemas(
+        ErrorEnvelope,
+        ErrorWord,
+        SuccessWord,
+        ApiMode,
+        routes::ServiceTypeWord,
+        products::StockFilter,
+        os::OsFilter,
+    )),
     modifiers(&Common),
     security(("apiKey" = [])),
     tags(

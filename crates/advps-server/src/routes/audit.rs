@@ -44,7 +44,7 @@ pub struct AuditEntryData {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditData {
     pub entries: Vec<AuditEntryData>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::products::PageInfo)]
     pub pagination: Pagination,
 }
 

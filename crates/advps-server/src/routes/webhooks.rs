@@ -115,7 +115,7 @@ pub struct DeliveryData {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveriesData {
     pub deliveries: Vec<DeliveryData>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::products::PageInfo)]
     pub pagination: Pagination,
 }
 
