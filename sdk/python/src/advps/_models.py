@@ -86,6 +86,30 @@ class ApiResponse_IpData(_ApiResponse_IpDataRequired, total=False):
     success: Optional[bool]
 
 
+class _ApiResponse_KeyDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_KeyData
+    timestamp: str
+
+
+class ApiResponse_KeyData(_ApiResponse_KeyDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
+class _ApiResponse_KeyListDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_KeyListData
+    timestamp: str
+
+
+class ApiResponse_KeyListData(_ApiResponse_KeyListDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_MacDataRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -190,6 +214,18 @@ class _ApiResponse_RenewDataRequired(TypedDict):
 
 
 class ApiResponse_RenewData(_ApiResponse_RenewDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
+class _ApiResponse_RevokedKeyDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_RevokedKeyData
+    timestamp: str
+
+
+class ApiResponse_RevokedKeyData(_ApiResponse_RevokedKeyDataRequired, total=False):
     """The success envelope of an authenticated endpoint."""
     success: Optional[bool]
 
@@ -335,6 +371,29 @@ class Data_IpData(TypedDict):
     requestId: str
 
 
+class _Data_KeyDataRequired(TypedDict):
+    id: str
+    display: str
+    last4: str
+    createdAt: str
+    current: bool
+    mode: ApiMode
+    requestId: str
+
+
+class Data_KeyData(_Data_KeyDataRequired, total=False):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    lastUsedAt: Optional[str]
+    key: Optional[str]
+
+
+class Data_KeyListData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    keys: List[KeyData]
+    mode: ApiMode
+    requestId: str
+
+
 class Data_MacData(TypedDict):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     serviceId: str
@@ -422,6 +481,14 @@ class Data_RenewData(TypedDict):
     services: List[RenewedService]
     totalAmount: float
     currency: str
+    mode: ApiMode
+    requestId: str
+
+
+class Data_RevokedKeyData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    id: str
+    revoked: bool
     mode: ApiMode
     requestId: str
 
@@ -550,6 +617,25 @@ class IpData(TypedDict):
     serviceType: ServiceTypeWord
     status: str
     ip: str
+
+
+class _KeyDataRequired(TypedDict):
+    id: str
+    display: str
+    last4: str
+    createdAt: str
+    current: bool
+
+
+class KeyData(_KeyDataRequired, total=False):
+    """An API key, as its owner sees it: never its secret part after creation."""
+    lastUsedAt: Optional[str]
+    key: Optional[str]
+
+
+class KeyListData(TypedDict):
+    """The unrevoked keys of the account and mode, oldest first."""
+    keys: List[KeyData]
 
 
 class LivezData(TypedDict):
@@ -761,6 +847,12 @@ class RenewedService(_RenewedServiceRequired, total=False):
     expiryDate: Optional[str]
 
 
+class RevokedKeyData(TypedDict):
+    """The id of a revoked key."""
+    id: str
+    revoked: bool
+
+
 class ServiceValidity(TypedDict):
     """One service's validity in a renewal."""
     serviceId: str
@@ -872,6 +964,8 @@ __all__ = [
     "ApiResponse_DeletedData",
     "ApiResponse_DeliveriesData",
     "ApiResponse_IpData",
+    "ApiResponse_KeyData",
+    "ApiResponse_KeyListData",
     "ApiResponse_MacData",
     "ApiResponse_MeData",
     "ApiResponse_OrderResponse",
@@ -881,6 +975,7 @@ __all__ = [
     "ApiResponse_RebuildData",
     "ApiResponse_RedeliveredData",
     "ApiResponse_RenewData",
+    "ApiResponse_RevokedKeyData",
     "ApiResponse_StatusData",
     "ApiResponse_StockData",
     "ApiResponse_StockListData",
@@ -894,6 +989,8 @@ __all__ = [
     "Data_DeletedData",
     "Data_DeliveriesData",
     "Data_IpData",
+    "Data_KeyData",
+    "Data_KeyListData",
     "Data_MacData",
     "Data_MeData",
     "Data_OrderResponse",
@@ -903,6 +1000,7 @@ __all__ = [
     "Data_RebuildData",
     "Data_RedeliveredData",
     "Data_RenewData",
+    "Data_RevokedKeyData",
     "Data_StatusData",
     "Data_StockData",
     "Data_StockListData",
@@ -916,6 +1014,8 @@ __all__ = [
     "ErrorWord",
     "HealthData",
     "IpData",
+    "KeyData",
+    "KeyListData",
     "LivezData",
     "MacData",
     "MeData",
@@ -944,6 +1044,7 @@ __all__ = [
     "RenewData",
     "RenewRequest",
     "RenewedService",
+    "RevokedKeyData",
     "ServiceTypeWord",
     "ServiceValidity",
     "StatusData",

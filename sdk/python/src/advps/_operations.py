@@ -39,6 +39,9 @@ OPERATIONS = [
     ("purchaseVps", "purchase.vps", "POST", "/api/v1/purchase/vps"),
     ("getOrder", "orders.get", "GET", "/api/v1/purchase/{orderId}"),
     ("getMe", "me", "GET", "/api/v1/me"),
+    ("listKeys", "keys.list", "GET", "/api/v1/keys"),
+    ("createKey", "keys.create", "POST", "/api/v1/keys"),
+    ("revokeKey", "keys.revoke", "DELETE", "/api/v1/keys/{keyId}"),
     ("getLivez", "livez", "GET", "/livez"),
     ("getHealth", "health", "GET", "/health"),
     ("listWebhooks", "webhooks.list", "GET", "/api/v1/webhooks"),
@@ -384,6 +387,57 @@ class SyncOrders:
         return result
 
 
+class SyncKeys:
+    """``keys`` operations."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyListData:
+        """List API Keys: ``GET /api/v1/keys``.
+
+        The unrevoked API keys of the calling key's account, in its mode, oldest first. Secrets are never shown here."""
+        result: m.Data_KeyListData = self._client._request(
+            "GET", f"/api/v1/keys", operation_id="listKeys", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    def create(
+        self,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyData:
+        """Create API Key: ``POST /api/v1/keys``.
+
+        Creates a key in the calling key's account and mode. The whole key is in `data.key` of this answer only: it is stored as a digest and cannot be shown again. Costs one request of quota, like every call."""
+        result: m.Data_KeyData = self._client._request(
+            "POST", f"/api/v1/keys", operation_id="createKey", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    def revoke(
+        self,
+        key_id: str,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_RevokedKeyData:
+        """Revoke API Key: ``DELETE /api/v1/keys/{keyId}``.
+
+        Revokes one of the account's keys in this mode; it is refused from the next request on, in every instance within a second. The calling key may revoke itself, but the last key of an account and mode cannot be revoked."""
+        result: m.Data_RevokedKeyData = self._client._request(
+            "DELETE", f"/api/v1/keys/{_q(key_id)}", operation_id="revokeKey", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+
 class SyncWebhooks:
     """``webhooks`` operations."""
 
@@ -567,6 +621,7 @@ class SyncOperations:
         self.os = SyncOs(self)
         self.purchase = SyncPurchase(self)
         self.orders = SyncOrders(self)
+        self.keys = SyncKeys(self)
         self.webhooks = SyncWebhooks(self)
         self.audit = SyncAudit(self)
 
@@ -949,6 +1004,57 @@ class AsyncOrders:
         return result
 
 
+class AsyncKeys:
+    """``keys`` operations."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyListData:
+        """List API Keys: ``GET /api/v1/keys``.
+
+        The unrevoked API keys of the calling key's account, in its mode, oldest first. Secrets are never shown here."""
+        result: m.Data_KeyListData = await self._client._request(
+            "GET", f"/api/v1/keys", operation_id="listKeys", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    async def create(
+        self,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyData:
+        """Create API Key: ``POST /api/v1/keys``.
+
+        Creates a key in the calling key's account and mode. The whole key is in `data.key` of this answer only: it is stored as a digest and cannot be shown again. Costs one request of quota, like every call."""
+        result: m.Data_KeyData = await self._client._request(
+            "POST", f"/api/v1/keys", operation_id="createKey", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    async def revoke(
+        self,
+        key_id: str,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_RevokedKeyData:
+        """Revoke API Key: ``DELETE /api/v1/keys/{keyId}``.
+
+        Revokes one of the account's keys in this mode; it is refused from the next request on, in every instance within a second. The calling key may revoke itself, but the last key of an account and mode cannot be revoked."""
+        result: m.Data_RevokedKeyData = await self._client._request(
+            "DELETE", f"/api/v1/keys/{_q(key_id)}", operation_id="revokeKey", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+
 class AsyncWebhooks:
     """``webhooks`` operations."""
 
@@ -1132,6 +1238,7 @@ class AsyncOperations:
         self.os = AsyncOs(self)
         self.purchase = AsyncPurchase(self)
         self.orders = AsyncOrders(self)
+        self.keys = AsyncKeys(self)
         self.webhooks = AsyncWebhooks(self)
         self.audit = AsyncAudit(self)
 

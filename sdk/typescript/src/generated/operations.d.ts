@@ -159,6 +159,26 @@ export interface Operations {
      */
     get(orderId: string, options?: RequestOptions): Promise<T.Data_OrderResponse>;
   };
+  keys: {
+    /**
+     * List API Keys: `GET /api/v1/keys`.
+     *
+     * The unrevoked API keys of the calling key's account, in its mode, oldest first. Secrets are never shown here.
+     */
+    list(options?: RequestOptions): Promise<T.Data_KeyListData>;
+    /**
+     * Create API Key: `POST /api/v1/keys`.
+     *
+     * Creates a key in the calling key's account and mode. The whole key is in `data.key` of this answer only: it is stored as a digest and cannot be shown again. Costs one request of quota, like every call.
+     */
+    create(options?: RequestOptions): Promise<T.Data_KeyData>;
+    /**
+     * Revoke API Key: `DELETE /api/v1/keys/{keyId}`.
+     *
+     * Revokes one of the account's keys in this mode; it is refused from the next request on, in every instance within a second. The calling key may revoke itself, but the last key of an account and mode cannot be revoked.
+     */
+    revoke(keyId: string, options?: RequestOptions): Promise<T.Data_RevokedKeyData>;
+  };
   webhooks: {
     /** List Webhook Endpoints: `GET /api/v1/webhooks`. */
     list(options?: RequestOptions): Promise<T.Data_WebhookListData>;

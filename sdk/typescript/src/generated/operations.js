@@ -39,6 +39,11 @@ export function bindOperations(c) {
     orders: {
       get: (orderId, options) => c.request({ operationId: "getOrder", method: "GET", path: `/api/v1/purchase/${enc(orderId)}` }, options),
     },
+    keys: {
+      list: (options) => c.request({ operationId: "listKeys", method: "GET", path: `/api/v1/keys` }, options),
+      create: (options) => c.request({ operationId: "createKey", method: "POST", path: `/api/v1/keys` }, options),
+      revoke: (keyId, options) => c.request({ operationId: "revokeKey", method: "DELETE", path: `/api/v1/keys/${enc(keyId)}` }, options),
+    },
     webhooks: {
       list: (options) => c.request({ operationId: "listWebhooks", method: "GET", path: `/api/v1/webhooks` }, options),
       create: (body, options) => c.request({ operationId: "createWebhook", method: "POST", path: `/api/v1/webhooks`, body }, options),
@@ -77,6 +82,9 @@ export const OPERATIONS = [
   { operationId: "purchaseVps", name: "purchase.vps", method: "POST", path: "/api/v1/purchase/vps" },
   { operationId: "getOrder", name: "orders.get", method: "GET", path: "/api/v1/purchase/{orderId}" },
   { operationId: "getMe", name: "me", method: "GET", path: "/api/v1/me" },
+  { operationId: "listKeys", name: "keys.list", method: "GET", path: "/api/v1/keys" },
+  { operationId: "createKey", name: "keys.create", method: "POST", path: "/api/v1/keys" },
+  { operationId: "revokeKey", name: "keys.revoke", method: "DELETE", path: "/api/v1/keys/{keyId}" },
   { operationId: "getLivez", name: "livez", method: "GET", path: "/livez" },
   { operationId: "getHealth", name: "health", method: "GET", path: "/health" },
   { operationId: "listWebhooks", name: "webhooks.list", method: "GET", path: "/api/v1/webhooks" },

@@ -49,6 +49,28 @@ export interface ApiResponse_IpData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_KeyData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_KeyData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_KeyListData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_KeyListData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_MacData {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -143,6 +165,17 @@ export interface ApiResponse_RenewData {
   success?: boolean | null;
   message: string;
   data: Data_RenewData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_RevokedKeyData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_RevokedKeyData;
   /** RFC 3339 UTC with milliseconds. */
   timestamp: string;
 }
@@ -304,6 +337,38 @@ export interface Data_IpData {
  * `data` of an authenticated success: the endpoint's own fields, then the
  * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
  */
+export interface Data_KeyData {
+  id: string;
+  /** The key's prefix and last four characters. */
+  display: string;
+  last4: string;
+  createdAt: string;
+  /** When the key was last used (recorded at most once a minute). */
+  lastUsedAt?: string | null;
+  /** Whether this is the key that made the request. */
+  current: boolean;
+  /** The whole key: only in the answer that creates it. */
+  key?: string | null;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_KeyListData {
+  keys: Array<KeyData>;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
 export interface Data_MacData {
   serviceId: string;
   serviceType: ServiceTypeWord;
@@ -424,6 +489,18 @@ export interface Data_RenewData {
   /** A decimal amount, e.g. `12.5`. */
   totalAmount: number;
   currency: string;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_RevokedKeyData {
+  id: string;
+  revoked: boolean;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;
@@ -580,6 +657,26 @@ export interface IpData {
   /** Always `IP_CONFIGURED`. */
   status: string;
   ip: string;
+}
+
+/** An API key, as its owner sees it: never its secret part after creation. */
+export interface KeyData {
+  id: string;
+  /** The key's prefix and last four characters. */
+  display: string;
+  last4: string;
+  createdAt: string;
+  /** When the key was last used (recorded at most once a minute). */
+  lastUsedAt?: string | null;
+  /** Whether this is the key that made the request. */
+  current: boolean;
+  /** The whole key: only in the answer that creates it. */
+  key?: string | null;
+}
+
+/** The unrevoked keys of the account and mode, oldest first. */
+export interface KeyListData {
+  keys: Array<KeyData>;
 }
 
 /** `data` of liveness. */
@@ -835,6 +932,12 @@ export interface RenewedService {
   serviceId: string;
   expiryDate?: string | null;
   runningStatus: string;
+}
+
+/** The id of a revoked key. */
+export interface RevokedKeyData {
+  id: string;
+  revoked: boolean;
 }
 
 /** `serviceType`: `VPS` (a virtual machine), `LINUX` (an LXC container) or `PROVISIONAL_VPS`. */
