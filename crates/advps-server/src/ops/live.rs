@@ -197,7 +197,7 @@ impl Operations {
                 StatusView {
                     running_status,
                     vm_status,
-                    uptime: status.uptime_secs as i64,
+                    uptime: status.uptime_secs.map(|u| u as i64),
                     ip: fallback_ip.or_else(|| status.addresses.first().map(|a| a.to_string())),
                     service,
                 }
@@ -208,7 +208,7 @@ impl Operations {
                 StatusView {
                     running_status: service.power_state.as_str().to_string(),
                     vm_status: "unknown".to_string(),
-                    uptime: 0,
+                    uptime: Some(0),
                     ip: fallback_ip,
                     service,
                 }
