@@ -190,7 +190,8 @@ pub async fn connect(
             Ok(Arc::new(driver))
         }
         "libvirt" => {
-            let virsh = libvirt_virsh_for(node)?;
+            let virsh =
+                libvirt_virsh_for(node)?.with_timeout(request_timeout.max(Duration::from_secs(10)));
             Ok(Arc::new(LibvirtDriver::connect(virsh).await?))
         }
         other => Err(DriverError::Unsupported(format!("driver '{other}'"))),
