@@ -273,6 +273,30 @@ mod tests {
     }
 
     #[test]
+    fn libvirt_endpoints_are_qemu_connection_uris() {
+        let mut kvm = node("qemu:///system", None);
+        kvm.driver = "libvirt".into();
+        assert_eq!(libvirt_virsh_for(&kvm).unwrap().uri(), "qemu:///system");
+        for good in ["qemu+ssh://advps@kvm2/system", "qemu+tls://kvm3/system"] {
+            kvm.endpoint = good.into();
+            assert!(libvirt_virsh_for(&kvm).is_ok(), "{good}");
+        }
+        for bad in [
+            "https://kvm:8006",
+            "-c",
+            "xen:///",
+            "qemu:///system --readonly",
+            "",
+        ] {
+            kvm.endpoint = bad.into();
+            match libvirt_virsh_for(&kvm) {
+                Err(DriverError::Unsupported(m)) => assert!(m.contains("qemu:///system"), "{m}"),
+                other => panic!("{bad:?} accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn credentials_are_stored_encrypted_and_read_back() {
         let cipher = Cipher::from_key(&[3u8; 32]);
         let credentials = sample_credentials();
