@@ -119,6 +119,8 @@ pub enum WebhooksCommand {
 pub enum DriverArg {
     Lxd,
     Proxmox,
+    /// KVM/QEMU hosts through libvirt (virsh)
+    Libvirt,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,7 +132,8 @@ pub enum NodesCommand {
         driver: DriverArg,
         /// How to reach it: unix:///var/lib/lxd/unix.socket, or
         /// https://host:8443 with a client certificate; Proxmox VE:
-        /// https://HOST:8006 (any node of the cluster)
+        /// https://HOST:8006 (any node of the cluster); libvirt: qemu:///system,
+        /// qemu+ssh://USER@HOST/system or qemu+tls://HOST/system
         #[arg(long)]
         endpoint: String,
         /// Proxmox VE API token, USER@REALM!TOKENID=SECRET; stored encrypted

@@ -275,6 +275,22 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                         .map(|c| advps_server::drivers::seal_credentials(&cipher, c));
                     ("lxd", sealed)
                 }
+                DriverArg::Libvirt => {
+                    if token.is_some()
+                        || fingerprint.is_some()
+                        || client_cert.is_some()
+                        || client_key.is_some()
+                        || server_cert.is_some()
+                        || ca.is_some()
+                        || ssh.given()
+                    {
+                        bail!(
+                            "a libvirt node takes only --endpoint (a connection URI); libvirt \
+                             reaches remote hosts over SSH or TLS with its own client settings"
+                        );
+                    }
+                    ("libvirt", None)
+                }
                 DriverArg::Proxmox => {
                     let credentials = pve_credentials(
                         &endpoint,

@@ -1,5 +1,5 @@
 //! Hypervisor drivers: one [`Driver`] trait for every engine advps can run
-//! live services on, and its implementations (LXD/Incus and Proxmox VE).
+//! live services on, and its implementations (LXD/Incus, Proxmox VE and libvirt).
 //!
 //! A driver speaks to one node in the engine's own terms and reports back in
 //! a small common vocabulary: power, live status (state, measured uptime,
@@ -8,6 +8,7 @@
 //! what they can do through [`Capabilities`]; the API turns a missing
 //! capability into the reference's error instead of failing obscurely.
 
+pub mod libvirt;
 pub mod lxd;
 pub mod proxmox;
 pub mod tls;
@@ -57,8 +58,10 @@ impl PowerStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveStatus {
     pub power: PowerStatus,
-    /// Seconds since the guest started, measured by the engine; 0 when stopped.
-    pub uptime_secs: u64,
+    /// Seconds since the guest started, measured by the engine; 0 when
+    /// stopped, `None` when it cannot be measured (a VM whose guest agent
+    /// does not answer): never invented.
+    pub uptime_secs: Option<u64>,
     /// Global IPv4 addresses the guest has now.
     pub addresses: Vec<Ipv4Addr>,
 }
@@ -183,7 +186,7 @@ pub type DriverResult<T> = Result<T, DriverError>;
 /// One hypervisor node.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
-    /// The driver's name (`lxd`, `proxmox`).
+    /// The driver's name (`lxd`, `proxmox`, `libvirt`).
     fn name(&self) -> &'static str;
     async fn capabilities(&self) -> DriverResult<Capabilities>;
 

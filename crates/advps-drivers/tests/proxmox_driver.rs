@@ -80,7 +80,7 @@ async fn a_vm_is_powered_through_tasks_on_its_own_node() {
     let (fake, driver) = setup(cluster()).await;
     let status = driver.status("100").await.unwrap();
     assert_eq!(status.power, PowerStatus::Running);
-    assert_eq!(status.uptime_secs, 3600);
+    assert_eq!(status.uptime_secs, Some(3600));
     assert_eq!(status.addresses, vec![Ipv4Addr::new(203, 0, 113, 10)]);
 
     driver.stop("100", GRACEFUL).await.unwrap();
@@ -103,7 +103,7 @@ async fn a_vm_is_powered_through_tasks_on_its_own_node() {
     let status = driver.status("100").await.unwrap();
     assert_eq!(
         (status.power, status.uptime_secs),
-        (PowerStatus::Stopped, 0)
+        (PowerStatus::Stopped, Some(0))
     );
     assert!(status.addresses.is_empty());
     assert_eq!(
@@ -155,7 +155,7 @@ async fn a_container_is_powered_and_measured_too() {
     let (fake, driver) = setup(cluster()).await;
     let status = driver.status("101").await.unwrap();
     // The uptime came as a string.
-    assert_eq!(status.uptime_secs, 7200);
+    assert_eq!(status.uptime_secs, Some(7200));
     assert_eq!(status.addresses, vec![Ipv4Addr::new(203, 0, 113, 20)]);
     assert!(fake.with(|s| s.count("GET", "/nodes/pve2/lxc/101/interfaces")) == 1);
 

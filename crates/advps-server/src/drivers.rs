@@ -14,12 +14,18 @@
 //! cluster). Its credentials ([`PveCredentials`]: the API token, the
 //! server's pinned fingerprint or CA, and optionally the SSH key and host
 //! keys for `pct exec` on the nodes) are sealed the same way.
+//!
+//! A libvirt node (`libvirt`) is a libvirt connection URI: `qemu:///system`
+//! on the same host, `qemu+ssh://USER@HOST/system` or
+//! `qemu+tls://HOST/system` for remote ones, reached through `virsh`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use advps_drivers::libvirt::virsh::Virsh;
+use advps_drivers::libvirt::LibvirtDriver;
 use advps_drivers::lxd::client::{LxdClient, TlsCredentials};
 use advps_drivers::lxd::LxdDriver;
 use advps_drivers::proxmox::client::{PveClient, PveCredentials};
@@ -135,6 +141,33 @@ pub fn lxd_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<LxdClient, D
     )))
 }
 
+/// The libvirt connection of a node, refusing endpoints that are not a
+/// QEMU connection URI (an option in disguise, another hypervisor).
+pub fn libvirt_virsh_for(node: &NodeRecord) -> Result<Virsh, DriverError> {
+    let endpoint = node.endpoint.as_str();
+    let scheme_ok = [
+        "qemu://",
+        "qemu:///",
+        "qemu+ssh://",
+        "qemu+tls://",
+        "qemu+unix://",
+        "qemu+tcp://",
+    ]
+    .iter()
+    .any(|p| endpoint.starts_with(p));
+    if !scheme_ok
+        || endpoint
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(DriverError::Unsupported(format!(
+            "endpoint '{endpoint}': a libvirt node is a QEMU connection URI, e.g. qemu:///system, \
+             qemu+ssh://USER@HOST/system or qemu+tls://HOST/system"
+        )));
+    }
+    Ok(Virsh::new(endpoint))
+}
+
 /// Connects a driver for `node` (used by the server and the command line).
 /// `cipher` opens the node's stored credentials, if it has any.
 pub async fn connect(
@@ -155,6 +188,11 @@ pub async fn connect(
                 driver = driver.with_pct_exec(pct_exec);
             }
             Ok(Arc::new(driver))
+        }
+        "libvirt" => {
+            let virsh =
+                libvirt_virsh_for(node)?.with_timeout(request_timeout.max(Duration::from_secs(10)));
+            Ok(Arc::new(LibvirtDriver::connect(virsh).await?))
         }
         other => Err(DriverError::Unsupported(format!("driver '{other}'"))),
     }
@@ -231,6 +269,30 @@ mod tests {
             server: advps_drivers::lxd::client::ServerTrust::PinnedCert(
                 "-----BEGIN CERTIFICATE-----\nMIIBserver\n-----END CERTIFICATE-----\n".into(),
             ),
+        }
+    }
+
+    #[test]
+    fn libvirt_endpoints_are_qemu_connection_uris() {
+        let mut kvm = node("qemu:///system", None);
+        kvm.driver = "libvirt".into();
+        assert_eq!(libvirt_virsh_for(&kvm).unwrap().uri(), "qemu:///system");
+        for good in ["qemu+ssh://advps@kvm2/system", "qemu+tls://kvm3/system"] {
+            kvm.endpoint = good.into();
+            assert!(libvirt_virsh_for(&kvm).is_ok(), "{good}");
+        }
+        for bad in [
+            "https://kvm:8006",
+            "-c",
+            "xen:///",
+            "qemu:///system --readonly",
+            "",
+        ] {
+            kvm.endpoint = bad.into();
+            match libvirt_virsh_for(&kvm) {
+                Err(DriverError::Unsupported(m)) => assert!(m.contains("qemu:///system"), "{m}"),
+                other => panic!("{bad:?} accepted: {other:?}"),
+            }
         }
     }
 

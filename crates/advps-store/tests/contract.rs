@@ -2014,6 +2014,39 @@ async fn set_node_credentials_replaces_only_that_node(db: Backend) {
     assert!(store.find_node("node-z").await.unwrap().is_none());
 }
 
+async fn every_driver_can_own_a_node_and_no_other(db: Backend) {
+    let store = db.open().await;
+    for (name, driver, endpoint) in [
+        ("n-lxd", "lxd", "unix:///var/lib/lxd/unix.socket"),
+        ("n-pve", "proxmox", "https://pve:8006"),
+        ("n-kvm", "libvirt", "qemu:///system"),
+    ] {
+        let made = store
+            .create_node(&NewNode {
+                name: name.into(),
+                driver: driver.into(),
+                endpoint: endpoint.into(),
+                credentials_enc: None,
+                now: 5,
+            })
+            .await
+            .unwrap();
+        let found = store.find_node(name).await.unwrap().unwrap();
+        assert_eq!(found, made);
+        assert_eq!(found.driver, driver);
+    }
+    assert!(store
+        .create_node(&NewNode {
+            name: "n-xen".into(),
+            driver: "xen".into(),
+            endpoint: "xen:///".into(),
+            credentials_enc: None,
+            now: 5,
+        })
+        .await
+        .is_err());
+}
+
 /// Makes `sqlite::<check>` and `postgres::<check>` of each check.
 macro_rules! contract_tests {
     ($($check:ident),* $(,)?) => {
@@ -2057,4 +2090,5 @@ contract_tests!(
     outbox_events_fan_out_and_deliveries_are_claimed_once,
     operator_records_round_trip,
     set_node_credentials_replaces_only_that_node,
+    every_driver_can_own_a_node_and_no_other,
 );

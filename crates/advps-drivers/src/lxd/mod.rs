@@ -43,7 +43,7 @@ const REBUILD_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Arguments: address/prefix, gateway (may be empty). It writes the
 /// configuration for whichever network stack the guest has, so the address
 /// comes back after a reboot, and applies it at once with `ip`.
-const CONFIGURE_ADDRESS_SCRIPT: &str = r#"set -e
+pub(crate) const CONFIGURE_ADDRESS_SCRIPT: &str = r#"set -e
 addr="$1"; gw="$2"
 ip link set eth0 up
 ip -4 addr flush dev eth0 scope global
@@ -460,14 +460,14 @@ impl Driver for LxdDriver {
             .await?;
         let running = power == PowerStatus::Running;
         Ok(LiveStatus {
-            uptime_secs: if running {
+            uptime_secs: Some(if running {
                 uptime_from(
                     info.get("last_used_at").and_then(Value::as_str),
                     chrono::Utc::now(),
                 )
             } else {
                 0
-            },
+            }),
             addresses: if running {
                 addresses_from_state(&state)
             } else {

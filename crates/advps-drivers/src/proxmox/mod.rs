@@ -809,11 +809,11 @@ impl Driver for ProxmoxDriver {
             }
         }
         Ok(LiveStatus {
-            uptime_secs: if running {
+            uptime_secs: Some(if running {
                 current.get("uptime").and_then(number).unwrap_or(0)
             } else {
                 0
-            },
+            }),
             addresses,
             power,
         })

@@ -138,3 +138,41 @@ pub fn has_program(program: &str, arg: &str) -> bool {
         .status()
         .is_ok()
 }
+
+/// Fails instead of skipping the tests of real virtual machines on the
+/// local libvirt.
+pub const REQUIRE_LIBVIRT: &str = "ADVPS_REQUIRE_LIBVIRT";
+/// The local libvirt the VM tests drive.
+pub const LIBVIRT_URI: &str = "qemu:///system";
+/// How to get the local libvirt and the guest image the VM tests drive.
+pub const LIBVIRT_HOW: &str = "run .ci/vm-up as root (QEMU, libvirtd and the Debian 12 guest \
+                               image), then the tests as root";
+
+/// Why real VMs cannot be driven here, if they cannot: virsh must answer
+/// for the local QEMU driver, and `.ci/vm-up` must have built the image.
+pub fn libvirt_missing() -> Option<String> {
+    let out = Command::new("virsh")
+        .args(["-q", "-c", LIBVIRT_URI, "version"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Err(e) => return Some(format!("virsh cannot run ({e})")),
+        Ok(out) if !out.status.success() => {
+            return Some(format!(
+                "libvirtd does not answer at {LIBVIRT_URI} ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+        Ok(_) => {}
+    }
+    let images = std::fs::read_dir("/var/cache/advps-vm/images")
+        .map(|dir| {
+            dir.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".qcow2"))
+        })
+        .unwrap_or(false);
+    if !images {
+        return Some("no guest image in /var/cache/advps-vm/images".into());
+    }
+    None
+}

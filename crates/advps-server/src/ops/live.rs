@@ -144,12 +144,19 @@ impl Operations {
             return;
         };
         // Give the guest's own network configuration time to apply it
-        // while it boots; configure it only if it does not.
-        for _ in 0..10 {
+        // while it boots; configure it only if it does not. A VM whose
+        // agent does not answer yet (no measurable uptime) is still booting:
+        // it gets up to two minutes before it counts as booted.
+        let booting_until = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut looks = 0;
+        while looks < 10 {
             match driver.status(&service.vmid).await {
                 Ok(status) if status.addresses.contains(&config.address) => return,
                 Ok(status) if status.power != advps_drivers::PowerStatus::Running => return,
-                Ok(_) => {}
+                Ok(status)
+                    if status.uptime_secs.is_none()
+                        && tokio::time::Instant::now() < booting_until => {}
+                Ok(_) => looks += 1,
                 Err(_) => return,
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -197,7 +204,7 @@ impl Operations {
                 StatusView {
                     running_status,
                     vm_status,
-                    uptime: status.uptime_secs as i64,
+                    uptime: status.uptime_secs.map(|u| u as i64),
                     ip: fallback_ip.or_else(|| status.addresses.first().map(|a| a.to_string())),
                     service,
                 }
@@ -208,7 +215,7 @@ impl Operations {
                 StatusView {
                     running_status: service.power_state.as_str().to_string(),
                     vm_status: "unknown".to_string(),
-                    uptime: 0,
+                    uptime: Some(0),
                     ip: fallback_ip,
                     service,
                 }

@@ -60,7 +60,9 @@ pub struct StatusView {
     pub running_status: String,
     /// `vmStatus.status`: the live state in lower case, never empty.
     pub vm_status: String,
-    pub uptime: i64,
+    /// Seconds since the guest started; `None` when the engine cannot
+    /// measure it (a VM without a guest agent), never invented.
+    pub uptime: Option<i64>,
     pub ip: Option<String>,
 }
 
@@ -109,7 +111,7 @@ impl Operations {
         Ok(StatusView {
             running_status: service.power_state.as_str().to_string(),
             vm_status: service.power_state.lower().to_string(),
-            uptime,
+            uptime: Some(uptime),
             ip: service.ip.clone(),
             service,
         })

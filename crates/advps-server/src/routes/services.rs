@@ -380,8 +380,9 @@ pub struct StatusService {
 pub struct VmStatus {
     #[schema(example = "running")]
     pub status: String,
+    /// `null` when it cannot be measured (a VM whose guest agent does not answer).
     #[schema(example = 86400)]
-    pub uptime: i64,
+    pub uptime: Option<i64>,
 }
 
 /// `data` of service status.
@@ -396,9 +397,10 @@ pub struct StatusData {
     pub running_status: String,
     #[schema(example = "192.168.1.100")]
     pub ip: Option<String>,
-    /// Seconds since the service last started; 0 when stopped.
+    /// Seconds since the service last started; 0 when stopped; `null` when
+    /// it cannot be measured (a VM whose guest agent does not answer).
     #[schema(example = 86400)]
-    pub uptime: i64,
+    pub uptime: Option<i64>,
     pub service: StatusService,
     pub vm_status: VmStatus,
 }

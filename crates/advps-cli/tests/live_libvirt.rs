@@ -1,0 +1,547 @@
+//! Live mode against real virtual machines: QEMU guests under the local libvirt
+//! (`qemu:///system`), made by `.ci/vm-new` from the Debian 12 image `.ci/vm-up` builds, on the
+//! test bridge advpsbr0 (198.51.100.0/24).
+//!
+//! A server registers the host as a `libvirt` node through the operator commands, imports the
+//! VM with `nodes sync`, binds it as a VPS and drives it with a live key. Every API answer is
+//! checked against the guest itself, through the QEMU guest agent: uptime from /proc/uptime
+//! that grows, the generated password against /etc/shadow with the host's crypt(3), the get-ip
+//! address in `ip addr`, a graceful stop that really shuts off (also right after a start), a
+//! guest that ignores ACPI and has no agent forced off after the timeout (uptime null then),
+//! a reboot that changes the boot id, a rebuild across a killed server that removes a marker
+//! file and keeps the address, MAC, UUID and password, and a stopped libvirtd that gives a
+//! clear error and leaves nothing stuck.
+//!
+//! VMs are slow to boot under software emulation and the machine has two cores, so the VM
+//! tests run one after another (one lock) and share one VM where they can. Without libvirt or
+//! the image the tests print a notice and return; with ADVPS_REQUIRE_LIBVIRT=1 they fail.
+
+mod common;
+#[path = "common/live.rs"]
+mod live;
+
+use common::*;
+use live::require;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const LIVE: &str = "live";
+const NODE: &str = "kvm";
+/// The pool get-ip takes addresses from (vm-new gives .200 upwards at creation).
+const POOL_RANGE: &str = "198.51.100.240-198.51.100.247";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// One VM test at a time: two emulated guests booting on two cores slow each other down.
+static VM_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn libvirt_skipped() -> bool {
+    match require::libvirt_missing() {
+        Some(why) => {
+            require::missing(
+                require::REQUIRE_LIBVIRT,
+                "the live VM tests on the local libvirt",
+                &why,
+                require::LIBVIRT_HOW,
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// `virsh -c qemu:///system ARGS`: (success, stdout + stderr).
+fn virsh(args: &[&str]) -> (bool, String) {
+    let out = Command::new("virsh")
+        .args(["-q", "-c", require::LIBVIRT_URI])
+        .args(args)
+        .output()
+        .expect("run virsh");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn domstate(name: &str) -> String {
+    virsh(&["domstate", name]).1.trim().to_string()
+}
+
+fn agent(name: &str, command: &Value) -> Option<Value> {
+    let (ok, out) = virsh(&[
+        "qemu-agent-command",
+        name,
+        "--timeout",
+        "5",
+        &command.to_string(),
+    ]);
+    if !ok {
+        return None;
+    }
+    serde_json::from_str::<Value>(out.trim())
+        .ok()
+        .map(|v| v["return"].clone())
+}
+
+/// Runs `script` with sh in the guest through the agent: (exit code, stdout); `None` when the
+/// agent does not answer.
+fn guest_sh(name: &str, script: &str) -> Option<(i64, String)> {
+    let started = agent(
+        name,
+        &json!({"execute": "guest-exec", "arguments": {
+            "path": "/bin/sh", "arg": ["-c", script], "capture-output": true}}),
+    )?;
+    let pid = started["pid"].as_i64()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let status = agent(
+            name,
+            &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}),
+        )?;
+        if status["exited"] == true {
+            use base64::Engine as _;
+            let out = status["out-data"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            return Some((status["exitcode"].as_i64().unwrap_or(-1), out));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn guest_ok(name: &str, script: &str) -> String {
+    match guest_sh(name, script) {
+        Some((0, out)) => out,
+        other => panic!("`{script}` in {name}: {other:?}"),
+    }
+}
+
+fn boot_id(name: &str) -> Option<String> {
+    guest_sh(name, "cat /proc/sys/kernel/random/boot_id").map(|(_, out)| out.trim().to_string())
+}
+
+/// Waits until the guest's agent answers and systemd is running or degraded.
+fn wait_ready(name: &str) {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        if let Some((_, out)) = guest_sh(name, "systemctl is-system-running") {
+            if matches!(out.trim(), "running" | "degraded") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} never became ready");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn mac_of(name: &str) -> String {
+    let (_, out) = virsh(&["domiflist", name]);
+    out.split_whitespace()
+        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn root_password_is(name: &str, password: &str) -> bool {
+    let line = guest_ok(name, "getent shadow root");
+    let hash = line
+        .trim()
+        .split(':')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    live::crypt_matches(password, &hash)
+}
+
+/// A VM made by `.ci/vm-new`, removed by `.ci/vm-down` when dropped.
+struct TestVm {
+    name: String,
+    address: String,
+}
+
+impl TestVm {
+    fn new() -> TestVm {
+        let name = format!("advps-test-vm{}", std::process::id() % 100_000);
+        let out = Command::new(repo_root().join(".ci/vm-new"))
+            .args([&name, "--wait"])
+            .current_dir(repo_root())
+            .output()
+            .expect("run .ci/vm-new");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let vm = TestVm {
+            name: name.clone(),
+            address: text
+                .lines()
+                .last()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_default()
+                .to_string(),
+        };
+        assert!(
+            out.status.success() && !vm.address.is_empty(),
+            ".ci/vm-new {name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        vm
+    }
+}
+
+impl Drop for TestVm {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join(".ci/vm-down"))
+            .arg(&self.name)
+            .current_dir(repo_root())
+            .output();
+    }
+}
+
+/// The image `.ci/vm-up` built (its path, as an operator maps it).
+fn guest_image() -> String {
+    let out = Command::new(repo_root().join(".ci/vm-up"))
+        .current_dir(repo_root())
+        .output()
+        .expect("run .ci/vm-up");
+    assert!(out.status.success(), "{out:?}");
+    last_line(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A server with the local libvirt registered as node `kvm`, the image mapped as debian-12
+/// (VPS), a pool for get-ip, and `vm` bound to account `acme` as a VPS; gives the live key and
+/// the service id.
+fn bind(server: &TestServer, vm: &TestVm) -> (String, String) {
+    server.create_account("acme");
+    let out = server.cli_ok(&[
+        "nodes",
+        "add",
+        NODE,
+        "--driver",
+        "libvirt",
+        "--endpoint",
+        require::LIBVIRT_URI,
+    ]);
+    assert!(out.contains("virtual machines: yes"), "{out}");
+    let out = server.cli_ok(&["nodes", "sync", NODE]);
+    assert!(out.contains("Synced node kvm"), "{out}");
+    let listed = server.cli_ok(&["nodes", "instances", "--node", NODE]);
+    let line = listed
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(vm.name.as_str()))
+        .unwrap_or_else(|| panic!("{} not imported: {listed}", vm.name));
+    assert!(line.contains(" vm ") && line.contains("running"), "{line}");
+    server.cli_ok(&[
+        "os",
+        "add",
+        "debian-12",
+        "--name",
+        "Debian 12",
+        "--type",
+        "vps",
+        "--image",
+        &guest_image(),
+        "--node",
+        NODE,
+    ]);
+    server.cli_ok(&[
+        "ippools",
+        "add",
+        "vms",
+        "--cidr",
+        "198.51.100.0/24",
+        "--gateway",
+        "198.51.100.1",
+        "--range",
+        POOL_RANGE,
+        "--node",
+        NODE,
+    ]);
+    let out = server.cli_ok(&[
+        "services",
+        "create",
+        "--account",
+        "acme",
+        "--node",
+        NODE,
+        "--instance",
+        &vm.name,
+        "--type",
+        "VPS",
+        "--os",
+        "debian-12",
+    ]);
+    let id = last_line(&out);
+    let key = server.create_key("acme", "live");
+    (key, id)
+}
+
+/// (runningStatus, vmStatus.status, uptime) through the API.
+async fn api_status(server: &TestServer, key: &str, id: &str) -> (String, String, Value) {
+    let resp = server.status(key, id).await;
+    let data = assert_api_success(&resp, "Service status retrieved successfully", LIVE).clone();
+    assert_eq!(data["serviceType"], "VPS", "{data}");
+    assert_eq!(data["uptime"], data["vmStatus"]["uptime"], "{data}");
+    (
+        data["runningStatus"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        data["vmStatus"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        data["uptime"].clone(),
+    )
+}
+
+/// A power call with a JSON body. Its own client: a graceful stop right after a start waits
+/// for the guest to boot, longer than the harness's 30 s deadline when the cores are busy.
+async fn power(server: &TestServer, key: &str, id: &str, action: &str, body: Value) -> Resp {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(400))
+        .build()
+        .unwrap()
+        .post(server.url(&format!("/api/v1/services/{id}/{action}")))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{action}: {e}\n{}", server.stderr_log()));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    Resp {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+#[tokio::test]
+async fn live_vm_is_driven_through_the_api() {
+    let _one = VM_LOCK.lock().await;
+    if libvirt_skipped() {
+        return;
+    }
+    let began = Instant::now();
+    let vm = TestVm::new();
+    let name = vm.name.as_str();
+    let mut server = TestServer::start_with_env(&live::live_env(&[("ADVPS_TASK_LEASE_SECS", "3")]));
+    let (key, id) = bind(&server, &vm);
+    let (key, id) = (key.as_str(), id.as_str());
+
+    // Status from the domain, uptime from inside the guest, and it grows.
+    let (running, vm_status, uptime) = api_status(&server, key, id).await;
+    assert_eq!(
+        (running.as_str(), vm_status.as_str()),
+        ("RUNNING", "running")
+    );
+    let first = uptime.as_u64().unwrap_or_else(|| panic!("uptime {uptime}"));
+    let guest = guest_ok(name, "cat /proc/uptime");
+    let guest: f64 = guest.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        (guest - first as f64).abs() < 10.0,
+        "guest {guest}, API {first}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = api_status(&server, key, id).await.2.as_u64().unwrap();
+    assert!(later > first, "uptime did not grow: {first} then {later}");
+
+    // A generated password is root's password in the guest's /etc/shadow.
+    let resp = server.action(key, id, "generate-password").await;
+    let data = assert_api_success(&resp, "Password generated successfully", LIVE);
+    let password = data["password"].as_str().unwrap().to_string();
+    assert!(
+        root_password_is(name, &password),
+        "password not in /etc/shadow"
+    );
+
+    // get-ip: an address of the pool, on the guest's eth0.
+    let resp = server.action(key, id, "get-ip").await;
+    let data = assert_api_success(&resp, "VPS IP configured successfully", LIVE);
+    let address = data["ip"].as_str().unwrap_or_default().to_string();
+    assert!(address.starts_with("198.51.100.24"), "{data}");
+    let shown = guest_ok(name, "ip -4 -o addr show dev eth0");
+    assert!(shown.contains(&format!("{address}/24")), "{shown}");
+
+    // A graceful reboot gives a new boot id.
+    let before = boot_id(name).expect("boot id");
+    let resp = power(&server, key, id, "reboot", json!({})).await;
+    let data = assert_api_success(&resp, "VPS service rebooted successfully", LIVE);
+    assert_eq!(data["powerMode"], "graceful", "{data}");
+    wait_ready(name);
+    let after = boot_id(name).expect("boot id after the reboot");
+    assert_ne!(before, after, "the reboot did not restart the guest");
+
+    // A graceful stop shuts the guest off for real.
+    let resp = power(&server, key, id, "stop", json!({})).await;
+    let data = assert_api_success(&resp, "VPS service stopped successfully", LIVE);
+    assert_eq!(data["powerMode"], "graceful", "{data}");
+    assert_eq!(domstate(name), "shut off");
+    let (running, vm_status, uptime) = api_status(&server, key, id).await;
+    assert_eq!(
+        (running.as_str(), vm_status.as_str()),
+        ("STOPPED", "stopped")
+    );
+    assert_eq!(uptime, 0);
+    let resp = server.action(key, id, "generate-password").await;
+    assert_eq!(resp.status, 400, "{}", resp.text);
+
+    // A stop right after a start still stops gracefully: the driver waits for a ready guest.
+    let resp = server.action(key, id, "start").await;
+    assert_api_success(&resp, "VPS service started successfully", LIVE);
+    assert_eq!(domstate(name), "running");
+    let resp = power(
+        &server,
+        key,
+        id,
+        "stop",
+        json!({"mode": "graceful", "timeoutSeconds": 240}),
+    )
+    .await;
+    let data = assert_api_success(&resp, "VPS service stopped successfully", LIVE);
+    assert_eq!(data["powerMode"], "graceful", "{data}");
+    assert_eq!(domstate(name), "shut off");
+
+    // A guest without its agent and deaf to ACPI: uptime null, a clear 500 for the password,
+    // and a graceful stop forced off after the timeout.
+    let resp = server.action(key, id, "start").await;
+    assert_api_success(&resp, "VPS service started successfully", LIVE);
+    wait_ready(name);
+    let addresses = guest_ok(name, "ip -4 -o addr show dev eth0");
+    assert!(
+        addresses.contains(&address),
+        "get-ip's address lost on restart: {addresses}"
+    );
+    guest_ok(name, "echo before-rebuild > /root/marker");
+    guest_ok(
+        name,
+        "mkdir -p /run/systemd/logind.conf.d && \
+         printf '[Login]\\nHandlePowerKey=ignore\\n' > /run/systemd/logind.conf.d/deaf.conf && \
+         systemctl restart systemd-logind && \
+         systemd-run --on-active=1 systemctl stop qemu-guest-agent",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent(name, &json!({"execute": "guest-ping"})).is_some() {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (running, _, uptime) = api_status(&server, key, id).await;
+    assert_eq!(running, "RUNNING");
+    assert!(
+        uptime.is_null(),
+        "uptime without an agent must be null: {uptime}"
+    );
+    let resp = server.action(key, id, "generate-password").await;
+    assert_eq!(resp.status, 500, "{}", resp.text);
+    assert!(
+        resp.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent"),
+        "{}",
+        resp.text
+    );
+    let resp = power(&server, key, id, "stop", json!({"timeoutSeconds": 6})).await;
+    let data = assert_api_success(&resp, "VPS service stopped successfully", LIVE);
+    assert_eq!(data["powerMode"], "graceful_then_forced", "{data}");
+    assert_eq!(domstate(name), "shut off");
+
+    // Rebuild, with the server killed in the middle: the marker is gone, the address, MAC,
+    // UUID and password are kept.
+    let mac = mac_of(name);
+    let uuid = virsh(&["domuuid", name]).1.trim().to_string();
+    let task_id = server.start_rebuild(key, id, "debian-12").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = server.task(key, &task_id).await;
+        let data = assert_api_success(&resp, "Task status retrieved successfully", LIVE).clone();
+        if data["status"] == "IN_PROGRESS" && data["progress"].as_u64().unwrap_or(0) > 20 {
+            break;
+        }
+        assert_ne!(data["status"], "FAILED", "{data}");
+        assert!(Instant::now() < deadline, "rebuild never got going: {data}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill_and_restart();
+    let history = server
+        .wait_task(
+            key,
+            &task_id,
+            Duration::from_millis(500),
+            Duration::from_secs(300),
+        )
+        .await;
+    let last = history.last().unwrap();
+    assert_eq!(last["status"], "COMPLETED", "{history:?}");
+    assert_eq!(domstate(name), "running");
+    wait_ready(name);
+    assert_eq!(
+        guest_sh(name, "cat /root/marker").map(|r| r.0),
+        Some(1),
+        "marker survived"
+    );
+    let shown = guest_ok(name, "ip -4 -o addr show dev eth0");
+    assert!(
+        shown.contains(&format!("{address}/24")),
+        "address lost: {shown}"
+    );
+    assert_eq!(mac_of(name), mac);
+    assert_eq!(virsh(&["domuuid", name]).1.trim(), uuid);
+    assert!(
+        root_password_is(name, &password),
+        "password not kept by the rebuild"
+    );
+    let (_, out) = virsh(&["vol-list", "advps"]);
+    let disks = out
+        .lines()
+        .filter(|l| l.contains(&format!("{name}-")) && l.contains(".qcow2"))
+        .count();
+    assert_eq!(disks, 1, "the old overlay was not removed: {out}");
+
+    // libvirtd stopped: a clear error, nothing stuck once it is back.
+    let pid = std::fs::read_to_string("/run/libvirtd.pid").expect("libvirtd pid");
+    let pid = pid.trim().to_string();
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while virsh(&["version"]).0 {
+        assert!(Instant::now() < deadline, "libvirtd did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let resp = power(&server, key, id, "reboot", json!({})).await;
+    let message = resp.body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let back = Command::new("/usr/sbin/libvirtd")
+        .args(["-d", "--pid-file", "/run/libvirtd.pid"])
+        .status()
+        .expect("restart libvirtd");
+    assert!(back.success());
+    assert_eq!(resp.status, 500, "{}", resp.text);
+    assert_eq!(
+        message, "Failed to reboot service: the hypervisor is not reachable",
+        "{}",
+        resp.text
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !virsh(&["version"]).0 {
+        assert!(Instant::now() < deadline, "libvirtd did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let resp = power(&server, key, id, "stop", json!({"mode": "force"})).await;
+    let data = assert_api_success(&resp, "VPS service stopped successfully", LIVE);
+    assert_eq!(data["powerMode"], "forced", "{data}");
+    assert_eq!(domstate(name), "shut off");
+    eprintln!("live VM suite: {:.0} s", began.elapsed().as_secs_f64());
+}
