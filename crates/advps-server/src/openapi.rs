@@ -66,6 +66,8 @@ Task status also sends `Retry-After` while the task runs.";
         tasks::get_task_status,
         services::renew_services,
         services::reset_mac,
+        routes::usage::list_services,
+        routes::usage::get_service_metrics,
         products::list_product_stock,
         products::get_product_stock,
         os::list_os,

@@ -9,6 +9,7 @@
 mod events;
 mod live;
 pub mod selling;
+pub mod usage;
 
 use std::sync::Arc;
 
