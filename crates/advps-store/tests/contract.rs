@@ -2080,12 +2080,26 @@ async fn usage_history_rolls_up_prunes_and_rounds_are_taken_once(db: Backend) {
             .unwrap(),
         vec![Some(first)]
     );
+    // Counters that went back (a restart) replace the old boot's at once.
+    let rebooted = UsageCounters {
+        at: 2_100,
+        cpu_ns: Some(1),
+        rx_bytes: Some(1),
+        tx_bytes: Some(1),
+    };
     assert_eq!(
         store
-            .swap_usage_counters(&[(vps.pk, first)], 0)
+            .swap_usage_counters(&[(vps.pk, rebooted)], 1_000)
             .await
             .unwrap(),
         vec![Some(second)]
+    );
+    assert_eq!(
+        store
+            .swap_usage_counters(&[(vps.pk, second)], 1_000)
+            .await
+            .unwrap(),
+        vec![Some(rebooted)]
     );
 
     // Several instances racing for a node's round: one wins per interval.

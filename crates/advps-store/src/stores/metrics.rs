@@ -106,7 +106,9 @@ pub trait MetricsStore: Send + Sync {
     /// Returns each service's stored counters (`None` for a service read
     /// for the first time), in input order, and stores the new ones in
     /// their place where the stored ones are at least `min_gap_ms` older, so
-    /// that readings in quick succession keep a window to measure against.
+    /// that readings in quick succession keep a window to measure against,
+    /// or where a counter went back (the guest restarted): the stored ones
+    /// are of a boot that is over.
     async fn swap_usage_counters(
         &self,
         counters: &[(i64, UsageCounters)],
@@ -228,7 +230,11 @@ impl MetricsStore for SqlStore {
                 "INSERT INTO usage_counters (service_pk, at, cpu_ns, rx_bytes, tx_bytes) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (service_pk) DO UPDATE SET \
                  at = excluded.at, cpu_ns = excluded.cpu_ns, rx_bytes = excluded.rx_bytes, \
-                 tx_bytes = excluded.tx_bytes WHERE usage_counters.at + $6 <= excluded.at",
+                 tx_bytes = excluded.tx_bytes \
+                 WHERE usage_counters.at + $6 <= excluded.at \
+                   OR excluded.cpu_ns < usage_counters.cpu_ns \
+                   OR excluded.rx_bytes < usage_counters.rx_bytes \
+                   OR excluded.tx_bytes < usage_counters.tx_bytes",
             )
             .bind(*service_pk)
             .bind(c.at)
