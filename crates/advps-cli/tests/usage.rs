@@ -194,8 +194,9 @@ async fn the_sampler_fills_a_history_that_rolls_up_and_is_pruned() {
     let ts = stamps(&all, "cpu");
     let earliest = *ts.first().expect("some history");
     let now_s = (now / 1000) as i64;
-    assert!(earliest >= now_s - 9 - 4, "{ts:?} at {now_s}");
-    assert!(now_s - earliest <= 13, "{ts:?} at {now_s}");
+    // Kept: buckets that start at most 8 s back (and a moment for the
+    // round that prunes); unpruned, they would reach back 12 s and more.
+    assert!(earliest >= now_s - 9, "{ts:?} at {now_s}");
 
     // A stopped service's history is still.
     let stopped = data_of(
