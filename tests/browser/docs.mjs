@@ -29,7 +29,7 @@ const OPERATIONS = [
   "startService", "stopService", "rebootService", "configureIp", "getServiceStatus",
   "generatePassword", "rebuildService", "getTaskStatus", "renewServices", "resetMac",
   "listProductStock", "getProductStock", "listOs", "purchaseLinux", "purchaseVps",
-  "getOrder", "getMe", "getLivez",
+  "getOrder", "getMe", "getLivez", "listServices", "getServiceMetrics",
 ];
 
 function fail(message) {

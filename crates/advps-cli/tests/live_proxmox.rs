@@ -489,11 +489,29 @@ async fn status_reports_what_proxmox_measures() {
     assert!(pve.count("GET", "/nodes/pve1/qemu/100/status/current") >= 1);
     assert!(pve.count("GET", "/nodes/pve1/qemu/100/agent/network-get-interfaces") >= 1);
 
-    // Measured anew on every call.
+    // Usage as PVE reports it: its own CPU average, memory, no disk for a VM.
+    let r = &data["resources"];
+    assert_eq!(r["cpu"]["cores"], 2, "{r}");
+    assert_eq!(r["cpu"]["usagePercent"], 25.0, "{r}");
+    assert_eq!(r["memory"]["usedBytes"], 512u64 << 20, "{r}");
+    assert_eq!(r["memory"]["totalBytes"], 2u64 << 30, "{r}");
+    assert!(
+        r["disk"]["usedBytes"].is_null(),
+        "PVE cannot see a VM's disk: {r}"
+    );
+    assert_eq!(r["disk"]["totalBytes"], 8u64 << 30, "{r}");
+    assert_eq!(r["network"]["rxBytes"], 3_600_000, "{r}");
+
+    // Measured anew on every call; the counters' change over the time between is the rate.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
     pve.fake
         .with(|s| s.guests.get_mut(&100).unwrap().uptime = 86_461);
     let (_, _, uptime, data) = pve.status(&pve.vps, "VPS").await;
     assert_eq!(uptime, 86_461, "{data}");
+    let rate = data["resources"]["network"]["rxBytesPerSecond"]
+        .as_f64()
+        .expect("a rate from two readings");
+    assert!(rate > 1_000_000.0, "{data}");
 
     // Stopped behind advps's back: the API says what Proxmox says.
     pve.fake.with(|s| {
@@ -520,6 +538,7 @@ async fn status_reports_what_proxmox_measures() {
     assert_eq!(data["ip"], CT_ADDRESS, "{data}");
     assert_eq!(data["service"]["os"]["id"], "debian-12", "{data}");
     assert!(pve.count("GET", "/nodes/pve2/lxc/101/status/current") >= 1);
+    assert_eq!(data["resources"]["disk"]["usedBytes"], 1u64 << 30, "{data}");
     pve.fake.assert_clean();
 }
 

@@ -66,6 +66,29 @@ pub struct LiveStatus {
     pub addresses: Vec<Ipv4Addr>,
 }
 
+/// Resource usage of an instance at one moment, as its engine reports it.
+/// Counters (CPU time, bytes) are cumulative since the guest last started,
+/// as engines keep them; `None` is a figure the engine does not give (disk
+/// usage on a storage backend without quotas, a limit that is not set).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageReading {
+    pub running: bool,
+    /// Cores the guest may use.
+    pub cores: Option<u32>,
+    /// CPU time used, in nanoseconds (engines that count it: LXD).
+    pub cpu_time_ns: Option<u64>,
+    /// CPU load now, as a fraction of `cores` (engines that average it
+    /// themselves: Proxmox VE's `cpu`).
+    pub cpu_fraction: Option<f64>,
+    pub memory_used: Option<u64>,
+    pub memory_total: Option<u64>,
+    pub disk_used: Option<u64>,
+    pub disk_total: Option<u64>,
+    /// Bytes the guest received and sent.
+    pub rx_bytes: Option<u64>,
+    pub tx_bytes: Option<u64>,
+}
+
 /// An instance found on a node (inventory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceInfo {
@@ -228,6 +251,18 @@ pub trait Driver: Send + Sync + 'static {
 
     async fn status(&self, instance: &str) -> DriverResult<LiveStatus>;
 
+    /// The resource usage of one instance, measured on the engine.
+    async fn usage(&self, instance: &str) -> DriverResult<UsageReading> {
+        let _ = instance;
+        Err(DriverError::Unsupported("usage readings".into()))
+    }
+
+    /// The usage of every instance of the node, by instance name, in one
+    /// engine call (the sampler's round).
+    async fn usage_all(&self) -> DriverResult<Vec<(String, UsageReading)>> {
+        Err(DriverError::Unsupported("usage readings".into()))
+    }
+
     /// Configures the address on the guest so that it holds across reboots.
     async fn configure_address(&self, instance: &str, address: &AddressConfig) -> DriverResult<()>;
     /// Sets the root password inside the running guest. The password never
@@ -251,6 +286,33 @@ pub trait Driver: Send + Sync + 'static {
 
     async fn list_images(&self) -> DriverResult<Vec<ImageInfo>>;
     async fn list_instances(&self) -> DriverResult<Vec<InstanceInfo>>;
+}
+
+/// The number of cores an LXD `limits.cpu` grants: a count (`2`), or a set
+/// of pinned cores (`0-3`, `0,2,4-5`).
+pub fn parse_cpu_limit(raw: &str) -> Option<u32> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    if !raw.contains(['-', ',']) {
+        return raw.parse().ok().filter(|n| *n > 0);
+    }
+    let mut total = 0u32;
+    for part in raw.split(',') {
+        let part = part.trim();
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                total += b.checked_sub(a)? + 1;
+            }
+            None => {
+                part.parse::<u32>().ok()?;
+                total += 1;
+            }
+        }
+    }
+    Some(total)
 }
 
 /// Parses a memory size as engines write it (`2GiB`, `512MB`, `1073741824`)
@@ -280,6 +342,16 @@ pub fn parse_memory_mb(raw: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_limits() {
+        assert_eq!(parse_cpu_limit("2"), Some(2));
+        assert_eq!(parse_cpu_limit("0-3"), Some(4));
+        assert_eq!(parse_cpu_limit("0,2,4-5"), Some(4));
+        assert_eq!(parse_cpu_limit("0"), None);
+        assert_eq!(parse_cpu_limit("3-1"), None);
+        assert_eq!(parse_cpu_limit("x"), None);
+    }
 
     #[test]
     fn memory_sizes() {

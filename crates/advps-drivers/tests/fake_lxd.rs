@@ -35,6 +35,8 @@ struct Fake {
     ignores_graceful_stop: bool,
     /// Operations that failed, by id, with their error text.
     failures: HashMap<String, String>,
+    /// State reads so far: each one finds the guests' counters further on.
+    state_reads: u64,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -107,11 +109,48 @@ async fn delete_instance(
     }
 }
 
-async fn list_instances(State(s): State<Shared>) -> axum::response::Response {
-    let f = s.lock().unwrap();
+async fn list_instances(
+    State(s): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    let mut f = s.lock().unwrap();
+    let recursion = query.get("recursion").cloned().unwrap_or_default();
+    f.log
+        .push(format!("GET /1.0/instances?recursion={recursion}"));
     let mut all: Vec<Value> = f.instances.values().cloned().collect();
     all.sort_by_key(|i| i["name"].as_str().unwrap_or("").to_string());
+    if recursion == "2" {
+        // As LXD does: each instance with its state.
+        f.state_reads += 1;
+        for i in &mut all {
+            i["state"] = state_of(i, f.state_reads);
+        }
+    }
     sync(Value::Array(all))
+}
+
+/// An instance's state as LXD reports it, at the `reads`-th look: CPU time
+/// and traffic grow with every look while it runs; a `dir` pool gives no
+/// disk usage; loopback traffic is the guest's own and is not counted.
+fn state_of(i: &Value, reads: u64) -> Value {
+    let running = i["status"] == "Running";
+    let n = if running { reads } else { 0 };
+    json!({
+        "status": i["status"],
+        "cpu": {"usage": n * 100_000_000},
+        "memory": {"usage": if running { 300u64 << 20 } else { 0 }, "usage_peak": 0, "swap_usage": 0},
+        "disk": {},
+        "network": if running { json!({
+            "eth0": {"type": "broadcast", "addresses": [{"family": "inet", "address": "198.51.100.9", "netmask": "24", "scope": "global"}],
+                     "counters": {"bytes_received": n * 1000, "bytes_sent": n * 400}},
+            "lo": {"type": "loopback", "addresses": [], "counters": {"bytes_received": 77777, "bytes_sent": 77777}},
+        }) } else { json!(null) },
+    })
+}
+
+async fn resources(State(s): State<Shared>) -> axum::response::Response {
+    s.lock().unwrap().log.push("GET /1.0/resources".into());
+    sync(json!({"cpu": {"total": 8}, "memory": {"total": 16u64 << 30, "used": 1u64 << 30}}))
 }
 
 async fn create_instance(
@@ -136,16 +175,13 @@ async fn create_instance(
 }
 
 async fn get_state(State(s): State<Shared>, Path(name): Path<String>) -> axum::response::Response {
-    let f = s.lock().unwrap();
+    let mut f = s.lock().unwrap();
+    f.log.push(format!("GET /1.0/instances/{name}/state"));
+    f.state_reads += 1;
+    let reads = f.state_reads;
     match f.instances.get(&name) {
         None => error(404, "Instance not found"),
-        Some(i) => {
-            let running = i["status"] == "Running";
-            sync(json!({
-                "status": i["status"],
-                "network": if running { json!({"eth0": {"addresses": [{"family": "inet", "address": "198.51.100.9", "netmask": "24", "scope": "global"}]}}) } else { json!(null) },
-            }))
-        }
+        Some(i) => sync(state_of(i, reads)),
     }
 }
 
@@ -276,6 +312,7 @@ async fn start(fake: Fake) -> Server {
     let state: Shared = Arc::new(Mutex::new(fake));
     let app = Router::new()
         .route("/1.0", get(server_info))
+        .route("/1.0/resources", get(resources))
         .route("/1.0/instances", get(list_instances).post(create_instance))
         .route(
             "/1.0/instances/{name}",
@@ -345,6 +382,71 @@ async fn virtual_machines_are_listed_powered_and_measured() {
     assert_eq!(driver.status("vm1").await.unwrap().uptime_secs, Some(0));
     assert_eq!(driver.reboot("vm1").await, Err(DriverError::NotRunning));
     assert_eq!(driver.status("nope").await, Err(DriverError::NotFound));
+}
+
+#[tokio::test]
+async fn usage_comes_from_state_and_limits_with_one_call_per_node() {
+    let mut fake = Fake::default();
+    fake.instances.insert("vm1".into(), vm("vm1", "Running"));
+    let mut ct = vm("ct1", "Stopped");
+    ct["type"] = json!("container");
+    ct["config"] = json!({"limits.cpu": "0-1"});
+    ct["expanded_config"] = json!({"limits.cpu": "0-1"});
+    ct["expanded_devices"] =
+        json!({"root": {"type": "disk", "path": "/", "pool": "default", "size": "10GiB"}});
+    fake.instances.insert("ct1".into(), ct);
+    let server = start(fake).await;
+    let driver = driver(&server).await;
+
+    let one = driver.usage("vm1").await.unwrap();
+    assert!(one.running);
+    assert_eq!(one.cores, Some(8), "no limits.cpu: the host's cores");
+    assert_eq!(one.memory_total, Some(2 << 30), "limits.memory");
+    assert_eq!(one.memory_used, Some(300 << 20));
+    assert_eq!(one.cpu_time_ns, Some(100_000_000));
+    assert_eq!(one.disk_used, None, "a dir pool has no usage to give");
+    assert_eq!(one.disk_total, None);
+    assert_eq!(
+        (one.rx_bytes, one.tx_bytes),
+        (Some(1000), Some(400)),
+        "loopback is left out"
+    );
+
+    let before = server.state.lock().unwrap().log.len();
+    let all = driver.usage_all().await.unwrap();
+    let log = server.state.lock().unwrap().log[before..].to_vec();
+    assert_eq!(
+        log,
+        ["GET /1.0/instances?recursion=2"],
+        "one engine call for the whole node"
+    );
+    assert_eq!(all.len(), 2);
+    let (name, stopped) = &all[0];
+    assert_eq!(name, "ct1");
+    assert!(!stopped.running);
+    assert_eq!(stopped.cores, Some(2), "limits.cpu 0-1");
+    assert_eq!(
+        stopped.memory_total,
+        Some(16 << 30),
+        "no limit: the host's memory"
+    );
+    assert_eq!(stopped.disk_total, Some(10 << 30));
+    assert_eq!(
+        (stopped.cpu_time_ns, stopped.memory_used, stopped.rx_bytes),
+        (Some(0), Some(0), Some(0))
+    );
+    let (_, running) = &all[1];
+    assert_eq!(running.cpu_time_ns, Some(200_000_000), "counters moved on");
+    assert_eq!(running.rx_bytes, Some(2000));
+    let resources = server
+        .state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|l| *l == "GET /1.0/resources")
+        .count();
+    assert_eq!(resources, 1, "the host's totals are read once");
 }
 
 #[tokio::test]

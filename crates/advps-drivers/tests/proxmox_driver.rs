@@ -172,6 +172,46 @@ async fn a_container_is_powered_and_measured_too() {
 }
 
 #[tokio::test]
+async fn usage_is_read_per_guest_and_for_the_whole_cluster_in_one_call() {
+    let (fake, driver) = setup(cluster()).await;
+    let uptime = fake.guest(100).unwrap().uptime;
+    let vm = driver.usage("100").await.unwrap();
+    assert!(vm.running);
+    assert_eq!(vm.cores, Some(2));
+    assert_eq!(vm.cpu_fraction, Some(0.25));
+    assert_eq!(vm.cpu_time_ns, None);
+    assert_eq!(vm.memory_used, Some(512 << 20));
+    assert_eq!(vm.memory_total, Some(2 << 30));
+    // PVE cannot see into a VM's disk: unknown, not 0.
+    assert_eq!(vm.disk_used, None);
+    assert_eq!(vm.disk_total, Some(8 << 30));
+    assert_eq!(vm.rx_bytes, Some(uptime * 1000));
+    assert_eq!(vm.tx_bytes, Some(uptime * 500));
+    let ct = driver.usage("101").await.unwrap();
+    assert_eq!(ct.disk_used, Some(1 << 30));
+    assert!(fake.with(|s| s.count("GET", "/nodes/pve1/qemu/100/status/current")) >= 1);
+
+    let before = fake.with(|s| s.count("GET", "/cluster/resources"));
+    let all = driver.usage_all().await.unwrap();
+    assert_eq!(
+        fake.with(|s| s.count("GET", "/cluster/resources")),
+        before + 1,
+        "one call for the whole cluster"
+    );
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["100", "101", "102"], "templates are not guests");
+    let (_, stopped) = &all[2];
+    assert!(!stopped.running);
+    assert_eq!(stopped.cpu_fraction, Some(0.0));
+    assert_eq!(stopped.memory_used, Some(0));
+    assert_eq!(stopped.rx_bytes, Some(0));
+    assert_eq!(stopped.memory_total, Some(2 << 30));
+    assert_eq!(all[0].1, vm);
+    assert_eq!(all[1].1.disk_used, Some(1 << 30));
+    fake.assert_clean();
+}
+
+#[tokio::test]
 async fn already_running_is_recognised_at_dispatch_and_inside_the_task() {
     let (fake, driver) = setup(cluster()).await;
     let client = driver.client();

@@ -85,6 +85,8 @@ pub struct Config {
     /// Seconds a shutdown waits for in-flight requests before it closes
     /// what is left.
     pub shutdown_grace_secs: u64,
+    /// The usage sampler and how long its history is kept (`[usage]`).
+    pub usage: UsageConfig,
 }
 
 impl Default for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             idle_timeout_secs: 60,
             max_connections: 1024,
             shutdown_grace_secs: 30,
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -161,6 +164,7 @@ struct FileConfig {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    usage: Option<UsageConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +258,9 @@ impl Config {
         }
         if f.secret_key_file.is_some() {
             self.secret_key_file = f.secret_key_file;
+        }
+        if let Some(usage) = f.usage {
+            self.usage = usage;
         }
     }
 
@@ -434,6 +441,7 @@ impl Config {
         if let Some(v) = parsed("ADVPS_MAX_CONNECTIONS", env("ADVPS_MAX_CONNECTIONS"), count)? {
             self.max_connections = v;
         }
+        self.usage.apply_env(&env)?;
         Ok(())
     }
 
@@ -505,7 +513,7 @@ impl Config {
                 message: "must be zero or more".into(),
             });
         }
-        Ok(())
+        self.usage.validate()
     }
 
     /// The listen address, parsed.
@@ -528,6 +536,126 @@ impl Config {
 
     pub fn sandbox_task_millis(&self) -> i64 {
         (self.sandbox_task_seconds * 1000.0).round() as i64
+    }
+}
+
+/// The usage sampler: how often every live service is measured, and how
+/// long each level of its history is kept (raw samples, then two rollups
+/// of averages, each coarser and kept longer). All in seconds, fractions
+/// allowed, so that a test can run a month's schedule in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Seconds between two samples of each service (default 60).
+    pub sample_seconds: f64,
+    /// How long raw samples are kept (default a day).
+    pub raw_keep_seconds: f64,
+    /// The buckets of the two rollups (default 5 minutes and an hour).
+    pub rollup_seconds: [f64; 2],
+    /// How long each rollup is kept (default 7 and 30 days).
+    pub rollup_keep_seconds: [f64; 2],
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            sample_seconds: 60.0,
+            raw_keep_seconds: 86_400.0,
+            rollup_seconds: [300.0, 3_600.0],
+            rollup_keep_seconds: [7.0 * 86_400.0, 30.0 * 86_400.0],
+        }
+    }
+}
+
+impl UsageConfig {
+    /// `ADVPS_USAGE_SAMPLE_SECONDS`, `ADVPS_USAGE_RAW_KEEP_SECONDS`, and the
+    /// pairs `ADVPS_USAGE_ROLLUP_SECONDS` / `ADVPS_USAGE_ROLLUP_KEEP_SECONDS`
+    /// (two numbers, comma-separated).
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let bad = |name: &str, value: String, expected: &'static str| ConfigError::Env {
+            name: name.to_string(),
+            value,
+            expected,
+        };
+        for (name, target) in [
+            ("ADVPS_USAGE_SAMPLE_SECONDS", &mut self.sample_seconds),
+            ("ADVPS_USAGE_RAW_KEEP_SECONDS", &mut self.raw_keep_seconds),
+        ] {
+            if let Some(v) = env(name) {
+                *target = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(name, v.clone(), "a number of seconds"))?;
+            }
+        }
+        for (name, target) in [
+            ("ADVPS_USAGE_ROLLUP_SECONDS", &mut self.rollup_seconds),
+            (
+                "ADVPS_USAGE_ROLLUP_KEEP_SECONDS",
+                &mut self.rollup_keep_seconds,
+            ),
+        ] {
+            if let Some(v) = env(name) {
+                let numbers: Vec<f64> = v
+                    .split(',')
+                    .map(|n| n.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| bad(name, v.clone(), "two numbers of seconds, e.g. 300,3600"))?;
+                *target = numbers
+                    .try_into()
+                    .map_err(|_| bad(name, v.clone(), "two numbers of seconds, e.g. 300,3600"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            name: "usage",
+            message: message.to_string(),
+        };
+        let all = [
+            self.sample_seconds,
+            self.raw_keep_seconds,
+            self.rollup_seconds[0],
+            self.rollup_seconds[1],
+            self.rollup_keep_seconds[0],
+            self.rollup_keep_seconds[1],
+        ];
+        if all.iter().any(|v| !v.is_finite() || *v < 0.05) {
+            return Err(invalid("every figure must be at least 0.05 seconds"));
+        }
+        if !(self.rollup_seconds[0] < self.rollup_seconds[1]
+            && self.raw_keep_seconds <= self.rollup_keep_seconds[0]
+            && self.rollup_keep_seconds[0] <= self.rollup_keep_seconds[1])
+        {
+            return Err(invalid(
+                "rollups must be coarser and kept longer than what they roll up",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn sample_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.sample_seconds)
+    }
+
+    /// The history's levels, in milliseconds, as the store keeps them.
+    pub fn schedule(&self) -> advps_store::UsageSchedule {
+        let ms = |s: f64| (s * 1000.0).round() as i64;
+        advps_store::UsageSchedule {
+            raw_keep_ms: ms(self.raw_keep_seconds),
+            rollups: [
+                advps_store::UsageTier {
+                    bucket_ms: ms(self.rollup_seconds[0]),
+                    keep_ms: ms(self.rollup_keep_seconds[0]),
+                },
+                advps_store::UsageTier {
+                    bucket_ms: ms(self.rollup_seconds[1]),
+                    keep_ms: ms(self.rollup_keep_seconds[1]),
+                },
+            ],
+        }
     }
 }
 
@@ -559,6 +687,28 @@ mod tests {
         assert_eq!(config.rate_limit_test, 7);
         assert_eq!(config.rate_limit_live, 100);
         assert_eq!(config.sandbox_task_millis(), 3500);
+    }
+
+    #[test]
+    fn usage_schedule_comes_from_the_file_and_the_environment() {
+        assert_eq!(Config::default().usage.sample_interval().as_secs(), 60);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("advps.toml");
+        std::fs::write(&file, "[usage]\nsample_seconds = 10\n").unwrap();
+        let config = Config::load_from(
+            Some(&file),
+            env_of(&[("ADVPS_USAGE_ROLLUP_SECONDS", "2, 4")]),
+        )
+        .unwrap();
+        assert_eq!(config.usage.sample_seconds, 10.0);
+        assert_eq!(config.usage.schedule().rollups[1].bucket_ms, 4000);
+        for bad in [
+            ("ADVPS_USAGE_SAMPLE_SECONDS", "0"),
+            ("ADVPS_USAGE_ROLLUP_SECONDS", "3600,300"),
+            ("ADVPS_USAGE_ROLLUP_KEEP_SECONDS", "1"),
+        ] {
+            assert!(Config::load_from(None, env_of(&[bad])).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

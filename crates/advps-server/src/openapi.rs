@@ -46,7 +46,11 @@ requests for test keys, 100 for live keys. Every authenticated answer carries \
 
 **Conditional requests.** Task status, service status and product stock send an `ETag`; \
 send it back in `If-None-Match` and an unchanged resource answers `304 Not Modified`. \
-Task status also sends `Retry-After` while the task runs.";
+Task status also sends `Retry-After` while the task runs.
+
+**Usage.** Service status carries `data.resources`, measured on the engine (simulated in the \
+sandbox); `GET /api/v1/services/{serviceId}/metrics` returns its history (24 hours as sampled, \
+7 days of 5-minute averages, 30 days hourly); `GET /api/v1/services` lists the caller's services.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -66,6 +70,8 @@ Task status also sends `Retry-After` while the task runs.";
         tasks::get_task_status,
         services::renew_services,
         services::reset_mac,
+        routes::usage::list_services,
+        routes::usage::get_service_metrics,
         products::list_product_stock,
         products::get_product_stock,
         os::list_os,

@@ -167,3 +167,69 @@ pub async fn sweep(
         }
     }
 }
+
+/// The simulated usage of a sandbox service at `now`, derived from what is
+/// stored (its id, size and when it last started), so it is the same after a
+/// restart and on every instance. Each service has its own level; CPU load
+/// and traffic move in waves, and counters are the exact integrals of those
+/// waves since the start, so they only grow while it runs and reset at the
+/// next start, as engines' counters do. A stopped service uses nothing but
+/// its disk.
+pub fn usage(service: &advps_store::ServiceRecord, now: i64) -> advps_drivers::UsageReading {
+    use std::f64::consts::TAU;
+    // A fixed mix of the service's key: per-service figures that never change.
+    let mut seed = (service.pk as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    seed = (seed ^ (seed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    seed = (seed ^ (seed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    seed ^= seed >> 31;
+    let unit = |k: u32| ((seed >> (k * 8)) & 0xff) as f64 / 255.0;
+    let container = service.service_type.is_container();
+    let cores: u32 = if container { 1 } else { 2 };
+    let ram_mb = service
+        .ram_mb
+        .filter(|mb| *mb > 0)
+        .unwrap_or(if container { 2048 } else { 4096 }) as u64;
+    let memory_total = ram_mb * 1024 * 1024;
+    let disk_total: u64 = if container { 20 << 30 } else { 40 << 30 };
+    let disk_used = (disk_total as f64 * (0.12 + 0.2 * unit(0))) as u64;
+    let running = service.power_state == PowerState::Running;
+    if !running {
+        return advps_drivers::UsageReading {
+            running,
+            cores: Some(cores),
+            cpu_time_ns: Some(0),
+            cpu_fraction: None,
+            memory_used: Some(0),
+            memory_total: Some(memory_total),
+            disk_used: Some(disk_used),
+            disk_total: Some(disk_total),
+            rx_bytes: Some(0),
+            tx_bytes: Some(0),
+        };
+    }
+    let up = ((now - service.started_at.unwrap_or(now)).max(0)) as f64 / 1000.0;
+    // ∫₀ᵘ (base + a·sin(ωt + φ)) dt
+    let wave_integral = |base: f64, a: f64, period: f64, phase: f64| {
+        let w = TAU / period;
+        base * up + a / w * (phase.cos() - (w * up + phase).cos())
+    };
+    let phase = |k: u32| unit(k) * TAU;
+    let busy_seconds = wave_integral(0.10 + 0.25 * unit(1), 0.06, 600.0, phase(2))
+        + wave_integral(0.0, 0.03, 47.0, phase(3));
+    let memory_share = 0.25 + 0.2 * unit(4) + 0.05 * (TAU / 900.0 * up + phase(5)).sin();
+    let rx_rate = 20_000.0 + 200_000.0 * unit(6);
+    let rx = wave_integral(rx_rate, rx_rate * 0.5, 300.0, phase(7));
+    let tx = wave_integral(rx_rate / 3.0, rx_rate / 6.0, 420.0, phase(2) + 1.0);
+    advps_drivers::UsageReading {
+        running,
+        cores: Some(cores),
+        cpu_time_ns: Some((busy_seconds.max(0.0) * f64::from(cores) * 1e9) as u64),
+        cpu_fraction: None,
+        memory_used: Some((memory_total as f64 * memory_share) as u64),
+        memory_total: Some(memory_total),
+        disk_used: Some(disk_used),
+        disk_total: Some(disk_total),
+        rx_bytes: Some(rx.max(0.0) as u64),
+        tx_bytes: Some(tx.max(0.0) as u64),
+    }
+}

@@ -182,6 +182,7 @@ pub fn router(state: AppState) -> Router {
     // prefix in a layer that is cloned for every request.
     let api = Router::new()
         .merge(services::router())
+        .merge(crate::routes::usage::router())
         .route(
             "/api/v1/services/task/{task_id}/status",
             get(tasks::get_task_status),
@@ -677,7 +678,13 @@ fn spawn_background(
         grace_ms: (state.config.expiry_grace_secs as i64).saturating_mul(1000),
     };
     let expiry = tokio::spawn(expiry.run(stop.clone()));
-    let mut tasks = vec![sweeper, worker, expiry];
+    let sampler = crate::worker::Sampler {
+        ops: state.ops.clone(),
+        owner: format!("{}-{}", std::process::id(), advps_domain::ids::key_id()),
+        every: state.config.usage.sample_interval(),
+    };
+    let sampler = tokio::spawn(sampler.run(stop.clone()));
+    let mut tasks = vec![sweeper, worker, expiry, sampler];
     // Without its checked client there is no safe way to deliver: the
     // deliveries wait in their table for a process that has one.
     match crate::webhooks::Dispatcher::client(

@@ -566,3 +566,47 @@ pub fn describe(error: &DriverError) -> String {
         other => other.to_string(),
     }
 }
+
+/// The usage sampler: every interval, one round of
+/// [`crate::ops::Operations::sample_round`] — each node's usage in one
+/// engine call, the sandbox's from its simulation, then the history's
+/// pruning. With several instances each node is sampled once per interval:
+/// its round is taken in the store, and the others skip it.
+pub struct Sampler {
+    pub ops: crate::ops::Operations,
+    /// This instance's name in the rounds it takes.
+    pub owner: String,
+    pub every: Duration,
+}
+
+impl Sampler {
+    /// Longest a round may take before it is given up (its engine calls
+    /// have their own deadlines; this bounds the whole).
+    const ROUND_DEADLINE: Duration = Duration::from_secs(300);
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let round =
+                tokio::time::timeout(Self::ROUND_DEADLINE, self.ops.sample_round(&self.owner));
+            tokio::select! {
+                result = round => match result {
+                    Ok(Ok(report)) => tracing::debug!(
+                        rounds = report.rounds,
+                        engine_calls = report.engine_calls,
+                        samples = report.samples,
+                        "usage sampled"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "usage round failed"),
+                    Err(_) => tracing::warn!("usage round gave up after its deadline"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

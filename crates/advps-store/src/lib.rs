@@ -38,6 +38,7 @@ pub use stores::health::HealthStore;
 pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
 pub use stores::keys::{KeyRevocation, KeyStore};
+pub use stores::metrics::{MetricsStore, UsageCounters, UsagePoint, UsageSchedule, UsageTier};
 pub use stores::outbox::WebhookStore;
 pub use stores::rate::RateStore;
 pub use stores::selling::SellingStore;
@@ -62,6 +63,7 @@ pub trait Store:
     + RateStore
     + IdempotencyStore
     + HealthStore
+    + MetricsStore
     + Send
     + Sync
     + 'static
@@ -81,6 +83,7 @@ impl<T> Store for T where
         + RateStore
         + IdempotencyStore
         + HealthStore
+        + MetricsStore
         + Send
         + Sync
         + 'static

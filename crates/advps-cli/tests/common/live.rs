@@ -671,7 +671,12 @@ impl LiveSetup {
 
     /// Creates a container and binds it to `acme` as a LINUX service running debian-12.
     pub fn bind_new(&self) -> Bound {
-        let container = self.lxd.create(BASE_IMAGE);
+        self.bind_container(self.lxd.create(BASE_IMAGE))
+    }
+
+    /// Binds an existing test container (made with [`Lxd::create_with_config`], say) to
+    /// `acme` as a LINUX service running debian-12.
+    pub fn bind_container(&self, container: String) -> Bound {
         self.server.cli_ok(&["nodes", "sync", "local"]);
         let out = self.server.cli_ok(&[
             "services",

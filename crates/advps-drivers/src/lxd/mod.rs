@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     parse_memory_mb, AddressConfig, Capabilities, Driver, DriverError, DriverResult, ImageInfo,
     InstanceInfo, InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome,
-    StopMode,
+    StopMode, UsageReading,
 };
 use client::{Body, LxdClient};
 
@@ -85,6 +85,16 @@ pub struct LxdDriver {
     client: LxdClient,
     native_rebuild: bool,
     capabilities: Capabilities,
+    /// The host's cores and memory (`/1.0/resources`): what a guest without
+    /// limits may use. Read once, on the first usage reading.
+    host: tokio::sync::OnceCell<HostResources>,
+}
+
+/// What a guest without limits may use of its host.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostResources {
+    cores: Option<u32>,
+    memory: Option<u64>,
 }
 
 impl LxdDriver {
@@ -125,7 +135,32 @@ impl LxdDriver {
                 configure_address: true,
                 rebuild: true,
             },
+            host: tokio::sync::OnceCell::new(),
         })
+    }
+
+    async fn host(&self) -> HostResources {
+        *self
+            .host
+            .get_or_init(|| async {
+                match self
+                    .client
+                    .call(Method::GET, "/1.0/resources", Body::None, POWER_WAIT)
+                    .await
+                {
+                    Ok(r) => HostResources {
+                        cores: r
+                            .pointer("/cpu/total")
+                            .and_then(Value::as_u64)
+                            .map(|n| n as u32),
+                        memory: r.pointer("/memory/total").and_then(Value::as_u64),
+                    },
+                    // Unknown totals are reported as such; the next
+                    // driver (after a reconnect) tries again.
+                    Err(_) => HostResources::default(),
+                }
+            })
+            .await
     }
 
     fn instance_path(instance: &str) -> String {
@@ -477,6 +512,40 @@ impl Driver for LxdDriver {
         })
     }
 
+    async fn usage(&self, instance: &str) -> DriverResult<UsageReading> {
+        let info = self.instance(instance).await?;
+        let state_path = format!("{}/state", Self::instance_path(instance));
+        let state = self
+            .client
+            .call(Method::GET, &state_path, Body::None, POWER_WAIT)
+            .await?;
+        Ok(usage_from(&info, &state, self.host().await))
+    }
+
+    async fn usage_all(&self) -> DriverResult<Vec<(String, UsageReading)>> {
+        let host = self.host().await;
+        // `recursion=2` carries each instance's state: one call for the node.
+        let instances = self
+            .client
+            .call(
+                Method::GET,
+                "/1.0/instances?recursion=2",
+                Body::None,
+                POWER_WAIT,
+            )
+            .await?;
+        Ok(instances
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let name = i.get("name").and_then(Value::as_str)?.to_string();
+                let state = i.get("state").cloned().unwrap_or(Value::Null);
+                Some((name, usage_from(i, &state, host)))
+            })
+            .collect())
+    }
+
     async fn configure_address(&self, instance: &str, address: &AddressConfig) -> DriverResult<()> {
         if self.power_of(instance).await? != PowerStatus::Running {
             return Err(DriverError::NotRunning);
@@ -750,6 +819,74 @@ impl Driver for LxdDriver {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+}
+
+/// The usage of an instance from its record (`expanded_config`) and its
+/// state (`/state`, or `state` in a `recursion=2` list), with the host's
+/// totals for what its limits leave open.
+fn usage_from(info: &Value, state: &Value, host: HostResources) -> UsageReading {
+    let running = power_from(info.get("status").and_then(Value::as_str)) == PowerStatus::Running;
+    let config = |key: &str| {
+        info.pointer(&format!("/expanded_config/{key}"))
+            .or_else(|| info.pointer(&format!("/config/{key}")))
+            .and_then(Value::as_str)
+    };
+    let positive = |v: Option<u64>| v.filter(|n| *n > 0);
+    let memory_total = config("limits.memory")
+        .filter(|v| !v.trim().ends_with('%'))
+        .and_then(parse_memory_mb)
+        .map(|mb| mb * 1024 * 1024)
+        .or_else(|| positive(state.pointer("/memory/total").and_then(Value::as_u64)))
+        .or(host.memory);
+    let disk_total =
+        positive(state.pointer("/disk/root/total").and_then(Value::as_u64)).or_else(|| {
+            info.pointer("/expanded_devices/root/size")
+                .and_then(Value::as_str)
+                .and_then(parse_memory_mb)
+                .map(|mb| mb * 1024 * 1024)
+        });
+    // Every interface but loopback: what the guest exchanged with the world.
+    let (mut rx, mut tx, mut counted) = (0u64, 0u64, false);
+    if let Some(nics) = state.get("network").and_then(Value::as_object) {
+        for (name, nic) in nics {
+            if name == "lo" || nic.get("type").and_then(Value::as_str) == Some("loopback") {
+                continue;
+            }
+            if let Some(c) = nic.get("counters") {
+                rx += c.get("bytes_received").and_then(Value::as_u64).unwrap_or(0);
+                tx += c.get("bytes_sent").and_then(Value::as_u64).unwrap_or(0);
+                counted = true;
+            }
+        }
+    }
+    let (rx, tx) = match (running, counted) {
+        (false, _) => (Some(0), Some(0)),
+        (true, true) => (Some(rx), Some(tx)),
+        (true, false) => (None, None),
+    };
+    UsageReading {
+        running,
+        cores: config("limits.cpu")
+            .and_then(crate::parse_cpu_limit)
+            .or(host.cores),
+        cpu_time_ns: if running {
+            state.pointer("/cpu/usage").and_then(Value::as_u64)
+        } else {
+            Some(0)
+        },
+        cpu_fraction: None,
+        memory_used: if running {
+            state.pointer("/memory/usage").and_then(Value::as_u64)
+        } else {
+            Some(0)
+        },
+        memory_total,
+        // A pool without quotas (`dir`) reports no usage at all.
+        disk_used: state.pointer("/disk/root/usage").and_then(Value::as_u64),
+        disk_total,
+        rx_bytes: rx,
+        tx_bytes: tx,
     }
 }
 

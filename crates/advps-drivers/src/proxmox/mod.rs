@@ -41,6 +41,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     AddressConfig, Capabilities, Driver, DriverError, DriverResult, ImageInfo, InstanceInfo,
     InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome, StopMode,
+    UsageReading,
 };
 use client::{encode, Params, PveClient};
 use propstring::{PropString, QEMU_NIC_MODELS};
@@ -168,6 +169,38 @@ pub fn number(value: &Value) -> Option<u64> {
         Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
         Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f.max(0.0) as u64),
         _ => None,
+    }
+}
+
+/// A guest's usage from PVE's figures (`/cluster/resources` rows and
+/// `status/current` use the same names): `cpu` is already a fraction of
+/// the guest's cores, averaged by PVE; `netin`/`netout` count since start.
+/// A VM's `disk` is 0 unless PVE can see inside it, so it is unknown.
+pub fn usage_from(kind: GuestKind, r: &Value) -> UsageReading {
+    let running = r.get("status").and_then(Value::as_str) == Some("running");
+    let field = |key: &str| r.get(key).and_then(number);
+    let cpu_fraction = r.get("cpu").and_then(|v| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    });
+    let when_running = |v: Option<u64>| if running { v } else { Some(0) };
+    UsageReading {
+        running,
+        cores: field("cpus")
+            .or_else(|| field("maxcpu"))
+            .map(|n| n.max(1) as u32),
+        cpu_time_ns: None,
+        cpu_fraction: if running { cpu_fraction } else { Some(0.0) },
+        memory_used: when_running(field("mem")),
+        memory_total: field("maxmem").filter(|n| *n > 0),
+        disk_used: match kind {
+            GuestKind::Lxc => field("disk"),
+            GuestKind::Qemu => None,
+        },
+        disk_total: field("maxdisk").filter(|n| *n > 0),
+        rx_bytes: when_running(field("netin")),
+        tx_bytes: when_running(field("netout")),
     }
 }
 
@@ -817,6 +850,27 @@ impl Driver for ProxmoxDriver {
             addresses,
             power,
         })
+    }
+
+    async fn usage(&self, instance: &str) -> DriverResult<UsageReading> {
+        let guest = self.locate(instance).await?;
+        let current = self.current(&guest).await?;
+        Ok(usage_from(guest.kind, &current))
+    }
+
+    async fn usage_all(&self) -> DriverResult<Vec<(String, UsageReading)>> {
+        // One call for the whole cluster.
+        Ok(self
+            .resources()
+            .await?
+            .iter()
+            .filter(|r| !flag(r.get("template")))
+            .filter_map(|r| {
+                let vmid = r.get("vmid").and_then(number)?;
+                let kind = GuestKind::parse(r.get("type")?.as_str()?)?;
+                Some((vmid.to_string(), usage_from(kind, r)))
+            })
+            .collect())
     }
 
     async fn configure_address(&self, instance: &str, address: &AddressConfig) -> DriverResult<()> {

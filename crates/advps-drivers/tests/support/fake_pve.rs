@@ -379,6 +379,25 @@ impl FakePve {
 /// The default test cluster: VM 100 (running) on pve1, CT 101 (running) on
 /// pve2, VM 102 (stopped) on pve1, template VM 9000 on pve1, and container
 /// templates on a local storage of each node plus a shared one.
+impl FakeGuest {
+    /// The usage figures PVE reports for this guest (in `/cluster/resources`
+    /// and `status/current` alike): a quarter of its cores busy, 512 MiB
+    /// used, counters that grow with the uptime; a VM's `disk` is 0, as PVE
+    /// cannot see inside it.
+    pub fn usage(&self) -> Value {
+        let run = |v: u64| if self.running { v } else { 0 };
+        json!({
+            "cpu": if self.running { 0.25 } else { 0.0 },
+            "maxcpu": 2,
+            "mem": run(512 * 1024 * 1024),
+            "disk": if self.kind == "lxc" { 1u64 << 30 } else { 0 },
+            "maxdisk": 8u64 << 30,
+            "netin": run(self.uptime * 1000),
+            "netout": run(self.uptime * 500),
+        })
+    }
+}
+
 pub fn cluster() -> State {
     let mut s = State::default();
     s.guests.insert(100, FakeGuest::qemu("pve1", "web1", true));
@@ -727,6 +746,11 @@ fn route(
                         if let Some(lock) = &g.lock {
                             r["lock"] = json!(lock);
                         }
+                        if !g.template {
+                            for (k, v) in g.usage().as_object().into_iter().flatten() {
+                                r[k] = v.clone();
+                            }
+                        }
                         r
                     })
                     .collect(),
@@ -839,6 +863,11 @@ fn guest_call(
                 // LXC's uptime as a string: numbers are not always numbers.
                 "uptime": if kind == "lxc" { json!(g.uptime.to_string()) } else { json!(g.uptime) },
             });
+            for (k, v) in g.usage().as_object().into_iter().flatten() {
+                if k != "maxcpu" {
+                    r[k] = v.clone();
+                }
+            }
             if kind == "qemu" {
                 r["qmpstatus"] = json!(if g.running { "running" } else { "stopped" });
                 r["agent"] = json!(1);

@@ -23,7 +23,7 @@ use crate::ApiError;
 const LOCK_TTL_MS: i64 = 180_000;
 
 impl Operations {
-    async fn driver_for(
+    pub(super) async fn driver_for(
         &self,
         service: &ServiceRecord,
         action: &str,

@@ -10,6 +10,7 @@ mod events;
 mod keys;
 mod live;
 pub mod selling;
+pub mod usage;
 
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@ pub mod products;
 pub mod purchase;
 pub mod services;
 pub mod tasks;
+pub mod usage;
 pub mod webhooks;
 
 use serde::Serialize;

@@ -403,6 +403,7 @@ pub struct StatusData {
     pub uptime: Option<i64>,
     pub service: StatusService,
     pub vm_status: VmStatus,
+    pub resources: super::usage::Resources,
 }
 
 #[utoipa::path(
@@ -411,7 +412,7 @@ pub struct StatusData {
     tag = "Services",
     operation_id = "getServiceStatus",
     summary = "Get Service Status",
-    description = "Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota.",
+    description = "Retrieve the current status and resource usage of a service. `data.resources` is measured on the engine at the call (simulated in the sandbox): CPU percent and byte rates are the change since the service's reading before (by this call or the background sampler), so the first reading after a start has null rates; a stopped service reports zero CPU and rates and its totals; a figure the engine cannot give is null (disk usage on storage without quotas, and a Proxmox VE VM's disk). The answer carries a weak `ETag` that ignores the uptime and usage (which move on their own): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota.",
     params(
         ("serviceId" = String, Path, description = "The unique identifier of the service.", example = "vps_service_1"),
         ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: 304 if the state is unchanged."),
@@ -424,6 +425,13 @@ pub struct StatusData {
                 "serviceId": "vps_service_1", "serviceType": "VPS", "runningStatus": "RUNNING", "ip": "192.168.1.100", "uptime": 86400,
                 "service": {"serviceId": "vps_service_1", "ip": "192.168.1.100", "runningStatus": "RUNNING", "os": {"id": "ubuntu-22.04", "name": "Ubuntu 22.04"}, "expiryDate": null},
                 "vmStatus": {"status": "running", "uptime": 86400},
+                "resources": {
+                    "cpu": {"cores": 2, "usagePercent": 12.5},
+                    "memory": {"usedBytes": 1073741824, "totalBytes": 4294967296_u64},
+                    "disk": {"usedBytes": 6442450944_u64, "totalBytes": 42949672960_u64},
+                    "network": {"rxBytes": 52428800, "txBytes": 10485760, "rxBytesPerSecond": 2048.0, "txBytesPerSecond": 512.0},
+                    "sampledAt": "2024-01-30T12:00:00.000Z"
+                },
                 "mode": "test", "requestId": "req_1706611200000_abc123def"
             },
             "timestamp": "2024-01-30T12:00:00.000Z"
@@ -440,6 +448,7 @@ pub async fn get_service_status(
     Path(service_id): Path<String>,
 ) -> Result<Success, ApiError> {
     let view = state.ops.status(caller.scope(), &service_id).await?;
+    let resources = state.ops.resources(&view.service).await?;
     let service = &view.service;
     let os = service.os_slug.as_ref().map(|slug| OsRef {
         id: slug.clone(),
@@ -462,8 +471,9 @@ pub async fn get_service_status(
             status: view.vm_status.clone(),
             uptime: view.uptime,
         },
+        resources: (&resources).into(),
     };
-    // Uptime moves on its own; the state is the rest.
+    // Uptime and usage move on their own; the state is the rest.
     let tag = EntityTag::of(&(
         &data.service_id,
         &data.service_type,

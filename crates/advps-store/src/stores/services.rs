@@ -2,7 +2,7 @@
 //!
 //! The trait and its one implementation, on both databases.
 
-use advps_domain::{Mode, PowerState};
+use advps_domain::{Mode, PowerState, ServiceType};
 use async_trait::async_trait;
 
 use crate::db::query;
@@ -49,6 +49,17 @@ pub trait ServiceStore: Send + Sync {
     async fn bind_live_service(&self, service: &NewLiveService) -> StoreResult<ServiceRecord>;
 
     async fn list_services(&self, mode: Option<Mode>) -> StoreResult<Vec<ServiceListing>>;
+
+    /// A page of one account's services in one mode, optionally of one type
+    /// and power state, sorted by service id (bytewise), and how many match.
+    async fn page_services(
+        &self,
+        scope: Scope,
+        service_type: Option<ServiceType>,
+        power: Option<PowerState>,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<ServiceRecord>, u64)>;
 
     /// Removes a service: its addresses go back to the pool and its instance
     /// returns to inventory as `instance_state` (`free`, or `out_of_service`
@@ -276,6 +287,44 @@ impl ServiceStore for SqlStore {
             })
         })
         .collect()
+    }
+
+    async fn page_services(
+        &self,
+        scope: Scope,
+        service_type: Option<ServiceType>,
+        power: Option<PowerState>,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<ServiceRecord>, u64)> {
+        const FILTER: &str = "WHERE account_id = $1 AND mode = $2 \
+             AND (CAST($3 AS TEXT) IS NULL OR service_type = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR power_state = $4)";
+        let type_filter = service_type.map(ServiceType::as_str);
+        let power_filter = power.map(PowerState::as_str);
+        let total: i64 = query(format!("SELECT COUNT(*) FROM services {FILTER}"))
+            .bind(scope.account_id)
+            .bind(scope.mode.as_str())
+            .bind(type_filter)
+            .bind(power_filter)
+            .scalar(self.db.read())
+            .await?;
+        // Past the end needs no query, and keeps huge offsets out of OFFSET.
+        if offset >= total as u64 {
+            return Ok((Vec::new(), total as u64));
+        }
+        let services = query(format!(
+            "SELECT * FROM services {FILTER} ORDER BY service_id COLLATE \"C\" LIMIT $5 OFFSET $6"
+        ))
+        .bind(scope.account_id)
+        .bind(scope.mode.as_str())
+        .bind(type_filter)
+        .bind(power_filter)
+        .bind(i64::from(limit))
+        .bind(offset as i64)
+        .fetch_all(self.db.read())
+        .await?;
+        Ok((services, total as u64))
     }
 
     async fn remove_service(&self, service_pk: i64, instance_state: &str) -> StoreResult<bool> {

@@ -214,6 +214,12 @@ pub(crate) async fn unbind_service(
         .bind(service_pk)
         .execute(&mut *tx)
         .await?;
+    for table in ["usage_samples", "usage_counters"] {
+        query(format!("DELETE FROM {table} WHERE service_pk = $1"))
+            .bind(service_pk)
+            .execute(&mut *tx)
+            .await?;
+    }
     query("DELETE FROM services WHERE pk = $1")
         .bind(service_pk)
         .execute(&mut *tx)
