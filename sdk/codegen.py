@@ -236,6 +236,9 @@ class TsGen:
         self.prefix = prefix  # "T." inside operations.d.ts
 
     def type(self, s: dict, indent: str = "") -> str:
+        if not isinstance(s, dict):
+            # A boolean schema (`true`: anything) says nothing to type.
+            return "unknown"
         if "$ref" in s:
             return self.prefix + ref_name(s["$ref"])
         for key in ("oneOf", "anyOf"):
@@ -418,6 +421,9 @@ class PyGen:
         self.hoisted: list[tuple[str, dict]] = []
 
     def type(self, s: dict, ctx: str) -> str:
+        if not isinstance(s, dict):
+            # A boolean schema (`true`: anything) says nothing to type.
+            return "Any"
         if "$ref" in s:
             return ref_name(s["$ref"])
         for key in ("oneOf", "anyOf"):

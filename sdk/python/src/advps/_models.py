@@ -134,6 +134,18 @@ class ApiResponse_MeData(_ApiResponse_MeDataRequired, total=False):
     success: Optional[bool]
 
 
+class _ApiResponse_MetricsDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_MetricsData
+    timestamp: str
+
+
+class ApiResponse_MetricsData(_ApiResponse_MetricsDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_OrderResponseRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -226,6 +238,18 @@ class _ApiResponse_RevokedKeyDataRequired(TypedDict):
 
 
 class ApiResponse_RevokedKeyData(_ApiResponse_RevokedKeyDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
+class _ApiResponse_ServiceListDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_ServiceListData
+    timestamp: str
+
+
+class ApiResponse_ServiceListData(_ApiResponse_ServiceListDataRequired, total=False):
     """The success envelope of an authenticated endpoint."""
     success: Optional[bool]
 
@@ -328,6 +352,18 @@ class AuditEntryData(_AuditEntryDataRequired, total=False):
     source: Optional[str]
 
 
+class BytesUsage(TypedDict, total=False):
+    """`resources.memory` and `resources.disk`, in bytes."""
+    usedBytes: Optional[int]
+    totalBytes: Optional[int]
+
+
+class CpuUsage(TypedDict, total=False):
+    """`resources.cpu`."""
+    cores: Optional[int]
+    usagePercent: Optional[float]
+
+
 class _CreateWebhookRequestRequired(TypedDict):
     url: str
 
@@ -419,6 +455,17 @@ class Data_MeData(_Data_MeDataRequired, total=False):
     lastUsedAt: Optional[str]
 
 
+class Data_MetricsData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    serviceId: str
+    start: str
+    end: str
+    step: int
+    timeSeries: TimeSeries
+    mode: ApiMode
+    requestId: str
+
+
 class Data_OrderResponse(TypedDict):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     order: OrderData
@@ -493,13 +540,21 @@ class Data_RevokedKeyData(TypedDict):
     requestId: str
 
 
+class Data_ServiceListData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    services: List[ServiceRow]
+    pagination: PageInfo
+    mode: ApiMode
+    requestId: str
+
+
 class _Data_StatusDataRequired(TypedDict):
     serviceId: str
     serviceType: ServiceTypeWord
     runningStatus: str
-    uptime: int
     service: StatusService
     vmStatus: VmStatus
+    resources: Resources
     mode: ApiMode
     requestId: str
 
@@ -507,6 +562,7 @@ class _Data_StatusDataRequired(TypedDict):
 class Data_StatusData(_Data_StatusDataRequired, total=False):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     ip: Optional[str]
+    uptime: Optional[int]
 
 
 class Data_StockData(TypedDict):
@@ -662,6 +718,23 @@ class _MeDataRequired(TypedDict):
 class MeData(_MeDataRequired, total=False):
     """`data` of `/me`."""
     lastUsedAt: Optional[str]
+
+
+class MetricsData(TypedDict):
+    """`data` of metrics."""
+    serviceId: str
+    start: str
+    end: str
+    step: int
+    timeSeries: TimeSeries
+
+
+class NetworkUsage(TypedDict, total=False):
+    """`resources.network`: counters since the guest last started, and rates since the reading before."""
+    rxBytes: Optional[int]
+    txBytes: Optional[int]
+    rxBytesPerSecond: Optional[float]
+    txBytesPerSecond: Optional[float]
 
 
 class _OrderDataRequired(TypedDict):
@@ -847,10 +920,39 @@ class RenewedService(_RenewedServiceRequired, total=False):
     expiryDate: Optional[str]
 
 
+class Resources(TypedDict):
+    """`data.resources` of status: the service's usage, measured on its engine (simulated in the sandbox). A figure the engine cannot give is null."""
+    cpu: CpuUsage
+    memory: BytesUsage
+    disk: BytesUsage
+    network: NetworkUsage
+    sampledAt: str
+
+
 class RevokedKeyData(TypedDict):
     """The id of a revoked key."""
     id: str
     revoked: bool
+
+
+class ServiceListData(TypedDict):
+    """`data` of the service list."""
+    services: List[ServiceRow]
+    pagination: PageInfo
+
+
+class _ServiceRowRequired(TypedDict):
+    serviceId: str
+    serviceType: ServiceTypeWord
+    runningStatus: str
+
+
+class ServiceRow(_ServiceRowRequired, total=False):
+    """One of the caller's services."""
+    ip: Optional[str]
+    os: Optional[OsRef]
+    productId: Optional[str]
+    expiryDate: Optional[str]
 
 
 class ServiceValidity(TypedDict):
@@ -863,14 +965,15 @@ class _StatusDataRequired(TypedDict):
     serviceId: str
     serviceType: ServiceTypeWord
     runningStatus: str
-    uptime: int
     service: StatusService
     vmStatus: VmStatus
+    resources: Resources
 
 
 class StatusData(_StatusDataRequired, total=False):
     """`data` of service status."""
     ip: Optional[str]
+    uptime: Optional[int]
 
 
 class _StatusServiceRequired(TypedDict):
@@ -921,10 +1024,16 @@ class TaskData(_TaskDataRequired, total=False):
     finishedAt: Optional[str]
 
 
-class VmStatus(TypedDict):
-    """`data.vmStatus`: the live state in lower case (`running`, `stopped`, ...), never empty."""
+TimeSeries = TypedDict("TimeSeries", {"cpu": "Optional[List[List[Any]]]", "memory.used": "Optional[List[List[Any]]]", "disk.used": "Optional[List[List[Any]]]", "network.in": "Optional[List[List[Any]]]", "network.out": "Optional[List[List[Any]]]"}, total=False)
+
+
+class _VmStatusRequired(TypedDict):
     status: str
-    uptime: int
+
+
+class VmStatus(_VmStatusRequired, total=False):
+    """`data.vmStatus`: the live state in lower case (`running`, `stopped`, ...), never empty."""
+    uptime: Optional[int]
 
 
 class _WebhookDataRequired(TypedDict):
@@ -968,6 +1077,7 @@ __all__ = [
     "ApiResponse_KeyListData",
     "ApiResponse_MacData",
     "ApiResponse_MeData",
+    "ApiResponse_MetricsData",
     "ApiResponse_OrderResponse",
     "ApiResponse_OsListData",
     "ApiResponse_PasswordData",
@@ -976,6 +1086,7 @@ __all__ = [
     "ApiResponse_RedeliveredData",
     "ApiResponse_RenewData",
     "ApiResponse_RevokedKeyData",
+    "ApiResponse_ServiceListData",
     "ApiResponse_StatusData",
     "ApiResponse_StockData",
     "ApiResponse_StockListData",
@@ -984,6 +1095,8 @@ __all__ = [
     "ApiResponse_WebhookListData",
     "AuditData",
     "AuditEntryData",
+    "BytesUsage",
+    "CpuUsage",
     "CreateWebhookRequest",
     "Data_AuditData",
     "Data_DeletedData",
@@ -993,6 +1106,7 @@ __all__ = [
     "Data_KeyListData",
     "Data_MacData",
     "Data_MeData",
+    "Data_MetricsData",
     "Data_OrderResponse",
     "Data_OsListData",
     "Data_PasswordData",
@@ -1001,6 +1115,7 @@ __all__ = [
     "Data_RedeliveredData",
     "Data_RenewData",
     "Data_RevokedKeyData",
+    "Data_ServiceListData",
     "Data_StatusData",
     "Data_StockData",
     "Data_StockListData",
@@ -1019,6 +1134,8 @@ __all__ = [
     "LivezData",
     "MacData",
     "MeData",
+    "MetricsData",
+    "NetworkUsage",
     "OrderData",
     "OrderResponse",
     "OrderService",
@@ -1044,7 +1161,10 @@ __all__ = [
     "RenewData",
     "RenewRequest",
     "RenewedService",
+    "Resources",
     "RevokedKeyData",
+    "ServiceListData",
+    "ServiceRow",
     "ServiceTypeWord",
     "ServiceValidity",
     "StatusData",
@@ -1058,6 +1178,7 @@ __all__ = [
     "TaskData",
     "TaskKindWord",
     "TaskStatusWord",
+    "TimeSeries",
     "VmStatus",
     "VmTypeWord",
     "WebhookData",

@@ -32,6 +32,8 @@ OPERATIONS = [
     ("getTaskStatus", "tasks.status", "GET", "/api/v1/services/task/{taskId}/status"),
     ("renewServices", "services.renew", "POST", "/api/v1/services/renew"),
     ("resetMac", "services.resetMac", "POST", "/api/v1/services/{serviceId}/reset-mac"),
+    ("listServices", "services.list", "GET", "/api/v1/services"),
+    ("getServiceMetrics", "services.metrics", "GET", "/api/v1/services/{serviceId}/metrics"),
     ("listProductStock", "products.stock", "GET", "/api/v1/products/stock"),
     ("getProductStock", "products.getStock", "GET", "/api/v1/products/stock/{id}"),
     ("listOs", "os.list", "GET", "/api/v1/os"),
@@ -137,7 +139,7 @@ class SyncServices:
     ) -> m.Data_StatusData:
         """Get Service Status: ``GET /api/v1/services/{serviceId}/status``.
 
-        Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota."""
+        Retrieve the current status and resource usage of a service. `data.resources` is measured on the engine at the call (simulated in the sandbox): CPU percent and byte rates are the change since the service's reading before (by this call or the background sampler), so the first reading after a start has null rates; a stopped service reports zero CPU and rates and its totals; a figure the engine cannot give is null (disk usage on storage without quotas, and a Proxmox VE VM's disk). The answer carries a weak `ETag` that ignores the uptime and usage (which move on their own): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota."""
         result: m.Data_StatusData = self._client._request(
             "GET", f"/api/v1/services/{_q(service_id)}/status", operation_id="getServiceStatus", query=None, body=None,
             conditional=True, timeout=timeout,
@@ -208,6 +210,61 @@ class SyncServices:
         result: m.Data_MacData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reset-mac", operation_id="resetMac", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    def list(
+        self,
+        *,
+        type: Optional[m.ServiceTypeFilter] = None,
+        status: Optional[m.RunningStatusFilter] = None,
+        page: Optional[int] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_ServiceListData:
+        """List Services: ``GET /api/v1/services``.
+
+        The caller's services in the key's mode, sorted by service id, optionally of one type and running status, with the same `pagination` as product stock. `runningStatus` is the state advps holds; the status endpoint reads the engine. A page past the end is an empty list. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
+        result: m.Data_ServiceListData = self._client._request(
+            "GET", f"/api/v1/services", operation_id="listServices", query={"type": type, "status": status, "page": page, "limit": limit}, body=None,
+            conditional=True, timeout=timeout,
+        )
+        return result
+
+    def list_all(
+        self,
+        *,
+        type: Optional[m.ServiceTypeFilter] = None,
+        status: Optional[m.RunningStatusFilter] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[m.ServiceRow]:
+        """Every item of ``list`` across all pages."""
+        page = 1
+        while True:
+            data = self.list(page=page, type=type, status=status, limit=limit, timeout=timeout)
+            for item in data["services"]:
+                yield item
+            if not data["pagination"]["hasNext"]:
+                return
+            page += 1
+
+    def metrics(
+        self,
+        service_id: str,
+        *,
+        type: Optional[str] = None,
+        start: Optional[str] = None,
+        end: Optional[str] = None,
+        step: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_MetricsData:
+        """Get Service Metrics: ``GET /api/v1/services/{serviceId}/metrics``.
+
+        Usage history of a service: `cpu` (percent of its cores), `memory.used` and `disk.used` (bytes), `network.in` and `network.out` (bytes per second), each as `[[unixSeconds, value], ...]`, averaged per `step`. A background sampler measures every service at a fixed interval (60 s by default); samples are kept as taken for 24 hours, then as 5-minute averages for 7 days, then hourly for 30 days. `start` and `end` default to the last 24 hours; without `step` the server picks one giving at most 500 points. A step with no sample (the service did not exist, the engine did not answer, a figure it cannot give) has no point. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
+        result: m.Data_MetricsData = self._client._request(
+            "GET", f"/api/v1/services/{_q(service_id)}/metrics", operation_id="getServiceMetrics", query={"type": type, "start": start, "end": end, "step": step}, body=None,
+            conditional=True, timeout=timeout,
         )
         return result
 
@@ -754,7 +811,7 @@ class AsyncServices:
     ) -> m.Data_StatusData:
         """Get Service Status: ``GET /api/v1/services/{serviceId}/status``.
 
-        Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota."""
+        Retrieve the current status and resource usage of a service. `data.resources` is measured on the engine at the call (simulated in the sandbox): CPU percent and byte rates are the change since the service's reading before (by this call or the background sampler), so the first reading after a start has null rates; a stopped service reports zero CPU and rates and its totals; a figure the engine cannot give is null (disk usage on storage without quotas, and a Proxmox VE VM's disk). The answer carries a weak `ETag` that ignores the uptime and usage (which move on their own): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota."""
         result: m.Data_StatusData = await self._client._request(
             "GET", f"/api/v1/services/{_q(service_id)}/status", operation_id="getServiceStatus", query=None, body=None,
             conditional=True, timeout=timeout,
@@ -825,6 +882,61 @@ class AsyncServices:
         result: m.Data_MacData = await self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reset-mac", operation_id="resetMac", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    async def list(
+        self,
+        *,
+        type: Optional[m.ServiceTypeFilter] = None,
+        status: Optional[m.RunningStatusFilter] = None,
+        page: Optional[int] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_ServiceListData:
+        """List Services: ``GET /api/v1/services``.
+
+        The caller's services in the key's mode, sorted by service id, optionally of one type and running status, with the same `pagination` as product stock. `runningStatus` is the state advps holds; the status endpoint reads the engine. A page past the end is an empty list. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
+        result: m.Data_ServiceListData = await self._client._request(
+            "GET", f"/api/v1/services", operation_id="listServices", query={"type": type, "status": status, "page": page, "limit": limit}, body=None,
+            conditional=True, timeout=timeout,
+        )
+        return result
+
+    async def list_all(
+        self,
+        *,
+        type: Optional[m.ServiceTypeFilter] = None,
+        status: Optional[m.RunningStatusFilter] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncIterator[m.ServiceRow]:
+        """Every item of ``list`` across all pages."""
+        page = 1
+        while True:
+            data = await self.list(page=page, type=type, status=status, limit=limit, timeout=timeout)
+            for item in data["services"]:
+                yield item
+            if not data["pagination"]["hasNext"]:
+                return
+            page += 1
+
+    async def metrics(
+        self,
+        service_id: str,
+        *,
+        type: Optional[str] = None,
+        start: Optional[str] = None,
+        end: Optional[str] = None,
+        step: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_MetricsData:
+        """Get Service Metrics: ``GET /api/v1/services/{serviceId}/metrics``.
+
+        Usage history of a service: `cpu` (percent of its cores), `memory.used` and `disk.used` (bytes), `network.in` and `network.out` (bytes per second), each as `[[unixSeconds, value], ...]`, averaged per `step`. A background sampler measures every service at a fixed interval (60 s by default); samples are kept as taken for 24 hours, then as 5-minute averages for 7 days, then hourly for 30 days. `start` and `end` default to the last 24 hours; without `step` the server picks one giving at most 500 points. A step with no sample (the service did not exist, the engine did not answer, a figure it cannot give) has no point. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost."""
+        result: m.Data_MetricsData = await self._client._request(
+            "GET", f"/api/v1/services/{_q(service_id)}/metrics", operation_id="getServiceMetrics", query={"type": type, "start": start, "end": end, "step": step}, body=None,
+            conditional=True, timeout=timeout,
         )
         return result
 

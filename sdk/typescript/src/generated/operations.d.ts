@@ -60,7 +60,7 @@ export interface Operations {
     /**
      * Get Service Status: `GET /api/v1/services/{serviceId}/status`.
      *
-     * Retrieve the current status and resource usage of a service. The answer carries a weak `ETag` that ignores the uptime (which grows every second): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota.
+     * Retrieve the current status and resource usage of a service. `data.resources` is measured on the engine at the call (simulated in the sandbox): CPU percent and byte rates are the change since the service's reading before (by this call or the background sampler), so the first reading after a start has null rates; a stopped service reports zero CPU and rates and its totals; a figure the engine cannot give is null (disk usage on storage without quotas, and a Proxmox VE VM's disk). The answer carries a weak `ETag` that ignores the uptime and usage (which move on their own): send it back in `If-None-Match` and an unchanged service answers `304 Not Modified`, which costs no quota.
      */
     status(serviceId: string, options?: RequestOptions): Promise<T.Data_StatusData>;
     /**
@@ -87,6 +87,47 @@ export interface Operations {
      * Gives a VPS's network card a new MAC address (a running guest restarts for it). VPS only; once per 24 hours per service.
      */
     resetMac(serviceId: string, options?: RequestOptions): Promise<T.Data_MacData>;
+    /**
+     * List Services: `GET /api/v1/services`.
+     *
+     * The caller's services in the key's mode, sorted by service id, optionally of one type and running status, with the same `pagination` as product stock. `runningStatus` is the state advps holds; the status endpoint reads the engine. A page past the end is an empty list. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost.
+     */
+    list(query?: {
+      /** Only services of this type. */
+      type?: T.ServiceTypeFilter;
+      /** Only services in this running status. */
+      status?: T.RunningStatusFilter;
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100: larger values are clamped. Default: 10. */
+      limit?: number;
+    }, options?: RequestOptions): Promise<T.Data_ServiceListData>;
+    /** Every item of `list` across all pages (`page` is ignored). */
+    listAll(query?: Omit<{
+      /** Only services of this type. */
+      type?: T.ServiceTypeFilter;
+      /** Only services in this running status. */
+      status?: T.RunningStatusFilter;
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100: larger values are clamped. Default: 10. */
+      limit?: number;
+    }, "page">, options?: RequestOptions): AsyncIterable<T.ServiceRow>;
+    /**
+     * Get Service Metrics: `GET /api/v1/services/{serviceId}/metrics`.
+     *
+     * Usage history of a service: `cpu` (percent of its cores), `memory.used` and `disk.used` (bytes), `network.in` and `network.out` (bytes per second), each as `[[unixSeconds, value], ...]`, averaged per `step`. A background sampler measures every service at a fixed interval (60 s by default); samples are kept as taken for 24 hours, then as 5-minute averages for 7 days, then hourly for 30 days. `start` and `end` default to the last 24 hours; without `step` the server picks one giving at most 500 points. A step with no sample (the service did not exist, the engine did not answer, a figure it cannot give) has no point. Sends an `ETag`; a matching `If-None-Match` answers `304 Not Modified` at no quota cost.
+     */
+    metrics(serviceId: string, query?: {
+      /** Comma-separated series to return, of cpu, memory, disk, network. Default: all. */
+      type?: string;
+      /** ISO-8601 start (inclusive). Default: 24 hours before `end`. */
+      start?: string;
+      /** ISO-8601 end (exclusive). Default: now. */
+      end?: string;
+      /** Seconds per point; at most 500 points per series. Default: chosen by the server. */
+      step?: number;
+    }, options?: RequestOptions): Promise<T.Data_MetricsData>;
   };
   tasks: {
     /**

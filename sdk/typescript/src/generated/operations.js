@@ -19,6 +19,10 @@ export function bindOperations(c) {
       rebuild: (serviceId, body, options) => c.request({ operationId: "rebuildService", method: "POST", path: `/api/v1/services/${enc(serviceId)}/rebuild`, body }, options),
       renew: (body, options) => c.request({ operationId: "renewServices", method: "POST", path: `/api/v1/services/renew`, body }, options),
       resetMac: (serviceId, options) => c.request({ operationId: "resetMac", method: "POST", path: `/api/v1/services/${enc(serviceId)}/reset-mac` }, options),
+      list: (query, options) => c.request({ operationId: "listServices", method: "GET", path: `/api/v1/services`, query, conditional: true }, options),
+      listAll: (query, options) =>
+        c.paginate((query, options) => c.request({ operationId: "listServices", method: "GET", path: `/api/v1/services`, query, conditional: true }, options), "services", query, options),
+      metrics: (serviceId, query, options) => c.request({ operationId: "getServiceMetrics", method: "GET", path: `/api/v1/services/${enc(serviceId)}/metrics`, query, conditional: true }, options),
     },
     tasks: {
       status: (taskId, options) => c.request({ operationId: "getTaskStatus", method: "GET", path: `/api/v1/services/task/${enc(taskId)}/status`, conditional: true }, options),
@@ -75,6 +79,8 @@ export const OPERATIONS = [
   { operationId: "getTaskStatus", name: "tasks.status", method: "GET", path: "/api/v1/services/task/{taskId}/status" },
   { operationId: "renewServices", name: "services.renew", method: "POST", path: "/api/v1/services/renew" },
   { operationId: "resetMac", name: "services.resetMac", method: "POST", path: "/api/v1/services/{serviceId}/reset-mac" },
+  { operationId: "listServices", name: "services.list", method: "GET", path: "/api/v1/services" },
+  { operationId: "getServiceMetrics", name: "services.metrics", method: "GET", path: "/api/v1/services/{serviceId}/metrics" },
   { operationId: "listProductStock", name: "products.stock", method: "GET", path: "/api/v1/products/stock" },
   { operationId: "getProductStock", name: "products.getStock", method: "GET", path: "/api/v1/products/stock/{id}" },
   { operationId: "listOs", name: "os.list", method: "GET", path: "/api/v1/os" },

@@ -93,6 +93,17 @@ export interface ApiResponse_MeData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_MetricsData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_MetricsData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_OrderResponse {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -176,6 +187,17 @@ export interface ApiResponse_RevokedKeyData {
   success?: boolean | null;
   message: string;
   data: Data_RevokedKeyData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_ServiceListData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_ServiceListData;
   /** RFC 3339 UTC with milliseconds. */
   timestamp: string;
 }
@@ -272,6 +294,24 @@ export interface AuditEntryData {
   orderId?: string | null;
   /** The caller's address. */
   source?: string | null;
+}
+
+/** `resources.memory` and `resources.disk`, in bytes. */
+export interface BytesUsage {
+  /** Null when the engine cannot tell (disk usage on storage without quotas). */
+  usedBytes?: number | null;
+  totalBytes?: number | null;
+}
+
+/** `resources.cpu`. */
+export interface CpuUsage {
+  /** Cores the service may use; null when the engine does not say. */
+  cores?: number | null;
+  /**
+   * Percent of those cores busy since the reading before (0 when
+   * stopped); null for the first reading after a start.
+   */
+  usagePercent?: number | null;
 }
 
 /** Body of a new endpoint. */
@@ -403,6 +443,23 @@ export interface Data_MeData {
  * `data` of an authenticated success: the endpoint's own fields, then the
  * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
  */
+export interface Data_MetricsData {
+  serviceId: string;
+  /** RFC 3339 UTC. */
+  start: string;
+  end: string;
+  /** Seconds per point. */
+  step: number;
+  timeSeries: TimeSeries;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
 export interface Data_OrderResponse {
   order: OrderData;
   services: Array<OrderService>;
@@ -510,16 +567,32 @@ export interface Data_RevokedKeyData {
  * `data` of an authenticated success: the endpoint's own fields, then the
  * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
  */
+export interface Data_ServiceListData {
+  services: Array<ServiceRow>;
+  pagination: PageInfo;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
 export interface Data_StatusData {
   serviceId: string;
   serviceType: ServiceTypeWord;
   /** `RUNNING`, `STOPPED` or a transitional state such as `REBUILDING`. */
   runningStatus: string;
   ip?: string | null;
-  /** Seconds since the service last started; 0 when stopped. */
-  uptime: number;
+  /**
+   * Seconds since the service last started; 0 when stopped; `null` when
+   * it cannot be measured (a VM whose guest agent does not answer).
+   */
+  uptime?: number | null;
   service: StatusService;
   vmStatus: VmStatus;
+  resources: Resources;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;
@@ -705,6 +778,29 @@ export interface MeData {
   /** When the key was last used before this call (recorded at most once a minute); null if never. */
   lastUsedAt?: string | null;
   rateLimit: RateLimitInfo;
+}
+
+/** `data` of metrics. */
+export interface MetricsData {
+  serviceId: string;
+  /** RFC 3339 UTC. */
+  start: string;
+  end: string;
+  /** Seconds per point. */
+  step: number;
+  timeSeries: TimeSeries;
+}
+
+/**
+ * `resources.network`: counters since the guest last started, and rates
+ * since the reading before.
+ */
+export interface NetworkUsage {
+  rxBytes?: number | null;
+  txBytes?: number | null;
+  /** Null for the first reading after a start. */
+  rxBytesPerSecond?: number | null;
+  txBytesPerSecond?: number | null;
 }
 
 /** An order. */
@@ -934,10 +1030,43 @@ export interface RenewedService {
   runningStatus: string;
 }
 
+/**
+ * `data.resources` of status: the service's usage, measured on its engine
+ * (simulated in the sandbox). A figure the engine cannot give is null.
+ */
+export interface Resources {
+  cpu: CpuUsage;
+  memory: BytesUsage;
+  disk: BytesUsage;
+  network: NetworkUsage;
+  /** When it was read (RFC 3339 UTC). */
+  sampledAt: string;
+}
+
 /** The id of a revoked key. */
 export interface RevokedKeyData {
   id: string;
   revoked: boolean;
+}
+
+/** `data` of the service list. */
+export interface ServiceListData {
+  services: Array<ServiceRow>;
+  pagination: PageInfo;
+}
+
+/** One of the caller's services. */
+export interface ServiceRow {
+  serviceId: string;
+  serviceType: ServiceTypeWord;
+  /** The state advps holds; status reads the engine. */
+  runningStatus: string;
+  ip?: string | null;
+  os?: null | OsRef;
+  /** The product it was bought as; null for services not bought by API. */
+  productId?: string | null;
+  /** RFC 3339 UTC, or null for a service that does not expire. */
+  expiryDate?: string | null;
 }
 
 /** `serviceType`: `VPS` (a virtual machine), `LINUX` (an LXC container) or `PROVISIONAL_VPS`. */
@@ -957,10 +1086,14 @@ export interface StatusData {
   /** `RUNNING`, `STOPPED` or a transitional state such as `REBUILDING`. */
   runningStatus: string;
   ip?: string | null;
-  /** Seconds since the service last started; 0 when stopped. */
-  uptime: number;
+  /**
+   * Seconds since the service last started; 0 when stopped; `null` when
+   * it cannot be measured (a VM whose guest agent does not answer).
+   */
+  uptime?: number | null;
   service: StatusService;
   vmStatus: VmStatus;
+  resources: Resources;
 }
 
 /** `data.service`: the nested shape that client programs read. */
@@ -1023,10 +1156,28 @@ export type TaskKindWord = "REBUILD" | "PROVISION";
 /** A task's `status`: `PENDING` → `IN_PROGRESS` → `COMPLETED` or `FAILED`. */
 export type TaskStatusWord = "PENDING" | "IN_PROGRESS" | "COMPLETED" | "FAILED";
 
+/**
+ * The series of a metrics answer, each `[[unixSeconds, value], ...]`,
+ * oldest first; a step with no sample has no point.
+ */
+export interface TimeSeries {
+  /** Percent of the service's cores. */
+  cpu?: Array<Array<unknown>> | null;
+  /** Bytes. */
+  "memory.used"?: Array<Array<unknown>> | null;
+  /** Bytes; empty where the engine cannot tell. */
+  "disk.used"?: Array<Array<unknown>> | null;
+  /** Bytes per second received. */
+  "network.in"?: Array<Array<unknown>> | null;
+  /** Bytes per second sent. */
+  "network.out"?: Array<Array<unknown>> | null;
+}
+
 /** `data.vmStatus`: the live state in lower case (`running`, `stopped`, ...), never empty. */
 export interface VmStatus {
   status: string;
-  uptime: number;
+  /** `null` when it cannot be measured (a VM whose guest agent does not answer). */
+  uptime?: number | null;
 }
 
 /** `vmType` of a product: `VPS` for virtual machines, `LXC` for containers. */
