@@ -251,6 +251,9 @@ pub enum OsCommand {
     },
     /// List OS images
     List,
+    /// Delete every mapping of a slug (refused while a service runs it or a
+    /// product installs it by default)
+    Remove { slug: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +274,8 @@ pub enum IpPoolsCommand {
     },
     /// List pools with their free addresses
     List,
+    /// Delete a pool and its addresses (refused while one is assigned)
+    Remove { name: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -472,4 +477,12 @@ pub enum ProductsCommand {
         #[arg(long)]
         auto: bool,
     },
+    /// Take a product out of the catalogue: it is no longer listed or sold;
+    /// its services go on
+    Hide { id: String },
+    /// Put a hidden product back in the catalogue
+    Show { id: String },
+    /// Delete a product and its sizes (refused while services or inventory
+    /// use it)
+    Remove { id: String },
 }

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use advps_domain::{api_key, ids, time, Mode, StockStatus};
 use advps_server::Config;
-use advps_store::{NewApiKey, NewProduct, Store, StoreError};
+use advps_store::{NewApiKey, NewProduct, Removal, Store, StoreError};
 
 use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand, WebhooksCommand};
 use crate::live_admin;
@@ -389,6 +389,10 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                     StockStatus::classify(p.stock, threshold).as_str()
                 );
             }
+            let hidden = store.hidden_products(Mode::Live).await?;
+            if !hidden.is_empty() {
+                println!("Hidden (not listed or sold): {}", hidden.join(", "));
+            }
         }
         ProductsCommand::AddSize {
             id,
@@ -436,6 +440,28 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                 None => println!("Stock of {id} is derived from inventory"),
             }
         }
+        ProductsCommand::Hide { id } => {
+            if !store.set_product_visible(Mode::Live, &id, false).await? {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            println!("Product {id} is hidden: no longer listed or sold; its services go on");
+        }
+        ProductsCommand::Show { id } => {
+            if !store.set_product_visible(Mode::Live, &id, true).await? {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            println!("Product {id} is listed and sold again");
+        }
+        ProductsCommand::Remove { id } => match store.remove_product(Mode::Live, &id).await? {
+            Removal::Removed => println!("Removed product {id}"),
+            Removal::NotFound => {
+                bail!("no live product with id '{id}' (see `advps products list`)")
+            }
+            Removal::InUse(users) => bail!(
+                "product {id} is still used by {users}; remove those first, or hide the \
+                 product with `advps products hide {id}`"
+            ),
+        },
     }
     Ok(())
 }
