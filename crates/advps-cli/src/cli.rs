@@ -48,7 +48,32 @@ pub enum Command {
     /// Run the background work only (tasks, expiry, webhook deliveries)
     Worker,
     /// Create or upgrade the database, then exit
-    Migrate,
+    Migrate {
+        /// Only list the migrations that would run
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a consistent backup of the database and its secret key while
+    /// the server runs (PostgreSQL: the key only; use pg_dump for the data)
+    Backup {
+        /// The backup file to write (replaced if it exists; made 0600)
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Restore a backup into the data directory (--data-dir), which must be
+    /// empty unless --force; checks the database's integrity and the key
+    Restore {
+        /// The backup file
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace the database and secret key of a directory that has them
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
     /// Manage accounts
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -85,6 +110,17 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+/// The passphrase that seals (or opens) a backup; none: not encrypted.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// Name of an environment variable holding the passphrase
+    #[arg(long, value_name = "VAR", conflicts_with = "passphrase_file")]
+    pub passphrase_env: Option<String>,
+    /// A file whose first line is the passphrase
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,12 +43,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             serve(config).await
         }
         Command::Worker => worker(config).await,
-        Command::Migrate => {
+        Command::Migrate { dry_run: true } => crate::operate::migrate_dry_run(&config).await,
+        Command::Migrate { dry_run: false } => {
             let store = open(&config).await?;
             advps_server::server_seed(store.as_ref()).await?;
             println!("Database in {} is up to date", config.data_dir.display());
             Ok(())
         }
+        Command::Backup { to, passphrase } => {
+            crate::operate::backup(&open(&config).await?, &config, &to, &passphrase).await
+        }
+        Command::Restore {
+            from,
+            force,
+            passphrase,
+        } => crate::operate::restore(&config, &from, force, &passphrase).await,
         Command::Accounts(cmd) => accounts(&open(&config).await?, cmd).await,
         Command::Keys(cmd) => keys(&open(&config).await?, cmd).await,
         Command::Products(cmd) => products(&open(&config).await?, &config, cmd).await,

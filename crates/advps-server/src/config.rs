@@ -85,6 +85,9 @@ pub struct Config {
     /// Seconds a shutdown waits for in-flight requests before it closes
     /// what is left.
     pub shutdown_grace_secs: u64,
+    /// Scheduled backups by the worker (`backup_dir`, `backup_every`,
+    /// `backup_keep`, `backup_passphrase_file`).
+    pub backup: crate::backup::BackupSchedule,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             idle_timeout_secs: 60,
             max_connections: 1024,
             shutdown_grace_secs: 30,
+            backup: crate::backup::BackupSchedule::default(),
         }
     }
 }
@@ -161,6 +165,11 @@ struct FileConfig {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    // Scheduled backups (see `Config::apply_backup`).
+    backup_dir: Option<PathBuf>,
+    backup_every: Option<String>,
+    backup_keep: Option<u32>,
+    backup_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +189,18 @@ pub enum ConfigError {
     },
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+}
+
+/// A period like `6h`, `1d` or `30m` (at least a second).
+fn parse_every(name: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        _ => Err(ConfigError::Env {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: "a period like 30m, 6h or 1d, at least 1s",
+        }),
+    }
 }
 
 impl Config {
@@ -203,9 +224,11 @@ impl Config {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+            config.apply_backup_file(&parsed)?;
             config.apply_file(parsed);
         }
-        config.apply_env(env)?;
+        config.apply_env(&env)?;
+        config.apply_backup_env(&env)?;
         config.validate()?;
         Ok(config)
     }
@@ -433,6 +456,55 @@ impl Config {
         }
         if let Some(v) = parsed("ADVPS_MAX_CONNECTIONS", env("ADVPS_MAX_CONNECTIONS"), count)? {
             self.max_connections = v;
+        }
+        Ok(())
+    }
+
+    /// The scheduled-backup keys of the file.
+    fn apply_backup_file(&mut self, f: &FileConfig) -> Result<(), ConfigError> {
+        let b = &mut self.backup;
+        if f.backup_dir.is_some() {
+            b.dir = f.backup_dir.clone();
+        }
+        if let Some(every) = &f.backup_every {
+            b.every = parse_every("backup_every", every)?;
+        }
+        if let Some(keep) = f.backup_keep {
+            b.keep = keep;
+        }
+        if f.backup_passphrase_file.is_some() {
+            b.passphrase_file = f.backup_passphrase_file.clone();
+        }
+        Ok(())
+    }
+
+    /// `ADVPS_BACKUP_DIR`, `_EVERY`, `_KEEP`, `_PASSPHRASE_FILE`.
+    fn apply_backup_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let b = &mut self.backup;
+        if let Some(v) = env("ADVPS_BACKUP_DIR").filter(|v| !v.trim().is_empty()) {
+            b.dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ADVPS_BACKUP_EVERY") {
+            b.every = parse_every("ADVPS_BACKUP_EVERY", &v)?;
+        }
+        if let Some(v) = env("ADVPS_BACKUP_KEEP") {
+            b.keep = v.trim().parse().map_err(|_| ConfigError::Env {
+                name: "ADVPS_BACKUP_KEEP".into(),
+                value: v.clone(),
+                expected: "a count",
+            })?;
+        }
+        if let Some(v) = env("ADVPS_BACKUP_PASSPHRASE_FILE").filter(|v| !v.trim().is_empty()) {
+            b.passphrase_file = Some(PathBuf::from(v));
+        }
+        if b.keep == 0 {
+            return Err(ConfigError::Invalid {
+                name: "backup_keep",
+                message: "must be at least 1".into(),
+            });
         }
         Ok(())
     }

@@ -655,6 +655,11 @@ fn spawn_background(
     };
     let expiry = tokio::spawn(expiry.run(stop.clone()));
     let mut tasks = vec![sweeper, worker, expiry];
+    tasks.push(tokio::spawn(crate::backup::run_schedule(
+        Arc::clone(&state.store),
+        Config::clone(&state.config),
+        stop.clone(),
+    )));
     // Without its checked client there is no safe way to deliver: the
     // deliveries wait in their table for a process that has one.
     match crate::webhooks::Dispatcher::client(

@@ -30,7 +30,10 @@ pub mod stores;
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use open::{open_store, open_store_with};
-pub use sql_store::{is_postgres_url, PgPoolSettings, SqlStore, DATABASE_FILE};
+pub use sql_store::{
+    is_postgres_url, migration_plan, MigrationPlan, MigrationStep, PgPoolSettings, SqlStore,
+    DATABASE_FILE,
+};
 pub use stores::accounts::AccountStore;
 pub use stores::audit::AuditStore;
 pub use stores::catalogue::CatalogueStore;
@@ -38,6 +41,7 @@ pub use stores::health::HealthStore;
 pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
 pub use stores::keys::KeyStore;
+pub use stores::maintenance::MaintenanceStore;
 pub use stores::outbox::WebhookStore;
 pub use stores::rate::RateStore;
 pub use stores::selling::SellingStore;
@@ -62,6 +66,7 @@ pub trait Store:
     + RateStore
     + IdempotencyStore
     + HealthStore
+    + MaintenanceStore
     + Send
     + Sync
     + 'static
@@ -81,6 +86,7 @@ impl<T> Store for T where
         + RateStore
         + IdempotencyStore
         + HealthStore
+        + MaintenanceStore
         + Send
         + Sync
         + 'static
