@@ -116,7 +116,7 @@ async fn write_mix(
             );
             writes += 1;
         }
-        let action = ["restart", "stop", "start"][round % 3];
+        let action = ["reboot", "stop", "start"][round % 3];
         let resp = server.action(key, "lxc_service_1", action).await;
         if resp.status == 200 {
             writes += 1;
