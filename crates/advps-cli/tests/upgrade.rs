@@ -93,8 +93,11 @@ fn serve(args: &[&str]) -> Served {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn advps serve");
-    let stdout = child.stdout.take().unwrap();
+    let mut served = Served {
+        child: cmd.spawn().expect("spawn advps serve"),
+        base: String::new(),
+    };
+    let stdout = served.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -107,10 +110,8 @@ fn serve(args: &[&str]) -> Served {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("server did not start");
         if let Some(url) = line.strip_prefix("Listening on ") {
-            return Served {
-                child,
-                base: url.trim().to_string(),
-            };
+            served.base = url.trim().to_string();
+            return served;
         }
     }
 }
