@@ -82,6 +82,9 @@ pub enum Command {
         #[command(flatten)]
         passphrase: PassphraseArgs,
     },
+    /// Check the configuration, database, secret key, nodes (images, address
+    /// pools), stock, backlogs and disk space; exits non-zero on a problem
+    Doctor,
     /// Manage accounts
     #[command(subcommand)]
     Accounts(AccountsCommand),

@@ -18,6 +18,7 @@ use crate::live_admin;
 const DEMO_ACCOUNT: &str = "demo";
 
 pub async fn run(cli: Cli) -> Result<()> {
+    let config_file = cli.global.config.clone();
     let mut config = Config::load(cli.global.config.as_deref())?;
     if let Some(dir) = cli.global.data_dir {
         config.data_dir = dir;
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             force,
             passphrase,
         } => crate::operate::restore(&config, &from, force, &passphrase).await,
+        Command::Doctor => crate::operate::doctor(&config, config_file.as_deref()).await,
         Command::Accounts(cmd) => accounts(&open(&config).await?, cmd).await,
         Command::Keys(cmd) => keys(&open(&config).await?, cmd).await,
         Command::Products(cmd) => products(&open(&config).await?, &config, cmd).await,

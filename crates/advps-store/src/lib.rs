@@ -41,7 +41,7 @@ pub use stores::health::HealthStore;
 pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
 pub use stores::keys::KeyStore;
-pub use stores::maintenance::MaintenanceStore;
+pub use stores::maintenance::{Backlog, MaintenanceStore};
 pub use stores::outbox::WebhookStore;
 pub use stores::rate::RateStore;
 pub use stores::selling::SellingStore;

@@ -29,6 +29,19 @@ pub trait MaintenanceStore: Send + Sync {
 
     /// The newest migration applied to the database.
     async fn schema_version(&self) -> StoreResult<i64>;
+
+    /// Work waiting for a worker, and how much of it has waited since
+    /// before `stale_before` (a sign that no worker runs).
+    async fn backlog(&self, stale_before: i64) -> StoreResult<Backlog>;
+}
+
+/// Work waiting for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub tasks_open: i64,
+    pub tasks_stale: i64,
+    pub deliveries_pending: i64,
+    pub deliveries_stale: i64,
 }
 
 #[async_trait]
@@ -67,6 +80,27 @@ impl MaintenanceStore for SqlStore {
             .iter()
             .map(|row| row.get::<String>("integrity_check"))
             .collect()
+    }
+
+    async fn backlog(&self, stale_before: i64) -> StoreResult<Backlog> {
+        let row = query(
+            "SELECT \
+             (SELECT COUNT(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS')) AS tasks_open, \
+             (SELECT COUNT(*) FROM tasks WHERE status IN ('PENDING', 'IN_PROGRESS') \
+                AND COALESCE(due_at, updated_at) < $1) AS tasks_stale, \
+             (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending') AS deliveries_pending, \
+             (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending' \
+                AND next_attempt_at < $1) AS deliveries_stale",
+        )
+        .bind(stale_before)
+        .row(self.db.read())
+        .await?;
+        Ok(Backlog {
+            tasks_open: row.get("tasks_open")?,
+            tasks_stale: row.get("tasks_stale")?,
+            deliveries_pending: row.get("deliveries_pending")?,
+            deliveries_stale: row.get("deliveries_stale")?,
+        })
     }
 
     async fn schema_version(&self) -> StoreResult<i64> {
