@@ -5,10 +5,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The version and the commit it was built from.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ADVPS_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "advps",
-    version,
+    version = LONG_VERSION,
     about = "ADVPS API v1.0 server and its administration"
 )]
 pub struct Cli {
@@ -48,7 +56,35 @@ pub enum Command {
     /// Run the background work only (tasks, expiry, webhook deliveries)
     Worker,
     /// Create or upgrade the database, then exit
-    Migrate,
+    Migrate {
+        /// Only list the migrations that would run
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a consistent backup of the database and its secret key while
+    /// the server runs (PostgreSQL: the key only; use pg_dump for the data)
+    Backup {
+        /// The backup file to write (replaced if it exists; made 0600)
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Restore a backup into the data directory (--data-dir), which must be
+    /// empty unless --force; checks the database's integrity and the key
+    Restore {
+        /// The backup file
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace the database and secret key of a directory that has them
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Check the configuration, database, secret key, nodes (images, address
+    /// pools), stock, backlogs and disk space; exits non-zero on a problem
+    Doctor,
     /// Manage accounts
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -85,6 +121,17 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+/// The passphrase that seals (or opens) a backup; none: not encrypted.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// Name of an environment variable holding the passphrase
+    #[arg(long, value_name = "VAR", conflicts_with = "passphrase_file")]
+    pub passphrase_env: Option<String>,
+    /// A file whose first line is the passphrase
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +301,9 @@ pub enum OsCommand {
     },
     /// List OS images
     List,
+    /// Delete every mapping of a slug (refused while a service runs it or a
+    /// product installs it by default)
+    Remove { slug: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +324,8 @@ pub enum IpPoolsCommand {
     },
     /// List pools with their free addresses
     List,
+    /// Delete a pool and its addresses (refused while one is assigned)
+    Remove { name: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -475,4 +527,12 @@ pub enum ProductsCommand {
         #[arg(long)]
         auto: bool,
     },
+    /// Take a product out of the catalogue: it is no longer listed or sold;
+    /// its services go on
+    Hide { id: String },
+    /// Put a hidden product back in the catalogue
+    Show { id: String },
+    /// Delete a product and its sizes (refused while services or inventory
+    /// use it)
+    Remove { id: String },
 }

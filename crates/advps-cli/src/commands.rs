@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use advps_domain::{api_key, ids, time, Mode, StockStatus};
 use advps_server::Config;
-use advps_store::{NewApiKey, NewProduct, Store, StoreError};
+use advps_store::{NewApiKey, NewProduct, Removal, Store, StoreError};
 
 use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand, WebhooksCommand};
 use crate::live_admin;
@@ -18,6 +18,7 @@ use crate::live_admin;
 const DEMO_ACCOUNT: &str = "demo";
 
 pub async fn run(cli: Cli) -> Result<()> {
+    let config_file = cli.global.config.clone();
     let mut config = Config::load(cli.global.config.as_deref())?;
     if let Some(dir) = cli.global.data_dir {
         config.data_dir = dir;
@@ -43,12 +44,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             serve(config).await
         }
         Command::Worker => worker(config).await,
-        Command::Migrate => {
+        Command::Migrate { dry_run: true } => crate::operate::migrate_dry_run(&config).await,
+        Command::Migrate { dry_run: false } => {
             let store = open(&config).await?;
             advps_server::server_seed(store.as_ref()).await?;
             println!("Database in {} is up to date", config.data_dir.display());
             Ok(())
         }
+        Command::Backup { to, passphrase } => {
+            crate::operate::backup(&open(&config).await?, &config, &to, &passphrase).await
+        }
+        Command::Restore {
+            from,
+            force,
+            passphrase,
+        } => crate::operate::restore(&config, &from, force, &passphrase).await,
+        Command::Doctor => crate::operate::doctor(&config, config_file.as_deref()).await,
         Command::Accounts(cmd) => accounts(&open(&config).await?, cmd).await,
         Command::Keys(cmd) => keys(&open(&config).await?, cmd).await,
         Command::Products(cmd) => products(&open(&config).await?, &config, cmd).await,
@@ -391,6 +402,10 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                     StockStatus::classify(p.stock, threshold).as_str()
                 );
             }
+            let hidden = store.hidden_products(Mode::Live).await?;
+            if !hidden.is_empty() {
+                println!("Hidden (not listed or sold): {}", hidden.join(", "));
+            }
         }
         ProductsCommand::AddSize {
             id,
@@ -438,6 +453,28 @@ async fn products(store: &Arc<dyn Store>, config: &Config, cmd: ProductsCommand)
                 None => println!("Stock of {id} is derived from inventory"),
             }
         }
+        ProductsCommand::Hide { id } => {
+            if !store.set_product_visible(Mode::Live, &id, false).await? {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            println!("Product {id} is hidden: no longer listed or sold; its services go on");
+        }
+        ProductsCommand::Show { id } => {
+            if !store.set_product_visible(Mode::Live, &id, true).await? {
+                bail!("no live product with id '{id}' (see `advps products list`)");
+            }
+            println!("Product {id} is listed and sold again");
+        }
+        ProductsCommand::Remove { id } => match store.remove_product(Mode::Live, &id).await? {
+            Removal::Removed => println!("Removed product {id}"),
+            Removal::NotFound => {
+                bail!("no live product with id '{id}' (see `advps products list`)")
+            }
+            Removal::InUse(users) => bail!(
+                "product {id} is still used by {users}; remove those first, or hide the \
+                 product with `advps products hide {id}`"
+            ),
+        },
     }
     Ok(())
 }

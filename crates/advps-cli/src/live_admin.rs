@@ -17,7 +17,7 @@ use advps_drivers::{AddressConfig, Driver, InstanceKind, PowerStatus};
 use advps_server::secrets::Cipher;
 use advps_server::Config;
 use advps_store::{
-    NewIpPool, NewLiveService, NewNode, NewOsImage, Store, StoreError, SyncedInstance,
+    NewIpPool, NewLiveService, NewNode, NewOsImage, Removal, Store, StoreError, SyncedInstance,
 };
 
 use crate::cli::{DriverArg, IpPoolsCommand, NodesCommand, OsCommand, ServicesCommand, SshArgs};
@@ -588,6 +588,14 @@ pub async fn os(store: &Arc<dyn Store>, cmd: OsCommand) -> Result<()> {
                 );
             }
         }
+        OsCommand::Remove { slug } => match store.remove_os(&slug).await? {
+            Removal::Removed => println!("Removed OS {slug}"),
+            Removal::NotFound => bail!("no OS '{slug}' (see `advps os list`)"),
+            Removal::InUse(users) => bail!(
+                "OS {slug} is still used by {users}; rebuild or remove those services and \
+                 give those products another default OS first"
+            ),
+        },
     }
     Ok(())
 }
@@ -649,6 +657,14 @@ pub async fn ippools(store: &Arc<dyn Store>, cmd: IpPoolsCommand) -> Result<()> 
                 );
             }
         }
+        IpPoolsCommand::Remove { name } => match store.remove_ip_pool(&name).await? {
+            Removal::Removed => println!("Removed IP pool {name}"),
+            Removal::NotFound => bail!("no IP pool named '{name}' (see `advps ippools list`)"),
+            Removal::InUse(users) => bail!(
+                "IP pool {name} still has {users}; remove the services that hold them first \
+                 (`advps services list`)"
+            ),
+        },
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod live_admin;
+mod operate;
 
 use std::process::ExitCode;
 

@@ -87,6 +87,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// The usage sampler and how long its history is kept (`[usage]`).
     pub usage: UsageConfig,
+    /// Scheduled backups by the worker (`backup_dir`, `backup_every`,
+    /// `backup_keep`, `backup_passphrase_file`).
+    pub backup: crate::backup::BackupSchedule,
 }
 
 impl Default for Config {
@@ -125,6 +128,7 @@ impl Default for Config {
             max_connections: 1024,
             shutdown_grace_secs: 30,
             usage: UsageConfig::default(),
+            backup: crate::backup::BackupSchedule::default(),
         }
     }
 }
@@ -165,6 +169,11 @@ struct FileConfig {
     max_connections: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     usage: Option<UsageConfig>,
+    // Scheduled backups (see `Config::apply_backup`).
+    backup_dir: Option<PathBuf>,
+    backup_every: Option<String>,
+    backup_keep: Option<u32>,
+    backup_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +193,18 @@ pub enum ConfigError {
     },
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+}
+
+/// A period like `6h`, `1d` or `30m` (at least a second).
+fn parse_every(name: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        _ => Err(ConfigError::Env {
+            name: name.to_string(),
+            value: value.to_string(),
+            expected: "a period like 30m, 6h or 1d, at least 1s",
+        }),
+    }
 }
 
 impl Config {
@@ -207,9 +228,11 @@ impl Config {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+            config.apply_backup_file(&parsed)?;
             config.apply_file(parsed);
         }
-        config.apply_env(env)?;
+        config.apply_env(&env)?;
+        config.apply_backup_env(&env)?;
         config.validate()?;
         Ok(config)
     }
@@ -442,6 +465,55 @@ impl Config {
             self.max_connections = v;
         }
         self.usage.apply_env(&env)?;
+        Ok(())
+    }
+
+    /// The scheduled-backup keys of the file.
+    fn apply_backup_file(&mut self, f: &FileConfig) -> Result<(), ConfigError> {
+        let b = &mut self.backup;
+        if f.backup_dir.is_some() {
+            b.dir = f.backup_dir.clone();
+        }
+        if let Some(every) = &f.backup_every {
+            b.every = parse_every("backup_every", every)?;
+        }
+        if let Some(keep) = f.backup_keep {
+            b.keep = keep;
+        }
+        if f.backup_passphrase_file.is_some() {
+            b.passphrase_file = f.backup_passphrase_file.clone();
+        }
+        Ok(())
+    }
+
+    /// `ADVPS_BACKUP_DIR`, `_EVERY`, `_KEEP`, `_PASSPHRASE_FILE`.
+    fn apply_backup_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let b = &mut self.backup;
+        if let Some(v) = env("ADVPS_BACKUP_DIR").filter(|v| !v.trim().is_empty()) {
+            b.dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ADVPS_BACKUP_EVERY") {
+            b.every = parse_every("ADVPS_BACKUP_EVERY", &v)?;
+        }
+        if let Some(v) = env("ADVPS_BACKUP_KEEP") {
+            b.keep = v.trim().parse().map_err(|_| ConfigError::Env {
+                name: "ADVPS_BACKUP_KEEP".into(),
+                value: v.clone(),
+                expected: "a count",
+            })?;
+        }
+        if let Some(v) = env("ADVPS_BACKUP_PASSPHRASE_FILE").filter(|v| !v.trim().is_empty()) {
+            b.passphrase_file = Some(PathBuf::from(v));
+        }
+        if b.keep == 0 {
+            return Err(ConfigError::Invalid {
+                name: "backup_keep",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod drivers;
 pub mod envelope;
@@ -32,3 +33,6 @@ pub use server::{
     seed_sandbox_catalogue as server_seed, serve, serve_metrics, AppState, AppStateInner,
 };
 pub mod webhooks;
+
+/// This build's version, as released.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

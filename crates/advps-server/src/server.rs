@@ -685,6 +685,11 @@ fn spawn_background(
     };
     let sampler = tokio::spawn(sampler.run(stop.clone()));
     let mut tasks = vec![sweeper, worker, expiry, sampler];
+    tasks.push(tokio::spawn(crate::backup::run_schedule(
+        Arc::clone(&state.store),
+        Config::clone(&state.config),
+        stop.clone(),
+    )));
     // Without its checked client there is no safe way to deliver: the
     // deliveries wait in their table for a process that has one.
     match crate::webhooks::Dispatcher::client(

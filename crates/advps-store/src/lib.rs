@@ -30,7 +30,10 @@ pub mod stores;
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use open::{open_store, open_store_with};
-pub use sql_store::{is_postgres_url, PgPoolSettings, SqlStore, DATABASE_FILE};
+pub use sql_store::{
+    is_postgres_url, migration_plan, MigrationPlan, MigrationStep, PgPoolSettings, SqlStore,
+    DATABASE_FILE,
+};
 pub use stores::accounts::AccountStore;
 pub use stores::audit::AuditStore;
 pub use stores::catalogue::CatalogueStore;
@@ -39,6 +42,7 @@ pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
 pub use stores::keys::{KeyRevocation, KeyStore};
 pub use stores::metrics::{MetricsStore, UsageCounters, UsagePoint, UsageSchedule, UsageTier};
+pub use stores::maintenance::{Backlog, MaintenanceStore};
 pub use stores::outbox::WebhookStore;
 pub use stores::rate::RateStore;
 pub use stores::selling::SellingStore;
@@ -64,6 +68,7 @@ pub trait Store:
     + IdempotencyStore
     + HealthStore
     + MetricsStore
+    + MaintenanceStore
     + Send
     + Sync
     + 'static
@@ -84,6 +89,7 @@ impl<T> Store for T where
         + IdempotencyStore
         + HealthStore
         + MetricsStore
+        + MaintenanceStore
         + Send
         + Sync
         + 'static

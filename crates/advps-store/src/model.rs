@@ -571,3 +571,22 @@ pub struct RateHit {
     pub count: u32,
     pub opened_at: i64,
 }
+
+/// What asking to remove a catalogue or inventory entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Nothing has that id or name.
+    NotFound,
+    /// Refused: what still uses it, in words for the operator ("2 services").
+    InUse(String),
+}
+
+/// "1 service", "3 services": the count of what still uses an entry.
+pub(crate) fn count_of(n: i64, one: &str, many: &str) -> Option<String> {
+    match n {
+        0 => None,
+        1 => Some(format!("1 {one}")),
+        n => Some(format!("{n} {many}")),
+    }
+}

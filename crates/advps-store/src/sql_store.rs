@@ -102,6 +102,8 @@ impl SqlStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
+        let applied = sqlite_applied(&writer).await?;
+        refuse_newer(&SQLITE_MIGRATOR, &applied, &path.display().to_string())?;
         SQLITE_MIGRATOR.run(&writer).await?;
         // SQLite made the -wal and -shm files with the database's mode.
         make_private_files(path)?;
@@ -153,6 +155,8 @@ impl SqlStore {
             .idle_timeout(settings.idle_timeout)
             .connect_with(options.clone())
             .await?;
+        let applied = pg_applied(&pool).await?;
+        refuse_newer(&PG_MIGRATOR, &applied, "the PostgreSQL database")?;
         PG_MIGRATOR.run(&pool).await?;
         // The rate windows' own few connections: their writes go on every
         // request and may lose the last instants in a database crash.
@@ -192,6 +196,155 @@ impl SqlStore {
             }
         }
     }
+}
+
+/// The migrations applied to a SQLite database (none for a new one).
+async fn sqlite_applied(pool: &sqlx::SqlitePool) -> StoreResult<Vec<i64>> {
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The migrations applied to a PostgreSQL database (none for a new one).
+async fn pg_applied(pool: &sqlx::PgPool) -> StoreResult<Vec<i64>> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Refuses a database that a newer advps migrated: its schema has changes
+/// this build does not know, and running on it could lose or corrupt them.
+fn refuse_newer(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+    what: &str,
+) -> StoreResult<()> {
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    let newest_known = known.iter().copied().max().unwrap_or(0);
+    let unknown: Vec<i64> = applied
+        .iter()
+        .copied()
+        .filter(|v| !known.contains(v))
+        .collect();
+    if let Some(newest) = unknown.iter().copied().max() {
+        return Err(StoreError::Open(format!(
+            "{what} was upgraded by a newer advps (schema version {newest}; this advps {} \
+             knows versions up to {newest_known}): install that newer advps, or restore a \
+             backup made before the upgrade",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(())
+}
+
+/// A migration of this build, and whether the database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStep {
+    pub version: i64,
+    pub description: String,
+    pub applied: bool,
+}
+
+/// What `migrate` would do on a database, found without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Every migration this build has, in order.
+    pub steps: Vec<MigrationStep>,
+    /// Versions applied to the database that this build does not know (a
+    /// newer advps migrated it).
+    pub unknown: Vec<i64>,
+}
+
+/// Reads which migrations the configured database has, without running
+/// any (nor creating the database).
+pub async fn migration_plan(
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> StoreResult<MigrationPlan> {
+    let url = database_url.map(str::trim).filter(|u| !u.is_empty());
+    let (backend, migrator, applied) = match url {
+        Some(url) if is_postgres_url(url) => {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Open(format!("invalid PostgreSQL URL: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.application_name("advps"))
+                .await?;
+            let applied = pg_applied(&pool).await;
+            pool.close().await;
+            ("postgres", &PG_MIGRATOR, applied?)
+        }
+        Some(url) if !url.starts_with("sqlite:") => {
+            return Err(StoreError::Open(format!(
+                "unsupported database URL '{url}'"
+            )));
+        }
+        _ => {
+            let path = match url {
+                Some(url) => {
+                    let p = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                    std::path::PathBuf::from(p.split('?').next().unwrap_or(p))
+                }
+                None => data_dir.join(DATABASE_FILE),
+            };
+            let applied = if path.exists() {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(
+                        SqliteConnectOptions::new()
+                            .filename(&path)
+                            .read_only(true)
+                            .busy_timeout(Duration::from_secs(10)),
+                    )
+                    .await?;
+                let applied = sqlite_applied(&pool).await;
+                pool.close().await;
+                applied?
+            } else {
+                Vec::new()
+            };
+            ("sqlite", &SQLITE_MIGRATOR, applied)
+        }
+    };
+    let steps = migrator
+        .iter()
+        .map(|m| MigrationStep {
+            version: m.version,
+            description: m.description.to_string(),
+            applied: applied.contains(&m.version),
+        })
+        .collect::<Vec<_>>();
+    let unknown = applied
+        .iter()
+        .copied()
+        .filter(|v| !steps.iter().any(|s| s.version == *v))
+        .collect();
+    Ok(MigrationPlan {
+        backend,
+        steps,
+        unknown,
+    })
 }
 
 /// Creates `dir` if needed and makes it private to this user.

@@ -172,6 +172,17 @@ impl TestServer {
     /// data directory before the server starts (to mount a small file
     /// system there, say).
     pub fn start_prepared(env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> TestServer {
+        Self::start_prepared_with_key(env, prepare, None)
+    }
+
+    /// Like [`TestServer::start_prepared`] on a data directory that `prepare`
+    /// fills with an existing database (a restored backup, say): such a start
+    /// prints no key, and `known_key` is the test key the tests use.
+    pub fn start_prepared_with_key(
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+        known_key: Option<&str>,
+    ) -> TestServer {
         let root = tempfile::tempdir().expect("create temp dir");
         let data_dir = root.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("create data dir");
@@ -198,13 +209,17 @@ impl TestServer {
                 (admin, name)
             });
         let spawned = spawn_server(&data_dir, &log_path, &env);
-        let test_key = spawned.key.clone().unwrap_or_else(|| {
-            panic!(
-                "first start printed no test key; stdout: {:?}\nstderr:\n{}",
-                spawned.lines,
-                read_log(&log_path)
-            )
-        });
+        let test_key = spawned
+            .key
+            .clone()
+            .or(known_key.map(str::to_string))
+            .unwrap_or_else(|| {
+                panic!(
+                    "first start printed no test key; stdout: {:?}\nstderr:\n{}",
+                    spawned.lines,
+                    read_log(&log_path)
+                )
+            });
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -66,6 +66,22 @@ pub trait CatalogueStore: Send + Sync {
     async fn list_os_images(&self) -> StoreResult<Vec<OsImageRecord>>;
 
     async fn os_images_by_slug(&self, slug: &str) -> StoreResult<Vec<OsImageRecord>>;
+
+    /// Shows (`true`) or hides a product: a hidden product is left out of
+    /// the catalogue's lists and cannot be bought, but keeps its services.
+    /// False when there is no such product.
+    async fn set_product_visible(&self, mode: Mode, id: &str, visible: bool) -> StoreResult<bool>;
+
+    /// The ids of a mode's hidden products, sorted.
+    async fn hidden_products(&self, mode: Mode) -> StoreResult<Vec<String>>;
+
+    /// Deletes a product with its sizes; refused while a service or an
+    /// instance of the inventory names it.
+    async fn remove_product(&self, mode: Mode, id: &str) -> StoreResult<Removal>;
+
+    /// Deletes every mapping of an OS slug (all types and nodes); refused
+    /// while a service runs it or a product installs it by default.
+    async fn remove_os(&self, slug: &str) -> StoreResult<Removal>;
 }
 
 /// The insert of a product; `if_absent` leaves an existing one as it is
@@ -275,5 +291,132 @@ impl CatalogueStore for SqlStore {
         .bind(slug)
         .fetch_all(self.db.read())
         .await
+    }
+
+    async fn set_product_visible(&self, mode: Mode, id: &str, visible: bool) -> StoreResult<bool> {
+        let mut tx = self.db.begin_uncached().await?;
+        let done = query("UPDATE products SET visible = $1 WHERE mode = $2 AND id = $3")
+            .bind(visible)
+            .bind(mode.as_str())
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
+        // Watchers of live stock learn that the product came or went.
+        if done == 1 && mode == Mode::Live {
+            emit_stock_changed(&mut tx, 0, mode, id, advps_domain::time::now_millis()).await?;
+        }
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    async fn hidden_products(&self, mode: Mode) -> StoreResult<Vec<String>> {
+        let rows = query(
+            "SELECT id FROM products WHERE mode = $1 AND visible = FALSE ORDER BY id COLLATE \"C\"",
+        )
+        .bind(mode.as_str())
+        .rows(self.db.read())
+        .await?;
+        rows.iter().map(|r| r.get::<String>("id")).collect()
+    }
+
+    async fn remove_product(&self, mode: Mode, id: &str) -> StoreResult<Removal> {
+        let mut tx = self.db.begin_uncached().await?;
+        // The product's row is locked first, as a purchase of it would.
+        let sql = format!(
+            "SELECT id FROM products WHERE mode = $1 AND id = $2{}",
+            tx.dialect().lock_for_delete()
+        );
+        if query(sql)
+            .bind(mode.as_str())
+            .bind(id)
+            .row_opt(&mut tx)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(Removal::NotFound);
+        }
+        let services: i64 =
+            query("SELECT COUNT(*) FROM services WHERE mode = $1 AND product_id = $2")
+                .bind(mode.as_str())
+                .bind(id)
+                .scalar(&mut tx)
+                .await?;
+        // The inventory is live only: sandbox products have no machines.
+        let instances: i64 = if mode == Mode::Live {
+            query("SELECT COUNT(*) FROM instances WHERE product_id = $1")
+                .bind(id)
+                .scalar(&mut tx)
+                .await?
+        } else {
+            0
+        };
+        let users: Vec<String> = [
+            count_of(services, "service", "services"),
+            count_of(
+                instances,
+                "instance of the inventory",
+                "instances of the inventory",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !users.is_empty() {
+            tx.rollback().await?;
+            return Ok(Removal::InUse(users.join(" and ")));
+        }
+        query("DELETE FROM product_sizes WHERE mode = $1 AND product_id = $2")
+            .bind(mode.as_str())
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
+        query("DELETE FROM products WHERE mode = $1 AND id = $2")
+            .bind(mode.as_str())
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Removal::Removed)
+    }
+
+    async fn remove_os(&self, slug: &str) -> StoreResult<Removal> {
+        let mut tx = self.db.begin_uncached().await?;
+        let sql = format!(
+            "SELECT id FROM os_images WHERE slug = $1{}",
+            tx.dialect().lock_for_delete()
+        );
+        if query(sql).bind(slug).rows(&mut tx).await?.is_empty() {
+            tx.rollback().await?;
+            return Ok(Removal::NotFound);
+        }
+        // The mappings serve live mode; the sandbox's OS list is its own.
+        let services: i64 =
+            query("SELECT COUNT(*) FROM services WHERE mode = 'live' AND os_slug = $1")
+                .bind(slug)
+                .scalar(&mut tx)
+                .await?;
+        let products: i64 =
+            query("SELECT COUNT(*) FROM products WHERE mode = 'live' AND default_os = $1")
+                .bind(slug)
+                .scalar(&mut tx)
+                .await?;
+        let users: Vec<String> = [
+            count_of(services, "service", "services"),
+            count_of(products, "product's default", "products' default"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !users.is_empty() {
+            tx.rollback().await?;
+            return Ok(Removal::InUse(users.join(" and ")));
+        }
+        query("DELETE FROM os_images WHERE slug = $1")
+            .bind(slug)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Removal::Removed)
     }
 }

@@ -75,6 +75,9 @@ pub trait InventoryStore: Send + Sync {
 
     /// Gives the service's addresses back to their pools.
     async fn release_addresses(&self, service_pk: i64) -> StoreResult<u64>;
+
+    /// Deletes a pool with its addresses; refused while one is assigned.
+    async fn remove_ip_pool(&self, name: &str) -> StoreResult<Removal>;
 }
 
 /// An address with what configuring it needs; `a` is `ip_addresses`, `p`
@@ -403,5 +406,44 @@ impl InventoryStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(released)
+    }
+
+    async fn remove_ip_pool(&self, name: &str) -> StoreResult<Removal> {
+        let mut tx = self.db.begin_uncached().await?;
+        // Locking the pool's addresses keeps an allocation from taking one
+        // between the count and the delete.
+        let pool: Option<i64> = query("SELECT id FROM ip_pools WHERE name = $1")
+            .bind(name)
+            .scalar_opt(&mut tx)
+            .await?;
+        let Some(pool_id) = pool else {
+            tx.rollback().await?;
+            return Ok(Removal::NotFound);
+        };
+        let sql = format!(
+            "SELECT service_pk FROM ip_addresses WHERE pool_id = $1{}",
+            tx.dialect().lock_for_delete()
+        );
+        let rows = query(sql).bind(pool_id).rows(&mut tx).await?;
+        let mut assigned = 0i64;
+        for row in &rows {
+            if row.get::<Option<i64>>("service_pk")?.is_some() {
+                assigned += 1;
+            }
+        }
+        if let Some(users) = count_of(assigned, "assigned address", "assigned addresses") {
+            tx.rollback().await?;
+            return Ok(Removal::InUse(users));
+        }
+        query("DELETE FROM ip_addresses WHERE pool_id = $1")
+            .bind(pool_id)
+            .execute(&mut tx)
+            .await?;
+        query("DELETE FROM ip_pools WHERE id = $1")
+            .bind(pool_id)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Removal::Removed)
     }
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod idempotency;
 pub mod inventory;
 pub mod keys;
+pub mod maintenance;
 pub mod metrics;
 pub mod outbox;
 pub mod rate;
