@@ -105,6 +105,8 @@ sandbox); `GET /api/v1/services/{serviceId}/metrics` returns its history (24 hou
         routes::ServiceTypeWord,
         products::StockFilter,
         os::OsFilter,
+        routes::usage::ServiceTypeFilter,
+        routes::usage::RunningStatusFilter,
     )),
     modifiers(&Common),
     security(("apiKey" = [])),

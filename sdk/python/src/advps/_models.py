@@ -23,6 +23,10 @@ PowerModeWord = Literal["graceful", "forced", "graceful_then_forced"]
 
 PowerWord = Literal["STARTED", "STOPPED", "RUNNING"]
 
+RunningStatusFilter = Literal["RUNNING", "STOPPED", "REBUILDING", "PROVISIONING", "SUSPENDED"]
+
+ServiceTypeFilter = Literal["VPS", "LINUX", "PROVISIONAL_VPS"]
+
 ServiceTypeWord = Literal["VPS", "LINUX", "PROVISIONAL_VPS"]
 
 StockFilter = Literal["linux", "vps"]
@@ -1163,8 +1167,10 @@ __all__ = [
     "RenewedService",
     "Resources",
     "RevokedKeyData",
+    "RunningStatusFilter",
     "ServiceListData",
     "ServiceRow",
+    "ServiceTypeFilter",
     "ServiceTypeWord",
     "ServiceValidity",
     "StatusData",

@@ -1049,6 +1049,9 @@ export interface RevokedKeyData {
   revoked: boolean;
 }
 
+/** The `status` filter of the service list. */
+export type RunningStatusFilter = "RUNNING" | "STOPPED" | "REBUILDING" | "PROVISIONING" | "SUSPENDED";
+
 /** `data` of the service list. */
 export interface ServiceListData {
   services: Array<ServiceRow>;
@@ -1068,6 +1071,9 @@ export interface ServiceRow {
   /** RFC 3339 UTC, or null for a service that does not expire. */
   expiryDate?: string | null;
 }
+
+/** The `type` filter of the service list. */
+export type ServiceTypeFilter = "VPS" | "LINUX" | "PROVISIONAL_VPS";
 
 /** `serviceType`: `VPS` (a virtual machine), `LINUX` (an LXC container) or `PROVISIONAL_VPS`. */
 export type ServiceTypeWord = "VPS" | "LINUX" | "PROVISIONAL_VPS";
