@@ -253,28 +253,30 @@ pub async fn list_services(
 }
 
 /// The series of a metrics answer, each `[[unixSeconds, value], ...]`,
-/// oldest first; a step with no sample has no point.
+/// oldest first; a step with no sample has no point. (Each point is
+/// declared as an array of numbers: tuple schemas, `prefixItems`, are not
+/// read by common client generators.)
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct TimeSeries {
     /// Percent of the service's cores.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, example = json!([[1706608800, 12.5], [1706608860, 14.0]]))]
+    #[schema(required = false, value_type = Option<Vec<Vec<f64>>>, example = json!([[1706608800, 12.5], [1706608860, 14.0]]))]
     pub cpu: Option<Vec<(i64, f64)>>,
     /// Bytes.
     #[serde(rename = "memory.used", skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, example = json!([[1706608800, 1073741824]]))]
+    #[schema(required = false, value_type = Option<Vec<Vec<f64>>>, example = json!([[1706608800, 1073741824]]))]
     pub memory_used: Option<Vec<(i64, i64)>>,
     /// Bytes; empty where the engine cannot tell.
     #[serde(rename = "disk.used", skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, example = json!([[1706608800, 6442450944_u64]]))]
+    #[schema(required = false, value_type = Option<Vec<Vec<f64>>>, example = json!([[1706608800, 6442450944_u64]]))]
     pub disk_used: Option<Vec<(i64, i64)>>,
     /// Bytes per second received.
     #[serde(rename = "network.in", skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, example = json!([[1706608800, 2048]]))]
+    #[schema(required = false, value_type = Option<Vec<Vec<f64>>>, example = json!([[1706608800, 2048]]))]
     pub network_in: Option<Vec<(i64, i64)>>,
     /// Bytes per second sent.
     #[serde(rename = "network.out", skip_serializing_if = "Option::is_none")]
-    #[schema(required = false, example = json!([[1706608800, 512]]))]
+    #[schema(required = false, value_type = Option<Vec<Vec<f64>>>, example = json!([[1706608800, 512]]))]
     pub network_out: Option<Vec<(i64, i64)>>,
 }
 

@@ -1028,7 +1028,7 @@ class TaskData(_TaskDataRequired, total=False):
     finishedAt: Optional[str]
 
 
-TimeSeries = TypedDict("TimeSeries", {"cpu": "Optional[List[List[Any]]]", "memory.used": "Optional[List[List[Any]]]", "disk.used": "Optional[List[List[Any]]]", "network.in": "Optional[List[List[Any]]]", "network.out": "Optional[List[List[Any]]]"}, total=False)
+TimeSeries = TypedDict("TimeSeries", {"cpu": "Optional[List[List[float]]]", "memory.used": "Optional[List[List[float]]]", "disk.used": "Optional[List[List[float]]]", "network.in": "Optional[List[List[float]]]", "network.out": "Optional[List[List[float]]]"}, total=False)
 
 
 class _VmStatusRequired(TypedDict):

@@ -1164,19 +1164,21 @@ export type TaskStatusWord = "PENDING" | "IN_PROGRESS" | "COMPLETED" | "FAILED";
 
 /**
  * The series of a metrics answer, each `[[unixSeconds, value], ...]`,
- * oldest first; a step with no sample has no point.
+ * oldest first; a step with no sample has no point. (Each point is
+ * declared as an array of numbers: tuple schemas, `prefixItems`, are not
+ * read by common client generators.)
  */
 export interface TimeSeries {
   /** Percent of the service's cores. */
-  cpu?: Array<Array<unknown>> | null;
+  cpu?: Array<Array<number>> | null;
   /** Bytes. */
-  "memory.used"?: Array<Array<unknown>> | null;
+  "memory.used"?: Array<Array<number>> | null;
   /** Bytes; empty where the engine cannot tell. */
-  "disk.used"?: Array<Array<unknown>> | null;
+  "disk.used"?: Array<Array<number>> | null;
   /** Bytes per second received. */
-  "network.in"?: Array<Array<unknown>> | null;
+  "network.in"?: Array<Array<number>> | null;
   /** Bytes per second sent. */
-  "network.out"?: Array<Array<unknown>> | null;
+  "network.out"?: Array<Array<number>> | null;
 }
 
 /** `data.vmStatus`: the live state in lower case (`running`, `stopped`, ...), never empty. */
