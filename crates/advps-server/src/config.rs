@@ -85,6 +85,9 @@ pub struct Config {
     /// Seconds a shutdown waits for in-flight requests before it closes
     /// what is left.
     pub shutdown_grace_secs: u64,
+    /// Seconds a console URL can be opened after it was handed out
+    /// (`ADVPS_CONSOLE_TTL_SECS`); an open console is not cut by it.
+    pub console_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             idle_timeout_secs: 60,
             max_connections: 1024,
             shutdown_grace_secs: 30,
+            console_ttl_secs: 60,
         }
     }
 }
@@ -411,6 +415,13 @@ impl Config {
         }
         if let Some(v) = env("ADVPS_METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
             self.metrics_listen = Some(v);
+        }
+        if let Some(v) = parsed(
+            "ADVPS_CONSOLE_TTL_SECS",
+            env("ADVPS_CONSOLE_TTL_SECS"),
+            count,
+        )? {
+            self.console_ttl_secs = v;
         }
         if let Some(v) = env("ADVPS_LOG_FORMAT") {
             self.log_format = v;

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod drivers;
 pub mod envelope;
 pub mod error;

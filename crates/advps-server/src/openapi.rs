@@ -66,6 +66,7 @@ Task status also sends `Retry-After` while the task runs.";
         tasks::get_task_status,
         services::renew_services,
         services::reset_mac,
+        routes::console::create_console,
         products::list_product_stock,
         products::get_product_stock,
         os::list_os,

@@ -34,6 +34,7 @@ pub use sql_store::{is_postgres_url, PgPoolSettings, SqlStore, DATABASE_FILE};
 pub use stores::accounts::AccountStore;
 pub use stores::audit::AuditStore;
 pub use stores::catalogue::CatalogueStore;
+pub use stores::consoles::ConsoleStore;
 pub use stores::health::HealthStore;
 pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
@@ -62,6 +63,7 @@ pub trait Store:
     + RateStore
     + IdempotencyStore
     + HealthStore
+    + ConsoleStore
     + Send
     + Sync
     + 'static
@@ -81,6 +83,7 @@ impl<T> Store for T where
         + RateStore
         + IdempotencyStore
         + HealthStore
+        + ConsoleStore
         + Send
         + Sync
         + 'static
