@@ -46,7 +46,14 @@ requests for test keys, 100 for live keys. Every authenticated answer carries \
 
 **Conditional requests.** Task status, service status and product stock send an `ETag`; \
 send it back in `If-None-Match` and an unchanged resource answers `304 Not Modified`. \
-Task status also sends `Retry-After` while the task runs.";
+Task status also sends `Retry-After` while the task runs.
+
+**Consoles.** `POST /api/v1/services/{serviceId}/console` returns a single-use WebSocket URL \
+(`ws://HOST/api/v1/console/TICKET`, valid 60 s, opened without a key). On the WebSocket, \
+binary frames carry the console's bytes both ways; the client sends terminal sizes as text \
+frames `{\"type\":\"resize\",\"cols\":N,\"rows\":M}`. The server closes it with 4000 \
+(service stopped), 4001 (rebuild begun), 4003 (key revoked), 4004 (service removed), 1000 \
+(console ended) or 1011 (engine console failed).";
 
 #[derive(OpenApi)]
 #[openapi(

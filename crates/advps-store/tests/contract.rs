@@ -2034,7 +2034,10 @@ async fn console_tickets_are_taken_once_and_expire(db: Backend) {
         created_at,
         expires_at: created_at + 60_000,
     };
-    store.insert_console_ticket(&ticket("d1", 1_000)).await.unwrap();
+    store
+        .insert_console_ticket(&ticket("d1", 1_000))
+        .await
+        .unwrap();
     // Two processes take one ticket at once: exactly one gets it.
     let (a, b) = tokio::join!(
         store.take_console_ticket("d1", 2_000),
@@ -2045,16 +2048,45 @@ async fn console_tickets_are_taken_once_and_expire(db: Backend) {
     assert_eq!(taken[0].service_pk, vps.pk);
     assert_eq!(taken[0].mode, Mode::Test);
     assert_eq!(taken[0].key_id, "key_c1");
-    assert!(store.take_console_ticket("d1", 2_000).await.unwrap().is_none());
+    assert!(store
+        .take_console_ticket("d1", 2_000)
+        .await
+        .unwrap()
+        .is_none());
     // An expired ticket opens nothing, and is gone afterwards.
-    store.insert_console_ticket(&ticket("d2", 1_000)).await.unwrap();
-    assert!(store.take_console_ticket("d2", 61_000).await.unwrap().is_none());
-    assert!(store.take_console_ticket("d2", 2_000).await.unwrap().is_none());
+    store
+        .insert_console_ticket(&ticket("d2", 1_000))
+        .await
+        .unwrap();
+    assert!(store
+        .take_console_ticket("d2", 61_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .take_console_ticket("d2", 2_000)
+        .await
+        .unwrap()
+        .is_none());
     // Issuing a ticket drops those that expired before it.
-    store.insert_console_ticket(&ticket("d3", 1_000)).await.unwrap();
-    store.insert_console_ticket(&ticket("d4", 100_000)).await.unwrap();
-    assert!(store.take_console_ticket("d3", 2_000).await.unwrap().is_none());
-    assert!(store.take_console_ticket("d4", 100_001).await.unwrap().is_some());
+    store
+        .insert_console_ticket(&ticket("d3", 1_000))
+        .await
+        .unwrap();
+    store
+        .insert_console_ticket(&ticket("d4", 100_000))
+        .await
+        .unwrap();
+    assert!(store
+        .take_console_ticket("d3", 2_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .take_console_ticket("d4", 100_001)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 macro_rules! contract_tests {
