@@ -50,6 +50,18 @@ class ApiResponse_AuditData(_ApiResponse_AuditDataRequired, total=False):
     success: Optional[bool]
 
 
+class _ApiResponse_ConsoleDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_ConsoleData
+    timestamp: str
+
+
+class ApiResponse_ConsoleData(_ApiResponse_ConsoleDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_DeletedDataRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -82,6 +94,30 @@ class _ApiResponse_IpDataRequired(TypedDict):
 
 
 class ApiResponse_IpData(_ApiResponse_IpDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
+class _ApiResponse_KeyDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_KeyData
+    timestamp: str
+
+
+class ApiResponse_KeyData(_ApiResponse_KeyDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
+class _ApiResponse_KeyListDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_KeyListData
+    timestamp: str
+
+
+class ApiResponse_KeyListData(_ApiResponse_KeyListDataRequired, total=False):
     """The success envelope of an authenticated endpoint."""
     success: Optional[bool]
 
@@ -194,6 +230,18 @@ class ApiResponse_RenewData(_ApiResponse_RenewDataRequired, total=False):
     success: Optional[bool]
 
 
+class _ApiResponse_RevokedKeyDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_RevokedKeyData
+    timestamp: str
+
+
+class ApiResponse_RevokedKeyData(_ApiResponse_RevokedKeyDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_StatusDataRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -292,6 +340,12 @@ class AuditEntryData(_AuditEntryDataRequired, total=False):
     source: Optional[str]
 
 
+class ConsoleData(TypedDict):
+    """`data` of a new console URL."""
+    url: str
+    expiresAt: str
+
+
 class _CreateWebhookRequestRequired(TypedDict):
     url: str
 
@@ -306,6 +360,14 @@ class Data_AuditData(TypedDict):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     entries: List[AuditEntryData]
     pagination: PageInfo
+    mode: ApiMode
+    requestId: str
+
+
+class Data_ConsoleData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    url: str
+    expiresAt: str
     mode: ApiMode
     requestId: str
 
@@ -331,6 +393,29 @@ class Data_IpData(TypedDict):
     serviceType: ServiceTypeWord
     status: str
     ip: str
+    mode: ApiMode
+    requestId: str
+
+
+class _Data_KeyDataRequired(TypedDict):
+    id: str
+    display: str
+    last4: str
+    createdAt: str
+    current: bool
+    mode: ApiMode
+    requestId: str
+
+
+class Data_KeyData(_Data_KeyDataRequired, total=False):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    lastUsedAt: Optional[str]
+    key: Optional[str]
+
+
+class Data_KeyListData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    keys: List[KeyData]
     mode: ApiMode
     requestId: str
 
@@ -422,6 +507,14 @@ class Data_RenewData(TypedDict):
     services: List[RenewedService]
     totalAmount: float
     currency: str
+    mode: ApiMode
+    requestId: str
+
+
+class Data_RevokedKeyData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    id: str
+    revoked: bool
     mode: ApiMode
     requestId: str
 
@@ -550,6 +643,25 @@ class IpData(TypedDict):
     serviceType: ServiceTypeWord
     status: str
     ip: str
+
+
+class _KeyDataRequired(TypedDict):
+    id: str
+    display: str
+    last4: str
+    createdAt: str
+    current: bool
+
+
+class KeyData(_KeyDataRequired, total=False):
+    """An API key, as its owner sees it: never its secret part after creation."""
+    lastUsedAt: Optional[str]
+    key: Optional[str]
+
+
+class KeyListData(TypedDict):
+    """The unrevoked keys of the account and mode, oldest first."""
+    keys: List[KeyData]
 
 
 class LivezData(TypedDict):
@@ -761,6 +873,12 @@ class RenewedService(_RenewedServiceRequired, total=False):
     expiryDate: Optional[str]
 
 
+class RevokedKeyData(TypedDict):
+    """The id of a revoked key."""
+    id: str
+    revoked: bool
+
+
 class ServiceValidity(TypedDict):
     """One service's validity in a renewal."""
     serviceId: str
@@ -869,9 +987,12 @@ class PlainResponse_LivezDataData(TypedDict):
 __all__ = [
     "ApiMode",
     "ApiResponse_AuditData",
+    "ApiResponse_ConsoleData",
     "ApiResponse_DeletedData",
     "ApiResponse_DeliveriesData",
     "ApiResponse_IpData",
+    "ApiResponse_KeyData",
+    "ApiResponse_KeyListData",
     "ApiResponse_MacData",
     "ApiResponse_MeData",
     "ApiResponse_OrderResponse",
@@ -881,6 +1002,7 @@ __all__ = [
     "ApiResponse_RebuildData",
     "ApiResponse_RedeliveredData",
     "ApiResponse_RenewData",
+    "ApiResponse_RevokedKeyData",
     "ApiResponse_StatusData",
     "ApiResponse_StockData",
     "ApiResponse_StockListData",
@@ -889,11 +1011,15 @@ __all__ = [
     "ApiResponse_WebhookListData",
     "AuditData",
     "AuditEntryData",
+    "ConsoleData",
     "CreateWebhookRequest",
     "Data_AuditData",
+    "Data_ConsoleData",
     "Data_DeletedData",
     "Data_DeliveriesData",
     "Data_IpData",
+    "Data_KeyData",
+    "Data_KeyListData",
     "Data_MacData",
     "Data_MeData",
     "Data_OrderResponse",
@@ -903,6 +1029,7 @@ __all__ = [
     "Data_RebuildData",
     "Data_RedeliveredData",
     "Data_RenewData",
+    "Data_RevokedKeyData",
     "Data_StatusData",
     "Data_StockData",
     "Data_StockListData",
@@ -916,6 +1043,8 @@ __all__ = [
     "ErrorWord",
     "HealthData",
     "IpData",
+    "KeyData",
+    "KeyListData",
     "LivezData",
     "MacData",
     "MeData",
@@ -944,6 +1073,7 @@ __all__ = [
     "RenewData",
     "RenewRequest",
     "RenewedService",
+    "RevokedKeyData",
     "ServiceTypeWord",
     "ServiceValidity",
     "StatusData",

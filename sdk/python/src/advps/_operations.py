@@ -32,6 +32,7 @@ OPERATIONS = [
     ("getTaskStatus", "tasks.status", "GET", "/api/v1/services/task/{taskId}/status"),
     ("renewServices", "services.renew", "POST", "/api/v1/services/renew"),
     ("resetMac", "services.resetMac", "POST", "/api/v1/services/{serviceId}/reset-mac"),
+    ("createConsole", "services.createConsole", "POST", "/api/v1/services/{serviceId}/console"),
     ("listProductStock", "products.stock", "GET", "/api/v1/products/stock"),
     ("getProductStock", "products.getStock", "GET", "/api/v1/products/stock/{id}"),
     ("listOs", "os.list", "GET", "/api/v1/os"),
@@ -39,6 +40,9 @@ OPERATIONS = [
     ("purchaseVps", "purchase.vps", "POST", "/api/v1/purchase/vps"),
     ("getOrder", "orders.get", "GET", "/api/v1/purchase/{orderId}"),
     ("getMe", "me", "GET", "/api/v1/me"),
+    ("listKeys", "keys.list", "GET", "/api/v1/keys"),
+    ("createKey", "keys.create", "POST", "/api/v1/keys"),
+    ("revokeKey", "keys.revoke", "DELETE", "/api/v1/keys/{keyId}"),
     ("getLivez", "livez", "GET", "/livez"),
     ("getHealth", "health", "GET", "/health"),
     ("listWebhooks", "webhooks.list", "GET", "/api/v1/webhooks"),
@@ -204,6 +208,22 @@ class SyncServices:
         Gives a VPS's network card a new MAC address (a running guest restarts for it). VPS only; once per 24 hours per service."""
         result: m.Data_MacData = self._client._request(
             "POST", f"/api/v1/services/{_q(service_id)}/reset-mac", operation_id="resetMac", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    def create_console(
+        self,
+        service_id: str,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_ConsoleData:
+        """Open Console: ``POST /api/v1/services/{serviceId}/console``.
+
+        Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{"type":"resize","cols":N,"rows":M}` or `{"type":"input","data":"..."}`; the server answers a malformed one with a text frame `{"type":"error","message":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once."""
+        result: m.Data_ConsoleData = self._client._request(
+            "POST", f"/api/v1/services/{_q(service_id)}/console", operation_id="createConsole", query=None, body=None,
             conditional=False, timeout=timeout, idempotency_key=idempotency_key,
         )
         return result
@@ -379,6 +399,57 @@ class SyncOrders:
         An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls."""
         result: m.Data_OrderResponse = self._client._request(
             "GET", f"/api/v1/purchase/{_q(order_id)}", operation_id="getOrder", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+
+class SyncKeys:
+    """``keys`` operations."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyListData:
+        """List API Keys: ``GET /api/v1/keys``.
+
+        The unrevoked API keys of the calling key's account, in its mode, oldest first. Secrets are never shown here."""
+        result: m.Data_KeyListData = self._client._request(
+            "GET", f"/api/v1/keys", operation_id="listKeys", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    def create(
+        self,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyData:
+        """Create API Key: ``POST /api/v1/keys``.
+
+        Creates a key in the calling key's account and mode. The whole key is in `data.key` of this answer only: it is stored as a digest and cannot be shown again. Costs one request of quota, like every call."""
+        result: m.Data_KeyData = self._client._request(
+            "POST", f"/api/v1/keys", operation_id="createKey", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    def revoke(
+        self,
+        key_id: str,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_RevokedKeyData:
+        """Revoke API Key: ``DELETE /api/v1/keys/{keyId}``.
+
+        Revokes one of the account's keys in this mode; it is refused from the next request on, in every instance within a second. The calling key may revoke itself, but the last key of an account and mode cannot be revoked."""
+        result: m.Data_RevokedKeyData = self._client._request(
+            "DELETE", f"/api/v1/keys/{_q(key_id)}", operation_id="revokeKey", query=None, body=None,
             conditional=False, timeout=timeout,
         )
         return result
@@ -567,6 +638,7 @@ class SyncOperations:
         self.os = SyncOs(self)
         self.purchase = SyncPurchase(self)
         self.orders = SyncOrders(self)
+        self.keys = SyncKeys(self)
         self.webhooks = SyncWebhooks(self)
         self.audit = SyncAudit(self)
 
@@ -773,6 +845,22 @@ class AsyncServices:
         )
         return result
 
+    async def create_console(
+        self,
+        service_id: str,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_ConsoleData:
+        """Open Console: ``POST /api/v1/services/{serviceId}/console``.
+
+        Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{"type":"resize","cols":N,"rows":M}` or `{"type":"input","data":"..."}`; the server answers a malformed one with a text frame `{"type":"error","message":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once."""
+        result: m.Data_ConsoleData = await self._client._request(
+            "POST", f"/api/v1/services/{_q(service_id)}/console", operation_id="createConsole", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
 
 class AsyncTasks:
     """``tasks`` operations."""
@@ -944,6 +1032,57 @@ class AsyncOrders:
         An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls."""
         result: m.Data_OrderResponse = await self._client._request(
             "GET", f"/api/v1/purchase/{_q(order_id)}", operation_id="getOrder", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+
+class AsyncKeys:
+    """``keys`` operations."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyListData:
+        """List API Keys: ``GET /api/v1/keys``.
+
+        The unrevoked API keys of the calling key's account, in its mode, oldest first. Secrets are never shown here."""
+        result: m.Data_KeyListData = await self._client._request(
+            "GET", f"/api/v1/keys", operation_id="listKeys", query=None, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    async def create(
+        self,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_KeyData:
+        """Create API Key: ``POST /api/v1/keys``.
+
+        Creates a key in the calling key's account and mode. The whole key is in `data.key` of this answer only: it is stored as a digest and cannot be shown again. Costs one request of quota, like every call."""
+        result: m.Data_KeyData = await self._client._request(
+            "POST", f"/api/v1/keys", operation_id="createKey", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
+        )
+        return result
+
+    async def revoke(
+        self,
+        key_id: str,
+        *,
+        timeout: Optional[float] = None,
+    ) -> m.Data_RevokedKeyData:
+        """Revoke API Key: ``DELETE /api/v1/keys/{keyId}``.
+
+        Revokes one of the account's keys in this mode; it is refused from the next request on, in every instance within a second. The calling key may revoke itself, but the last key of an account and mode cannot be revoked."""
+        result: m.Data_RevokedKeyData = await self._client._request(
+            "DELETE", f"/api/v1/keys/{_q(key_id)}", operation_id="revokeKey", query=None, body=None,
             conditional=False, timeout=timeout,
         )
         return result
@@ -1132,6 +1271,7 @@ class AsyncOperations:
         self.os = AsyncOs(self)
         self.purchase = AsyncPurchase(self)
         self.orders = AsyncOrders(self)
+        self.keys = AsyncKeys(self)
         self.webhooks = AsyncWebhooks(self)
         self.audit = AsyncAudit(self)
 

@@ -87,6 +87,12 @@ export interface Operations {
      * Gives a VPS's network card a new MAC address (a running guest restarts for it). VPS only; once per 24 hours per service.
      */
     resetMac(serviceId: string, options?: RequestOptions): Promise<T.Data_MacData>;
+    /**
+     * Open Console: `POST /api/v1/services/{serviceId}/console`.
+     *
+     * Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{"type":"resize","cols":N,"rows":M}` or `{"type":"input","data":"..."}`; the server answers a malformed one with a text frame `{"type":"error","message":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once.
+     */
+    createConsole(serviceId: string, options?: RequestOptions): Promise<T.Data_ConsoleData>;
   };
   tasks: {
     /**
@@ -158,6 +164,26 @@ export interface Operations {
      * An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls.
      */
     get(orderId: string, options?: RequestOptions): Promise<T.Data_OrderResponse>;
+  };
+  keys: {
+    /**
+     * List API Keys: `GET /api/v1/keys`.
+     *
+     * The unrevoked API keys of the calling key's account, in its mode, oldest first. Secrets are never shown here.
+     */
+    list(options?: RequestOptions): Promise<T.Data_KeyListData>;
+    /**
+     * Create API Key: `POST /api/v1/keys`.
+     *
+     * Creates a key in the calling key's account and mode. The whole key is in `data.key` of this answer only: it is stored as a digest and cannot be shown again. Costs one request of quota, like every call.
+     */
+    create(options?: RequestOptions): Promise<T.Data_KeyData>;
+    /**
+     * Revoke API Key: `DELETE /api/v1/keys/{keyId}`.
+     *
+     * Revokes one of the account's keys in this mode; it is refused from the next request on, in every instance within a second. The calling key may revoke itself, but the last key of an account and mode cannot be revoked.
+     */
+    revoke(keyId: string, options?: RequestOptions): Promise<T.Data_RevokedKeyData>;
   };
   webhooks: {
     /** List Webhook Endpoints: `GET /api/v1/webhooks`. */

@@ -19,6 +19,7 @@ export function bindOperations(c) {
       rebuild: (serviceId, body, options) => c.request({ operationId: "rebuildService", method: "POST", path: `/api/v1/services/${enc(serviceId)}/rebuild`, body }, options),
       renew: (body, options) => c.request({ operationId: "renewServices", method: "POST", path: `/api/v1/services/renew`, body }, options),
       resetMac: (serviceId, options) => c.request({ operationId: "resetMac", method: "POST", path: `/api/v1/services/${enc(serviceId)}/reset-mac` }, options),
+      createConsole: (serviceId, options) => c.request({ operationId: "createConsole", method: "POST", path: `/api/v1/services/${enc(serviceId)}/console` }, options),
     },
     tasks: {
       status: (taskId, options) => c.request({ operationId: "getTaskStatus", method: "GET", path: `/api/v1/services/task/${enc(taskId)}/status`, conditional: true }, options),
@@ -38,6 +39,11 @@ export function bindOperations(c) {
     },
     orders: {
       get: (orderId, options) => c.request({ operationId: "getOrder", method: "GET", path: `/api/v1/purchase/${enc(orderId)}` }, options),
+    },
+    keys: {
+      list: (options) => c.request({ operationId: "listKeys", method: "GET", path: `/api/v1/keys` }, options),
+      create: (options) => c.request({ operationId: "createKey", method: "POST", path: `/api/v1/keys` }, options),
+      revoke: (keyId, options) => c.request({ operationId: "revokeKey", method: "DELETE", path: `/api/v1/keys/${enc(keyId)}` }, options),
     },
     webhooks: {
       list: (options) => c.request({ operationId: "listWebhooks", method: "GET", path: `/api/v1/webhooks` }, options),
@@ -70,6 +76,7 @@ export const OPERATIONS = [
   { operationId: "getTaskStatus", name: "tasks.status", method: "GET", path: "/api/v1/services/task/{taskId}/status" },
   { operationId: "renewServices", name: "services.renew", method: "POST", path: "/api/v1/services/renew" },
   { operationId: "resetMac", name: "services.resetMac", method: "POST", path: "/api/v1/services/{serviceId}/reset-mac" },
+  { operationId: "createConsole", name: "services.createConsole", method: "POST", path: "/api/v1/services/{serviceId}/console" },
   { operationId: "listProductStock", name: "products.stock", method: "GET", path: "/api/v1/products/stock" },
   { operationId: "getProductStock", name: "products.getStock", method: "GET", path: "/api/v1/products/stock/{id}" },
   { operationId: "listOs", name: "os.list", method: "GET", path: "/api/v1/os" },
@@ -77,6 +84,9 @@ export const OPERATIONS = [
   { operationId: "purchaseVps", name: "purchase.vps", method: "POST", path: "/api/v1/purchase/vps" },
   { operationId: "getOrder", name: "orders.get", method: "GET", path: "/api/v1/purchase/{orderId}" },
   { operationId: "getMe", name: "me", method: "GET", path: "/api/v1/me" },
+  { operationId: "listKeys", name: "keys.list", method: "GET", path: "/api/v1/keys" },
+  { operationId: "createKey", name: "keys.create", method: "POST", path: "/api/v1/keys" },
+  { operationId: "revokeKey", name: "keys.revoke", method: "DELETE", path: "/api/v1/keys/{keyId}" },
   { operationId: "getLivez", name: "livez", method: "GET", path: "/livez" },
   { operationId: "getHealth", name: "health", method: "GET", path: "/health" },
   { operationId: "listWebhooks", name: "webhooks.list", method: "GET", path: "/api/v1/webhooks" },

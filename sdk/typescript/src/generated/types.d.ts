@@ -16,6 +16,17 @@ export interface ApiResponse_AuditData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_ConsoleData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_ConsoleData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_DeletedData {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -44,6 +55,28 @@ export interface ApiResponse_IpData {
   success?: boolean | null;
   message: string;
   data: Data_IpData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_KeyData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_KeyData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_KeyListData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_KeyListData;
   /** RFC 3339 UTC with milliseconds. */
   timestamp: string;
 }
@@ -148,6 +181,17 @@ export interface ApiResponse_RenewData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_RevokedKeyData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_RevokedKeyData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_StatusData {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -241,6 +285,14 @@ export interface AuditEntryData {
   source?: string | null;
 }
 
+/** `data` of a new console URL. */
+export interface ConsoleData {
+  /** The WebSocket to open: once, before `expiresAt`. */
+  url: string;
+  /** Until when the URL can be opened; an open console outlives it. */
+  expiresAt: string;
+}
+
 /** Body of a new endpoint. */
 export interface CreateWebhookRequest {
   /** Where events are POSTed (http or https; public addresses unless the operator allows others). */
@@ -257,6 +309,20 @@ export interface CreateWebhookRequest {
 export interface Data_AuditData {
   entries: Array<AuditEntryData>;
   pagination: PageInfo;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_ConsoleData {
+  /** The WebSocket to open: once, before `expiresAt`. */
+  url: string;
+  /** Until when the URL can be opened; an open console outlives it. */
+  expiresAt: string;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;
@@ -295,6 +361,38 @@ export interface Data_IpData {
   /** Always `IP_CONFIGURED`. */
   status: string;
   ip: string;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_KeyData {
+  id: string;
+  /** The key's prefix and last four characters. */
+  display: string;
+  last4: string;
+  createdAt: string;
+  /** When the key was last used (recorded at most once a minute). */
+  lastUsedAt?: string | null;
+  /** Whether this is the key that made the request. */
+  current: boolean;
+  /** The whole key: only in the answer that creates it. */
+  key?: string | null;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_KeyListData {
+  keys: Array<KeyData>;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;
@@ -424,6 +522,18 @@ export interface Data_RenewData {
   /** A decimal amount, e.g. `12.5`. */
   totalAmount: number;
   currency: string;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_RevokedKeyData {
+  id: string;
+  revoked: boolean;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;
@@ -580,6 +690,26 @@ export interface IpData {
   /** Always `IP_CONFIGURED`. */
   status: string;
   ip: string;
+}
+
+/** An API key, as its owner sees it: never its secret part after creation. */
+export interface KeyData {
+  id: string;
+  /** The key's prefix and last four characters. */
+  display: string;
+  last4: string;
+  createdAt: string;
+  /** When the key was last used (recorded at most once a minute). */
+  lastUsedAt?: string | null;
+  /** Whether this is the key that made the request. */
+  current: boolean;
+  /** The whole key: only in the answer that creates it. */
+  key?: string | null;
+}
+
+/** The unrevoked keys of the account and mode, oldest first. */
+export interface KeyListData {
+  keys: Array<KeyData>;
 }
 
 /** `data` of liveness. */
@@ -835,6 +965,12 @@ export interface RenewedService {
   serviceId: string;
   expiryDate?: string | null;
   runningStatus: string;
+}
+
+/** The id of a revoked key. */
+export interface RevokedKeyData {
+  id: string;
+  revoked: boolean;
 }
 
 /** `serviceType`: `VPS` (a virtual machine), `LINUX` (an LXC container) or `PROVISIONAL_VPS`. */
