@@ -178,8 +178,11 @@ async fn a_console_url_expires_but_an_open_console_outlives_it() {
     let key = server.test_key.clone();
     let stale = console_url(&server, &key, "vps_service_1").await;
     let url = console_url(&server, &key, "vps_service_1").await;
-    let mut ws = connect(&url).await;
+    // The console starts at the size the URL asks for.
+    let mut ws = connect(&format!("{url}?cols=100&rows=30")).await;
     read_until(&mut ws, PROMPT).await;
+    type_line(&mut ws, "stty size").await;
+    read_until(&mut ws, "30 100\r\n").await;
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(refused(&stale).await, 404, "an expired URL opens nothing");

@@ -131,6 +131,25 @@ pub fn plausible_ticket(secret: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The size a console starts at: `cols` and `rows` from the WebSocket URL's
+/// query when both are given, else [`DEFAULT_SIZE`].
+pub fn initial_size(cols: Option<&String>, rows: Option<&String>) -> Result<TerminalSize, String> {
+    let cell = |raw: &String| {
+        raw.parse::<u16>()
+            .ok()
+            .filter(|n| (1..=MAX_CELLS).contains(n))
+            .ok_or_else(|| format!("cols and rows must be whole numbers from 1 to {MAX_CELLS}"))
+    };
+    match (cols, rows) {
+        (None, None) => Ok(DEFAULT_SIZE),
+        (Some(cols), Some(rows)) => Ok(TerminalSize {
+            cols: cell(cols)?,
+            rows: cell(rows)?,
+        }),
+        _ => Err("cols and rows come together".to_string()),
+    }
+}
+
 /// A control message a client sends in a text frame.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -532,6 +551,21 @@ mod tests {
             parse_control(r#"{"type":"input","data":"ls\r"}"#).unwrap(),
             ConsoleInput::Bytes(b"ls\r".to_vec())
         );
+    }
+
+    #[test]
+    fn initial_sizes() {
+        let n = |v: &str| Some(v.to_string());
+        assert_eq!(initial_size(None, None).unwrap(), DEFAULT_SIZE);
+        assert_eq!(
+            initial_size(n("132").as_ref(), n("43").as_ref()).unwrap(),
+            TerminalSize {
+                cols: 132,
+                rows: 43
+            }
+        );
+        assert!(initial_size(n("0").as_ref(), n("43").as_ref()).is_err());
+        assert!(initial_size(n("132").as_ref(), None).is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! account, mode, key and service that asked for it (see [`crate::console`]).
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +19,7 @@ use advps_domain::time;
 use advps_store::{ConsoleTicket, Scope};
 
 use crate::auth::Caller;
-use crate::console::{self, DEFAULT_SIZE, MAX_FRAME_BYTES, TOO_MANY_CONSOLES};
+use crate::console::{self, MAX_FRAME_BYTES, TOO_MANY_CONSOLES};
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
 
@@ -77,7 +79,7 @@ fn base_of(headers: &HeaderMap) -> Result<String, ApiError> {
     tag = "Services",
     operation_id = "createConsole",
     summary = "Open Console",
-    description = "Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{\"type\":\"resize\",\"cols\":N,\"rows\":M}` or `{\"type\":\"input\",\"data\":\"...\"}`; the server answers a malformed one with a text frame `{\"type\":\"error\",\"message\":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once.",
+    description = "Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key; `?cols=N&rows=M` sets the starting size, 80x24 without) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{\"type\":\"resize\",\"cols\":N,\"rows\":M}` or `{\"type\":\"input\",\"data\":\"...\"}`; the server answers a malformed one with a text frame `{\"type\":\"error\",\"message\":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once.",
     params(("serviceId" = String, Path, description = "The unique identifier of the service.", example = "vps_service_1")),
     responses(
         (status = 200, description = "The console URL.", body = ApiResponse<ConsoleData>, example = json!({
@@ -148,8 +150,13 @@ fn too_many() -> ApiError {
 pub async fn connect_console(
     State(state): State<AppState>,
     Path(ticket): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // The size may come with the URL (`?cols=N&rows=M`), so the console
+    // starts at the client's size; checked before the ticket is spent.
+    let size = console::initial_size(query.get("cols"), query.get("rows"))
+        .map_err(ApiError::bad_request)?;
     if !console::plausible_ticket(&ticket) {
         return Err(ApiError::NotFound(CONSOLE_NOT_FOUND));
     }
@@ -176,7 +183,7 @@ pub async fn connect_console(
         return Err(ApiError::NotFound("Service not found or not accessible"));
     }
     let slot = state.consoles.acquire(service.pk).ok_or_else(too_many)?;
-    let stream = state.ops.open_console(&service, DEFAULT_SIZE).await?;
+    let stream = state.ops.open_console(&service, size).await?;
     let store = state.store.clone();
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
