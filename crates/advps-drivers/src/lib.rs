@@ -179,6 +179,30 @@ pub enum StepOutcome {
     Done,
 }
 
+/// A terminal's size, in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// What a client sends into a text console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleInput {
+    /// Keystrokes, as the terminal sends them.
+    Bytes(Vec<u8>),
+    /// The client's terminal changed size.
+    Resize(TerminalSize),
+}
+
+/// An open text console of a guest. Input goes into `input`; the guest's
+/// output comes out of `output`, which closes when the console ends.
+/// Dropping `input` closes the console on the engine.
+pub struct ConsoleStream {
+    pub input: tokio::sync::mpsc::Sender<ConsoleInput>,
+    pub output: tokio::sync::mpsc::Receiver<Vec<u8>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DriverError {
     #[error("instance not found on the node")]
@@ -286,6 +310,14 @@ pub trait Driver: Send + Sync + 'static {
 
     async fn list_images(&self) -> DriverResult<Vec<ImageInfo>>;
     async fn list_instances(&self) -> DriverResult<Vec<InstanceInfo>>;
+
+    /// Attaches to the guest's text console (a container's `/dev/console`,
+    /// a virtual machine's serial console) at the given size. Engines
+    /// without one keep this default.
+    async fn console(&self, instance: &str, size: TerminalSize) -> DriverResult<ConsoleStream> {
+        let _ = (instance, size);
+        Err(DriverError::Unsupported("text console".into()))
+    }
 }
 
 /// The number of cores an LXD `limits.cpu` grants: a count (`2`), or a set

@@ -90,6 +90,9 @@ pub struct Config {
     /// Scheduled backups by the worker (`backup_dir`, `backup_every`,
     /// `backup_keep`, `backup_passphrase_file`).
     pub backup: crate::backup::BackupSchedule,
+    /// Seconds a console URL can be opened after it was handed out
+    /// (`ADVPS_CONSOLE_TTL_SECS`); an open console is not cut by it.
+    pub console_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -129,6 +132,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             usage: UsageConfig::default(),
             backup: crate::backup::BackupSchedule::default(),
+            console_ttl_secs: 60,
         }
     }
 }
@@ -441,6 +445,13 @@ impl Config {
         }
         if let Some(v) = env("ADVPS_METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
             self.metrics_listen = Some(v);
+        }
+        if let Some(v) = parsed(
+            "ADVPS_CONSOLE_TTL_SECS",
+            env("ADVPS_CONSOLE_TTL_SECS"),
+            count,
+        )? {
+            self.console_ttl_secs = v;
         }
         if let Some(v) = env("ADVPS_LOG_FORMAT") {
             self.log_format = v;

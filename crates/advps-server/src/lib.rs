@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod console;
 pub mod drivers;
 pub mod envelope;
 pub mod error;

@@ -50,7 +50,14 @@ Task status also sends `Retry-After` while the task runs.
 
 **Usage.** Service status carries `data.resources`, measured on the engine (simulated in the \
 sandbox); `GET /api/v1/services/{serviceId}/metrics` returns its history (24 hours as sampled, \
-7 days of 5-minute averages, 30 days hourly); `GET /api/v1/services` lists the caller's services.";
+7 days of 5-minute averages, 30 days hourly); `GET /api/v1/services` lists the caller's services.
+
+**Consoles.** `POST /api/v1/services/{serviceId}/console` returns a single-use WebSocket URL \
+(`ws://HOST/api/v1/console/TICKET`, valid 60 s, opened without a key). On the WebSocket, \
+binary frames carry the console's bytes both ways; the client sends terminal sizes as text \
+frames `{\"type\":\"resize\",\"cols\":N,\"rows\":M}`. The server closes it with 4000 \
+(service stopped), 4001 (rebuild begun), 4003 (key revoked), 4004 (service removed), 1000 \
+(console ended) or 1011 (engine console failed).";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -72,6 +79,7 @@ sandbox); `GET /api/v1/services/{serviceId}/metrics` returns its history (24 hou
         services::reset_mac,
         routes::usage::list_services,
         routes::usage::get_service_metrics,
+        routes::console::create_console,
         products::list_product_stock,
         products::get_product_stock,
         os::list_os,

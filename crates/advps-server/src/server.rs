@@ -43,7 +43,7 @@ use crate::envelope::{error_body, json_response, RequestContext};
 use crate::ops::Operations;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
 use crate::routes::{
-    audit, docs, health, keys, me, os, products, purchase, services, tasks, webhooks,
+    audit, console, docs, health, keys, me, os, products, purchase, services, tasks, webhooks,
 };
 use crate::secrets::Cipher;
 use crate::worker::Worker;
@@ -66,6 +66,8 @@ pub struct AppStateInner {
     pub cipher: Cipher,
     /// Wakes the task worker when a task is queued.
     pub wake: Arc<Notify>,
+    /// The consoles open in this process.
+    pub consoles: Arc<crate::console::Consoles>,
 }
 
 impl std::ops::Deref for AppState {
@@ -117,6 +119,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
         drivers,
         cipher,
         wake,
+        consoles: Arc::default(),
     })))
 }
 
@@ -192,6 +195,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/os", get(os::list_os))
         .merge(webhooks::router())
         .merge(keys::router())
+        .merge(console::router())
         .route("/api/v1/audit", get(audit::list_audit))
         // Authentication, then (for mutating calls) the audit log, then
         // idempotent replay: one layer, see `auth::authenticate`.
@@ -208,7 +212,9 @@ pub fn router(state: AppState) -> Router {
                 auth::authenticate_without_quota,
             )),
         )
-        .route("/api/v1/openapi.json", get(docs::get_openapi));
+        .route("/api/v1/openapi.json", get(docs::get_openapi))
+        // The console's WebSocket: its single-use ticket is its credential.
+        .merge(console::websocket_router());
     let max_body = state.config.max_body_bytes;
     let body_deadline = Duration::from_secs(state.config.body_read_timeout_secs);
     Router::new()

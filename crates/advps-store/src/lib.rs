@@ -37,6 +37,7 @@ pub use sql_store::{
 pub use stores::accounts::AccountStore;
 pub use stores::audit::AuditStore;
 pub use stores::catalogue::CatalogueStore;
+pub use stores::consoles::ConsoleStore;
 pub use stores::health::HealthStore;
 pub use stores::idempotency::IdempotencyStore;
 pub use stores::inventory::InventoryStore;
@@ -69,6 +70,7 @@ pub trait Store:
     + HealthStore
     + MetricsStore
     + MaintenanceStore
+    + ConsoleStore
     + Send
     + Sync
     + 'static
@@ -90,6 +92,7 @@ impl<T> Store for T where
         + HealthStore
         + MetricsStore
         + MaintenanceStore
+        + ConsoleStore
         + Send
         + Sync
         + 'static

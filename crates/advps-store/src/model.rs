@@ -41,6 +41,21 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// A console URL's ticket, as stored: the digest of its secret and what it
+/// may open, until `expires_at`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConsoleTicket {
+    pub digest: String,
+    pub account_id: i64,
+    #[sqlx(try_from = "String")]
+    pub mode: Mode,
+    pub key_id: String,
+    pub service_pk: i64,
+    pub service_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ServiceRecord {
     pub pk: i64,

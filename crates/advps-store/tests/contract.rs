@@ -2311,6 +2311,80 @@ async fn services_are_listed_per_account_filtered_and_paged(db: Backend) {
 }
 
 /// Makes `sqlite::<check>` and `postgres::<check>` of each check.
+async fn console_tickets_are_taken_once_and_expire(db: Backend) {
+    let store = db.open().await;
+    let other = db.open().await;
+    let demo = store.create_account("demo", 1_000).await.unwrap();
+    let vps = store
+        .find_service(test_scope(&demo), "vps_service_1")
+        .await
+        .unwrap()
+        .unwrap();
+    let ticket = |digest: &str, created_at: i64| ConsoleTicket {
+        digest: digest.to_string(),
+        account_id: demo.id,
+        mode: Mode::Test,
+        key_id: "key_c1".into(),
+        service_pk: vps.pk,
+        service_id: vps.service_id.clone(),
+        created_at,
+        expires_at: created_at + 60_000,
+    };
+    store
+        .insert_console_ticket(&ticket("d1", 1_000))
+        .await
+        .unwrap();
+    // Two processes take one ticket at once: exactly one gets it.
+    let (a, b) = tokio::join!(
+        store.take_console_ticket("d1", 2_000),
+        other.take_console_ticket("d1", 2_000)
+    );
+    let taken: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].service_pk, vps.pk);
+    assert_eq!(taken[0].mode, Mode::Test);
+    assert_eq!(taken[0].key_id, "key_c1");
+    assert!(store
+        .take_console_ticket("d1", 2_000)
+        .await
+        .unwrap()
+        .is_none());
+    // An expired ticket opens nothing, and is gone afterwards.
+    store
+        .insert_console_ticket(&ticket("d2", 1_000))
+        .await
+        .unwrap();
+    assert!(store
+        .take_console_ticket("d2", 61_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .take_console_ticket("d2", 2_000)
+        .await
+        .unwrap()
+        .is_none());
+    // Issuing a ticket drops those that expired before it.
+    store
+        .insert_console_ticket(&ticket("d3", 1_000))
+        .await
+        .unwrap();
+    store
+        .insert_console_ticket(&ticket("d4", 100_000))
+        .await
+        .unwrap();
+    assert!(store
+        .take_console_ticket("d3", 2_000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .take_console_ticket("d4", 100_001)
+        .await
+        .unwrap()
+        .is_some());
+}
+
 macro_rules! contract_tests {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -2356,4 +2430,5 @@ contract_tests!(
     every_driver_can_own_a_node_and_no_other,
     usage_history_rolls_up_prunes_and_rounds_are_taken_once,
     services_are_listed_per_account_filtered_and_paged,
+    console_tickets_are_taken_once_and_expire,
 );

@@ -39,7 +39,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
+use tokio_tungstenite::WebSocketStream;
+
 use crate::{DriverError, DriverResult};
+
+/// A connection to the server, on either transport.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Default deadline of a single HTTP exchange with the engine.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -287,12 +293,35 @@ impl LxdClient {
         path: &str,
         body: Body<'_>,
     ) -> DriverResult<(u16, Value)> {
+        let stream = self.open_stream().await?;
+        self.exchange_on(stream, method, path, body).await
+    }
+
+    /// Opens a WebSocket on the server (an operation's data or control
+    /// channel, `/1.0/operations/{id}/websocket?secret=...`), over either
+    /// transport, within the request deadline.
+    pub async fn websocket(&self, path: &str) -> DriverResult<WebSocketStream<Box<dyn Io>>> {
+        let what = format!("websocket {}", path.split('?').next().unwrap_or(path));
+        tokio::time::timeout(self.request_timeout, async {
+            let stream = self.open_stream().await?;
+            let url = format!("ws://{}{path}", self.authority());
+            let (socket, _) = tokio_tungstenite::client_async(url, stream)
+                .await
+                .map_err(|e| DriverError::Unreachable(self.failure(&e)))?;
+            Ok(socket)
+        })
+        .await
+        .map_err(|_| DriverError::Timeout(what))?
+    }
+
+    /// A connection to the server on its transport (TLS established).
+    async fn open_stream(&self) -> DriverResult<Box<dyn Io>> {
         match &self.transport {
             Transport::Unix(socket) => {
                 let stream = UnixStream::connect(socket)
                     .await
                     .map_err(|e| DriverError::Unreachable(format!("{}: {e}", socket.display())))?;
-                self.exchange_on(stream, method, path, body).await
+                Ok(Box::new(stream))
             }
             Transport::Https {
                 host,
@@ -314,7 +343,7 @@ impl LxdClient {
                             crate::tls::describe_tls_error(&e, true)
                         ))
                     })?;
-                self.exchange_on(tls, method, path, body).await
+                Ok(Box::new(tls))
             }
         }
     }

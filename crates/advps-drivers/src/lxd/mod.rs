@@ -16,6 +16,7 @@
 //!   and devices, then puts the address and password back and starts it.
 
 pub mod client;
+mod console;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -451,6 +452,14 @@ impl Driver for LxdDriver {
 
     async fn capabilities(&self) -> DriverResult<Capabilities> {
         Ok(self.capabilities)
+    }
+
+    async fn console(
+        &self,
+        instance: &str,
+        size: crate::TerminalSize,
+    ) -> DriverResult<crate::ConsoleStream> {
+        console::attach(&self.client, instance, size).await
     }
 
     async fn start(&self, instance: &str) -> DriverResult<()> {

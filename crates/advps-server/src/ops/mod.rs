@@ -6,6 +6,7 @@
 //! concurrent calls on one service cannot both win: the loser re-reads the
 //! service and gets the error that its new state calls for.
 
+mod console;
 mod events;
 mod keys;
 mod live;

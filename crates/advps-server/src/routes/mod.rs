@@ -7,6 +7,7 @@
 //! reason.
 
 pub mod audit;
+pub mod console;
 pub mod docs;
 pub mod health;
 pub mod keys;

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod catalogue;
+pub mod consoles;
 pub mod health;
 pub mod idempotency;
 pub mod inventory;

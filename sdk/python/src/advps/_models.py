@@ -54,6 +54,18 @@ class ApiResponse_AuditData(_ApiResponse_AuditDataRequired, total=False):
     success: Optional[bool]
 
 
+class _ApiResponse_ConsoleDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_ConsoleData
+    timestamp: str
+
+
+class ApiResponse_ConsoleData(_ApiResponse_ConsoleDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_DeletedDataRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -362,6 +374,12 @@ class BytesUsage(TypedDict, total=False):
     totalBytes: Optional[int]
 
 
+class ConsoleData(TypedDict):
+    """`data` of a new console URL."""
+    url: str
+    expiresAt: str
+
+
 class CpuUsage(TypedDict, total=False):
     """`resources.cpu`."""
     cores: Optional[int]
@@ -382,6 +400,14 @@ class Data_AuditData(TypedDict):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     entries: List[AuditEntryData]
     pagination: PageInfo
+    mode: ApiMode
+    requestId: str
+
+
+class Data_ConsoleData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    url: str
+    expiresAt: str
     mode: ApiMode
     requestId: str
 
@@ -1074,6 +1100,7 @@ class PlainResponse_LivezDataData(TypedDict):
 __all__ = [
     "ApiMode",
     "ApiResponse_AuditData",
+    "ApiResponse_ConsoleData",
     "ApiResponse_DeletedData",
     "ApiResponse_DeliveriesData",
     "ApiResponse_IpData",
@@ -1100,9 +1127,11 @@ __all__ = [
     "AuditData",
     "AuditEntryData",
     "BytesUsage",
+    "ConsoleData",
     "CpuUsage",
     "CreateWebhookRequest",
     "Data_AuditData",
+    "Data_ConsoleData",
     "Data_DeletedData",
     "Data_DeliveriesData",
     "Data_IpData",

@@ -34,6 +34,7 @@ OPERATIONS = [
     ("resetMac", "services.resetMac", "POST", "/api/v1/services/{serviceId}/reset-mac"),
     ("listServices", "services.list", "GET", "/api/v1/services"),
     ("getServiceMetrics", "services.metrics", "GET", "/api/v1/services/{serviceId}/metrics"),
+    ("createConsole", "services.createConsole", "POST", "/api/v1/services/{serviceId}/console"),
     ("listProductStock", "products.stock", "GET", "/api/v1/products/stock"),
     ("getProductStock", "products.getStock", "GET", "/api/v1/products/stock/{id}"),
     ("listOs", "os.list", "GET", "/api/v1/os"),
@@ -265,6 +266,22 @@ class SyncServices:
         result: m.Data_MetricsData = self._client._request(
             "GET", f"/api/v1/services/{_q(service_id)}/metrics", operation_id="getServiceMetrics", query={"type": type, "start": start, "end": end, "step": step}, body=None,
             conditional=True, timeout=timeout,
+        )
+        return result
+
+    def create_console(
+        self,
+        service_id: str,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_ConsoleData:
+        """Open Console: ``POST /api/v1/services/{serviceId}/console``.
+
+        Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key; `?cols=N&rows=M` sets the starting size, 80x24 without) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{"type":"resize","cols":N,"rows":M}` or `{"type":"input","data":"..."}`; the server answers a malformed one with a text frame `{"type":"error","message":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once."""
+        result: m.Data_ConsoleData = self._client._request(
+            "POST", f"/api/v1/services/{_q(service_id)}/console", operation_id="createConsole", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
         )
         return result
 
@@ -937,6 +954,22 @@ class AsyncServices:
         result: m.Data_MetricsData = await self._client._request(
             "GET", f"/api/v1/services/{_q(service_id)}/metrics", operation_id="getServiceMetrics", query={"type": type, "start": start, "end": end, "step": step}, body=None,
             conditional=True, timeout=timeout,
+        )
+        return result
+
+    async def create_console(
+        self,
+        service_id: str,
+        *,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_ConsoleData:
+        """Open Console: ``POST /api/v1/services/{serviceId}/console``.
+
+        Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key; `?cols=N&rows=M` sets the starting size, 80x24 without) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{"type":"resize","cols":N,"rows":M}` or `{"type":"input","data":"..."}`; the server answers a malformed one with a text frame `{"type":"error","message":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once."""
+        result: m.Data_ConsoleData = await self._client._request(
+            "POST", f"/api/v1/services/{_q(service_id)}/console", operation_id="createConsole", query=None, body=None,
+            conditional=False, timeout=timeout, idempotency_key=idempotency_key,
         )
         return result
 

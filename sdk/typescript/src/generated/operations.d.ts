@@ -128,6 +128,12 @@ export interface Operations {
       /** Seconds per point; at most 500 points per series. Default: chosen by the server. */
       step?: number;
     }, options?: RequestOptions): Promise<T.Data_MetricsData>;
+    /**
+     * Open Console: `POST /api/v1/services/{serviceId}/console`.
+     *
+     * Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key; `?cols=N&rows=M` sets the starting size, 80x24 without) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{"type":"resize","cols":N,"rows":M}` or `{"type":"input","data":"..."}`; the server answers a malformed one with a text frame `{"type":"error","message":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once.
+     */
+    createConsole(serviceId: string, options?: RequestOptions): Promise<T.Data_ConsoleData>;
   };
   tasks: {
     /**

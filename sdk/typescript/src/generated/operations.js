@@ -23,6 +23,7 @@ export function bindOperations(c) {
       listAll: (query, options) =>
         c.paginate((query, options) => c.request({ operationId: "listServices", method: "GET", path: `/api/v1/services`, query, conditional: true }, options), "services", query, options),
       metrics: (serviceId, query, options) => c.request({ operationId: "getServiceMetrics", method: "GET", path: `/api/v1/services/${enc(serviceId)}/metrics`, query, conditional: true }, options),
+      createConsole: (serviceId, options) => c.request({ operationId: "createConsole", method: "POST", path: `/api/v1/services/${enc(serviceId)}/console` }, options),
     },
     tasks: {
       status: (taskId, options) => c.request({ operationId: "getTaskStatus", method: "GET", path: `/api/v1/services/task/${enc(taskId)}/status`, conditional: true }, options),
@@ -81,6 +82,7 @@ export const OPERATIONS = [
   { operationId: "resetMac", name: "services.resetMac", method: "POST", path: "/api/v1/services/{serviceId}/reset-mac" },
   { operationId: "listServices", name: "services.list", method: "GET", path: "/api/v1/services" },
   { operationId: "getServiceMetrics", name: "services.metrics", method: "GET", path: "/api/v1/services/{serviceId}/metrics" },
+  { operationId: "createConsole", name: "services.createConsole", method: "POST", path: "/api/v1/services/{serviceId}/console" },
   { operationId: "listProductStock", name: "products.stock", method: "GET", path: "/api/v1/products/stock" },
   { operationId: "getProductStock", name: "products.getStock", method: "GET", path: "/api/v1/products/stock/{id}" },
   { operationId: "listOs", name: "os.list", method: "GET", path: "/api/v1/os" },

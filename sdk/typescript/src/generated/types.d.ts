@@ -16,6 +16,17 @@ export interface ApiResponse_AuditData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_ConsoleData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_ConsoleData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_DeletedData {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -303,6 +314,14 @@ export interface BytesUsage {
   totalBytes?: number | null;
 }
 
+/** `data` of a new console URL. */
+export interface ConsoleData {
+  /** The WebSocket to open: once, before `expiresAt`. */
+  url: string;
+  /** Until when the URL can be opened; an open console outlives it. */
+  expiresAt: string;
+}
+
 /** `resources.cpu`. */
 export interface CpuUsage {
   /** Cores the service may use; null when the engine does not say. */
@@ -330,6 +349,20 @@ export interface CreateWebhookRequest {
 export interface Data_AuditData {
   entries: Array<AuditEntryData>;
   pagination: PageInfo;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_ConsoleData {
+  /** The WebSocket to open: once, before `expiresAt`. */
+  url: string;
+  /** Until when the URL can be opened; an open console outlives it. */
+  expiresAt: string;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;

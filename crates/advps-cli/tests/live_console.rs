@@ -1,0 +1,138 @@
+//! The console API on a real LXD container: a live service's console URL
+//! opens the container's `/dev/console`, where its getty runs; the test
+//! logs in as root with the password generate-password returned, runs a
+//! command and reads its output, resizes the terminal (the console carries
+//! on), and sees the console closed when the service stops.
+
+mod common;
+#[path = "common/live.rs"]
+mod live;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use live::*;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// First address of this file's blocks (.224 onwards, eight per test).
+const ADDRESS_OFFSET: u8 = 224;
+const LIVE: &str = "live";
+/// How long the guest may take to answer on its console.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Reads what the console prints until `needle` shows, sending `nudge`
+/// every few seconds meanwhile (a getty prints its prompt again on Enter).
+async fn expect(ws: &mut Ws, needle: &str, nudge: Option<&str>) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = String::new();
+    let mut next_nudge = Instant::now();
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on the console in time; it printed {seen:?}"
+        );
+        if let Some(nudge) = nudge {
+            if Instant::now() >= next_nudge {
+                send(ws, nudge).await;
+                next_nudge = Instant::now() + Duration::from_secs(3);
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Binary(bytes)))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Some(Ok(Message::Text(text)))) => seen.push_str(text.as_str()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(other) => panic!("the console ended ({other:?}); it printed {seen:?}"),
+        }
+    }
+    seen
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
+        .await
+        .expect("typed into the console");
+}
+
+#[tokio::test]
+async fn live_console_logs_in_at_the_getty_runs_a_command_and_closes_on_stop() {
+    let Some(setup) = LiveSetup::new(ADDRESS_OFFSET, &[]) else {
+        return;
+    };
+    let bound = setup.bind_new();
+    let (server, key) = (&setup.server, setup.key.as_str());
+    let id = bound.service_id.as_str();
+    wait_for_boot(&bound.container);
+
+    let resp = server.action(key, id, "generate-password").await;
+    let data = assert_api_success(&resp, "Password generated successfully", LIVE);
+    let password = data["password"].as_str().expect("password").to_string();
+
+    let resp = server
+        .post(&format!("/api/v1/services/{id}/console"), key)
+        .await;
+    let data = assert_api_success(&resp, "Console URL created successfully", LIVE);
+    let url = data["url"].as_str().expect("url").to_string();
+    // The console starts at the size the URL asks for.
+    let (mut ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("{url}?cols=132&rows=43")),
+    )
+    .await
+    .expect("the WebSocket handshake timed out")
+    .expect("the console opened");
+
+    expect(&mut ws, "login:", Some("\r")).await;
+    send(&mut ws, "root\r").await;
+    expect(&mut ws, "assword:", None).await;
+    send(&mut ws, &format!("{password}\r")).await;
+    expect(&mut ws, "# ", None).await;
+
+    send(&mut ws, "echo console-$((6*7))\r").await;
+    expect(&mut ws, "console-42", None).await;
+
+    // The size (from the URL, and each resize) is handed to LXD: on its
+    // control channel as `window-resize`. LXD 5.0's container consoles do
+    // not pass it on to the guest's /dev/console (`stty size` there stays
+    // 24 80), so only the console carrying on is checked here.
+    let resize = r#"{"type":"resize","cols":100,"rows":30}"#;
+    ws.send(Message::Text(resize.into())).await.unwrap();
+    send(&mut ws, "echo after-$((2+3))\r").await;
+    expect(&mut ws, "after-5", None).await;
+
+    // The URL opened once.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
+        other => panic!("a used console URL opened again: {other:?}"),
+    }
+
+    send(&mut ws, "exit\r").await;
+    let resp = server
+        .post_json(
+            &format!("/api/v1/services/{id}/stop"),
+            key,
+            &json!({"mode": "force"}),
+        )
+        .await;
+    assert_api_success(&resp, "Linux service stopped successfully", LIVE);
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the console stayed open after the stop"
+        );
+        match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(other) => panic!("the console failed instead of closing: {other:?}"),
+        }
+    };
+    // Closed because the service stopped, or because the engine's console
+    // ended with the container: either way, at once.
+    assert!(matches!(code, Some(4000) | Some(1000)), "{code:?}");
+}

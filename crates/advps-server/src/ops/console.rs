@@ -1,0 +1,60 @@
+//! Which services may have a console opened on them, and opening one: a
+//! simulated shell for the sandbox, the engine's console for live services.
+
+use advps_domain::{Mode, PowerState};
+use advps_drivers::{ConsoleStream, DriverError, TerminalSize};
+use advps_store::{Scope, ServiceRecord};
+
+use super::Operations;
+use crate::console::{self, SimulatedMachine};
+use crate::worker::describe;
+use crate::ApiError;
+
+/// The 400 for a console on a service that is not running.
+pub const CONSOLE_NOT_RUNNING: &str = "Service must be running to open a console";
+
+impl Operations {
+    /// The caller's service, if a console may be opened on it now: 404 for
+    /// none, 409 while a task holds it, 403 when suspended, 400 when it is
+    /// not running.
+    pub async fn console_target(
+        &self,
+        scope: Scope,
+        service_id: &str,
+    ) -> Result<ServiceRecord, ApiError> {
+        let service = self.service(scope, service_id).await?;
+        self.usable(&service).await?;
+        if service.power_state != PowerState::Running {
+            return Err(ApiError::bad_request(CONSOLE_NOT_RUNNING));
+        }
+        Ok(service)
+    }
+
+    /// Opens the service's text console at `size`.
+    pub async fn open_console(
+        &self,
+        service: &ServiceRecord,
+        size: TerminalSize,
+    ) -> Result<ConsoleStream, ApiError> {
+        if service.mode == Mode::Test {
+            return Ok(console::simulated(
+                SimulatedMachine {
+                    service_id: service.service_id.clone(),
+                    os_name: service.os_name.clone(),
+                    started_at: service.started_at,
+                },
+                size,
+            ));
+        }
+        let failed = |e: DriverError| match e {
+            DriverError::NotRunning => ApiError::bad_request(CONSOLE_NOT_RUNNING),
+            e => {
+                tracing::warn!(service = %service.service_id, error = %e, "console not opened");
+                ApiError::OperationFailed(format!("Failed to open console: {}", describe(&e)))
+            }
+        };
+        let node = service.node.as_deref().unwrap_or_default();
+        let driver = self.drivers.for_node(node).await.map_err(failed)?;
+        driver.console(&service.vmid, size).await.map_err(failed)
+    }
+}
