@@ -348,10 +348,11 @@ async fn nodes(
         let probe = async {
             let driver = advps_server::drivers::connect(node, timeout, cipher).await?;
             let caps = driver.capabilities().await?;
+            let version = driver.engine_version().await?;
             let found = driver.list_images().await?;
-            Ok::<_, advps_drivers::DriverError>((caps, found))
+            Ok::<_, advps_drivers::DriverError>((caps, version, found))
         };
-        let (caps, found) = match tokio::time::timeout(timeout * 3, probe).await {
+        let (caps, version, found) = match tokio::time::timeout(timeout * 3, probe).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 r.fail(
@@ -376,9 +377,10 @@ async fn nodes(
         r.ok(
             &what,
             format!(
-                "{} at {} answers (containers: {}, virtual machines: {})",
+                "{} at {} answers, {} (containers: {}, virtual machines: {})",
                 node.driver,
                 node.endpoint,
+                version.as_deref().unwrap_or("version not reported"),
                 if caps.containers { "yes" } else { "no" },
                 if caps.virtual_machines { "yes" } else { "no" }
             ),

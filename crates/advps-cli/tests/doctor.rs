@@ -104,6 +104,26 @@ async fn a_healthy_setup_passes_every_check() {
         line_with(&report, start);
     }
     assert!(report.contains("All checks passed"), "{report}");
+    // The node's line names the engine's version as LXD reports it.
+    let node = line_with(&report, "ok    node local: lxd");
+    let version = lxc_server_version();
+    assert!(
+        node.contains(&format!("lxd {version}")),
+        "no engine version (LXD says {version}): {node}"
+    );
+}
+
+/// The version the local LXD reports of itself, through its own client.
+fn lxc_server_version() -> String {
+    let out = Command::new("lxc")
+        .args(["query", "/1.0"])
+        .output()
+        .expect("run lxc query");
+    let info: Value = serde_json::from_slice(&out.stdout).expect("lxc query /1.0 answers JSON");
+    info["environment"]["server_version"]
+        .as_str()
+        .expect("server_version")
+        .to_string()
 }
 
 #[tokio::test]

@@ -237,6 +237,13 @@ pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     async fn capabilities(&self) -> DriverResult<Capabilities>;
 
+    /// The engine's own name and version as it reports them (`lxd 5.0.2`,
+    /// `pve-manager 8.2.4`, `libvirt 9.0.0, QEMU 10.0.2`), for operators'
+    /// checks; `None` when the engine does not say.
+    async fn engine_version(&self) -> DriverResult<Option<String>> {
+        Ok(None)
+    }
+
     async fn start(&self, instance: &str) -> DriverResult<()>;
     async fn stop(&self, instance: &str, mode: StopMode) -> DriverResult<()>;
     async fn reboot(&self, instance: &str) -> DriverResult<()>;

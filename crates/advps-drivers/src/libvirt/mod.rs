@@ -526,6 +526,22 @@ impl Driver for LibvirtDriver {
         "libvirt"
     }
 
+    async fn engine_version(&self) -> DriverResult<Option<String>> {
+        // `virsh version` prints lines such as "Using library: libvirt 9.0.0"
+        // and "Running hypervisor: QEMU 10.0.2".
+        let out = self.virsh.run(&["version"]).await?;
+        let of = |label: &str| {
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .map(|v| v.trim().to_string())
+        };
+        let parts: Vec<String> = [of("Running against daemon:"), of("Running hypervisor:")]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok((!parts.is_empty()).then(|| parts.join(", ")))
+    }
+
     async fn capabilities(&self) -> DriverResult<Capabilities> {
         Ok(Capabilities {
             containers: false,

@@ -454,6 +454,16 @@ impl Driver for LxdDriver {
         Ok(self.capabilities)
     }
 
+    async fn engine_version(&self) -> DriverResult<Option<String>> {
+        let server = self
+            .client
+            .call(Method::GET, "/1.0", Body::None, POWER_WAIT)
+            .await?;
+        let text = |pointer: &str| server.pointer(pointer).and_then(Value::as_str);
+        Ok(text("/environment/server_version")
+            .map(|version| format!("{} {version}", text("/environment/server").unwrap_or("lxd"))))
+    }
+
     async fn console(
         &self,
         instance: &str,

@@ -791,6 +791,15 @@ impl Driver for ProxmoxDriver {
         "proxmox"
     }
 
+    async fn engine_version(&self) -> DriverResult<Option<String>> {
+        let answer = self.client.get("/version", &[]).await?;
+        let data = answer.get("data").unwrap_or(&answer);
+        Ok(data
+            .get("version")
+            .and_then(Value::as_str)
+            .map(|v| format!("pve-manager {v}")))
+    }
+
     async fn capabilities(&self) -> DriverResult<Capabilities> {
         Ok(Capabilities {
             containers: true,
