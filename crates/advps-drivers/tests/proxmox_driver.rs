@@ -72,6 +72,11 @@ async fn inventory_and_images_come_from_the_whole_cluster() {
     assert_eq!(images[1].kind, InstanceKind::Container);
     // The shared storage was listed through one node only.
     assert_eq!(fake.with(|s| s.count("GET", "/cephfs/content")), 1);
+    // What operators' checks print of the engine.
+    assert_eq!(
+        driver.engine_version().await.unwrap().as_deref(),
+        Some("pve-manager 8.2.4")
+    );
     fake.assert_clean();
 }
 
