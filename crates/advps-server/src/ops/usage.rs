@@ -199,10 +199,21 @@ impl Operations {
             .iter()
             .map(|(pk, r)| (*pk, counters_of(r, now)))
             .collect();
-        let before = self
+        let before = match self
             .store
             .swap_usage_counters(&counters, MIN_RATE_WINDOW_MS)
-            .await?;
+            .await
+        {
+            Ok(before) => before,
+            // Status is a read: when the storage cannot keep the new
+            // counters (a full disk), it still answers, with no rates this
+            // time rather than an error.
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "usage counters not kept: storage unavailable");
+                vec![None; readings.len()]
+            }
+            Err(e) => return Err(e),
+        };
         Ok(readings
             .iter()
             .zip(before)
