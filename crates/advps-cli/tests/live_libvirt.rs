@@ -374,9 +374,18 @@ async fn live_vm_is_driven_through_the_api() {
     let shown = guest_ok(name, "ip -4 -o addr show dev eth0");
     assert!(shown.contains(&format!("{address}/24")), "{shown}");
 
-    // A graceful reboot gives a new boot id.
+    // A graceful reboot gives a new boot id. The timeout is long because a
+    // software-emulated guest on a busy machine takes minutes to shut down,
+    // and past it the reboot would be forced.
     let before = boot_id(name).expect("boot id");
-    let resp = power(&server, key, id, "reboot", json!({})).await;
+    let resp = power(
+        &server,
+        key,
+        id,
+        "reboot",
+        json!({"mode": "graceful", "timeoutSeconds": 240}),
+    )
+    .await;
     let data = assert_api_success(&resp, "VPS service rebooted successfully", LIVE);
     assert_eq!(data["powerMode"], "graceful", "{data}");
     wait_ready(name);
@@ -384,7 +393,14 @@ async fn live_vm_is_driven_through_the_api() {
     assert_ne!(before, after, "the reboot did not restart the guest");
 
     // A graceful stop shuts the guest off for real.
-    let resp = power(&server, key, id, "stop", json!({})).await;
+    let resp = power(
+        &server,
+        key,
+        id,
+        "stop",
+        json!({"mode": "graceful", "timeoutSeconds": 240}),
+    )
+    .await;
     let data = assert_api_success(&resp, "VPS service stopped successfully", LIVE);
     assert_eq!(data["powerMode"], "graceful", "{data}");
     assert_eq!(domstate(name), "shut off");
