@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use advps_domain::{api_key, ids, time, Mode, StockStatus};
 use advps_server::Config;
-use advps_store::{NewApiKey, NewProduct, Removal, Store, StoreError};
+use advps_store::{NewProduct, Removal, Store, StoreError};
 
 use crate::cli::{AccountsCommand, Cli, Command, KeysCommand, ProductsCommand, WebhooksCommand};
 use crate::live_admin;
@@ -184,17 +184,7 @@ async fn create_key(
     account_id: i64,
     mode: Mode,
 ) -> Result<api_key::GeneratedKey> {
-    let key = api_key::generate(mode);
-    store
-        .insert_api_key(&NewApiKey {
-            id: ids::key_id(),
-            account_id,
-            mode,
-            key_hash: key.hash.clone(),
-            last4: key.last4.clone(),
-            created_at: time::now_millis(),
-        })
-        .await?;
+    let (_, key) = advps_server::ops::issue_api_key(store, account_id, mode).await?;
     Ok(key)
 }
 

@@ -3,8 +3,8 @@
 //! one (shown once) and revoke one, but never the last, so that nobody
 //! locks an account out of the API by accident.
 
-use advps_domain::{api_key, ids, time};
-use advps_store::{ApiKeyRecord, KeyRevocation, NewApiKey, Scope};
+use advps_domain::{api_key, ids, time, Mode};
+use advps_store::{ApiKeyRecord, KeyRevocation, NewApiKey, Scope, Store, StoreResult};
 
 use super::Operations;
 use crate::ApiError;
@@ -12,6 +12,27 @@ use crate::ApiError;
 const KEY_NOT_FOUND: &str = "API key not found";
 /// Unrevoked keys one account may hold per mode.
 pub const MAX_KEYS: usize = 20;
+
+/// Makes a key for an account and mode and stores its digest: the one way
+/// keys come into being, for the API and the operators' commands alike.
+/// Returns what was stored and the plaintext, which is never stored.
+pub async fn issue_api_key(
+    store: &dyn Store,
+    account_id: i64,
+    mode: Mode,
+) -> StoreResult<(NewApiKey, api_key::GeneratedKey)> {
+    let key = api_key::generate(mode);
+    let new = NewApiKey {
+        id: ids::key_id(),
+        account_id,
+        mode,
+        key_hash: key.hash.clone(),
+        last4: key.last4.clone(),
+        created_at: time::now_millis(),
+    };
+    store.insert_api_key(&new).await?;
+    Ok((new, key))
+}
 
 impl Operations {
     /// The unrevoked keys of the caller's account and mode, oldest first.
@@ -35,16 +56,7 @@ impl Operations {
                 errors: None,
             });
         }
-        let key = api_key::generate(scope.mode);
-        let new = NewApiKey {
-            id: ids::key_id(),
-            account_id: scope.account_id,
-            mode: scope.mode,
-            key_hash: key.hash.clone(),
-            last4: key.last4.clone(),
-            created_at: time::now_millis(),
-        };
-        self.store.insert_api_key(&new).await?;
+        let (new, key) = issue_api_key(self.store.as_ref(), scope.account_id, scope.mode).await?;
         let account_name = held
             .first()
             .map(|k| k.account_name.clone())

@@ -9,6 +9,7 @@
 mod console;
 mod events;
 mod keys;
+pub use keys::issue_api_key;
 mod live;
 pub mod selling;
 pub mod usage;
