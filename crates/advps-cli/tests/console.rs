@@ -3,8 +3,9 @@
 //! expires, the WebSocket carries the simulated shell (banner, `echo`,
 //! resizes), and an open console closes when its service stops or is
 //! rebuilt, or its key is revoked. The rules of the call: 400 for a stopped
-//! service, 409 while a rebuild runs and past three consoles, 404 for
-//! another account's service, and an audit record.
+//! service, 409 while a rebuild runs and past three consoles, 503 past the
+//! process's `console_max_sessions`, 404 for another account's service, and
+//! an audit record.
 
 mod common;
 
@@ -274,6 +275,41 @@ async fn at_most_three_consoles_per_service() {
             break;
         }
         assert_error(&resp, 409, TOO_MANY);
+        assert!(
+            Instant::now() < deadline,
+            "the closed console's place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_process_caps_consoles_over_every_service() {
+    const SERVER_FULL: &str = "Too many consoles are open on this server; retry later";
+    let server = TestServer::start_with_env(&[("ADVPS_CONSOLE_MAX_SESSIONS", "2")]);
+    let key = server.test_key.clone();
+    let mut first = connect(&console_url(&server, &key, "vps_service_1").await).await;
+    read_until(&mut first, PROMPT).await;
+    // Handed out while there is room; opened once there is none.
+    let late = console_url(&server, &key, "vps_service_1").await;
+    let mut second = connect(&console_url(&server, &key, "lxc_service_1").await).await;
+    read_until(&mut second, "~# ").await;
+
+    // One console on the service (its own cap is 3), two in the process.
+    let resp = open(&server, &key, "vps_service_1").await;
+    assert_error(&resp, 503, SERVER_FULL);
+    assert_eq!(resp.header_u64("retry-after"), 30);
+    assert_eq!(refused(&late).await, 503);
+
+    type_line(&mut first, "exit").await;
+    closed(&mut first).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = open(&server, &key, "vps_service_1").await;
+        if resp.status == 200 {
+            break;
+        }
+        assert_error(&resp, 503, SERVER_FULL);
         assert!(
             Instant::now() < deadline,
             "the closed console's place was not given back"

@@ -93,6 +93,10 @@ pub struct Config {
     /// Seconds a console URL can be opened after it was handed out
     /// (`ADVPS_CONSOLE_TTL_SECS`); an open console is not cut by it.
     pub console_ttl_secs: u64,
+    /// Consoles open at once in this process, over every service
+    /// (`console_max_sessions`, `ADVPS_CONSOLE_MAX_SESSIONS`); one more is
+    /// answered 503 with `Retry-After`.
+    pub console_max_sessions: usize,
 }
 
 impl Default for Config {
@@ -133,6 +137,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             backup: crate::backup::BackupSchedule::default(),
             console_ttl_secs: 60,
+            console_max_sessions: 64,
         }
     }
 }
@@ -172,6 +177,7 @@ struct FileConfig {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    console_max_sessions: Option<usize>,
     usage: Option<UsageConfig>,
     // Scheduled backups (see `Config::apply_backup`).
     backup_dir: Option<PathBuf>,
@@ -272,7 +278,8 @@ impl Config {
             body_read_timeout_secs,
             idle_timeout_secs,
             max_connections,
-            shutdown_grace_secs
+            shutdown_grace_secs,
+            console_max_sessions
         );
         for (value, target) in [
             (f.database_url, &mut self.database_url),
@@ -475,6 +482,13 @@ impl Config {
         if let Some(v) = parsed("ADVPS_MAX_CONNECTIONS", env("ADVPS_MAX_CONNECTIONS"), count)? {
             self.max_connections = v;
         }
+        if let Some(v) = parsed(
+            "ADVPS_CONSOLE_MAX_SESSIONS",
+            env("ADVPS_CONSOLE_MAX_SESSIONS"),
+            count,
+        )? {
+            self.console_max_sessions = v;
+        }
         self.usage.apply_env(&env)?;
         Ok(())
     }
@@ -533,6 +547,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "sandbox_task_seconds",
                 message: "must be zero or more".into(),
+            });
+        }
+        if self.console_max_sessions == 0 {
+            return Err(ConfigError::Invalid {
+                name: "console_max_sessions",
+                message: "must be at least 1".into(),
             });
         }
         if self.rate_limit_window_secs == 0 {

@@ -12,7 +12,10 @@
 //! An open console is not cut by the ticket's expiry, but it is closed (with
 //! a close code saying why) once its service stops, is rebuilt or removed, or
 //! its key is revoked: each console checks once a second. At most
-//! [`MAX_CONSOLES_PER_SERVICE`] are open on one service in one process.
+//! [`MAX_CONSOLES_PER_SERVICE`] are open on one service in one process, and
+//! at most `console_max_sessions` (default 64) in the whole process: each
+//! holds a task, a WebSocket and, on a live service, a connection to the
+//! engine, so a process must not take them without bound.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,10 @@ use advps_store::{ConsoleTicket, Scope, Store};
 pub const MAX_CONSOLES_PER_SERVICE: usize = 3;
 /// The message of the 409 past [`MAX_CONSOLES_PER_SERVICE`].
 pub const TOO_MANY_CONSOLES: &str = "At most 3 consoles can be open on a service at once";
+/// The message of the 503 past the process's `console_max_sessions`.
+pub const SERVER_CONSOLES_FULL: &str = "Too many consoles are open on this server; retry later";
+/// The `Retry-After` of that 503, in seconds.
+pub const SERVER_CONSOLES_RETRY_AFTER_SECS: u64 = 30;
 /// The size a console starts at, until the client sends its own.
 pub const DEFAULT_SIZE: TerminalSize = TerminalSize { cols: 80, rows: 24 };
 /// How often an open console checks its service and key.
@@ -61,10 +68,37 @@ pub mod close {
     pub const REMOVED: u16 = 4004;
 }
 
-/// The consoles open in this process, counted per service.
-#[derive(Default)]
+/// The consoles open in this process, counted per service and in all.
 pub struct Consoles {
     open: Mutex<HashMap<i64, usize>>,
+    /// Consoles the process may hold at once.
+    max_sessions: usize,
+}
+
+/// Why no place for another console was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The service has [`MAX_CONSOLES_PER_SERVICE`] open.
+    Service,
+    /// The process has its `console_max_sessions` open.
+    Process,
+}
+
+impl Full {
+    /// The API's refusal: 409 for the service's cap (the caller's own
+    /// consoles), 503 with `Retry-After` for the process's (capacity).
+    pub fn into_error(self) -> crate::ApiError {
+        match self {
+            Full::Service => crate::ApiError::Conflict {
+                message: TOO_MANY_CONSOLES.into(),
+                errors: None,
+            },
+            Full::Process => crate::ApiError::Overloaded {
+                message: SERVER_CONSOLES_FULL.into(),
+                retry_after_secs: SERVER_CONSOLES_RETRY_AFTER_SECS,
+            },
+        }
+    }
 }
 
 /// One open console's place in [`Consoles`], given back when dropped.
@@ -74,22 +108,45 @@ pub struct ConsoleSlot {
 }
 
 impl Consoles {
+    /// Counts consoles for a process that may hold `max_sessions` at once.
+    pub fn new(max_sessions: usize) -> Consoles {
+        Consoles {
+            open: Mutex::new(HashMap::new()),
+            max_sessions,
+        }
+    }
+
     /// Consoles open on a service now.
     pub fn open_on(&self, service_pk: i64) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&service_pk).copied().unwrap_or(0)
     }
 
-    /// Takes a place for one more console on the service, unless it has
-    /// [`MAX_CONSOLES_PER_SERVICE`] already.
-    pub fn acquire(self: &Arc<Self>, service_pk: i64) -> Option<ConsoleSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(service_pk).or_insert(0);
-        if *count >= MAX_CONSOLES_PER_SERVICE {
-            return None;
+    /// Whether one more console could open on the service now (a check
+    /// before a ticket is handed out; [`Consoles::acquire`] decides).
+    pub fn check(&self, service_pk: i64) -> Result<(), Full> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        Self::room(&open, self.max_sessions, service_pk)
+    }
+
+    fn room(open: &HashMap<i64, usize>, max_sessions: usize, service_pk: i64) -> Result<(), Full> {
+        if open.get(&service_pk).copied().unwrap_or(0) >= MAX_CONSOLES_PER_SERVICE {
+            return Err(Full::Service);
         }
-        *count += 1;
-        Some(ConsoleSlot {
+        if open.values().sum::<usize>() >= max_sessions {
+            return Err(Full::Process);
+        }
+        Ok(())
+    }
+
+    /// Takes a place for one more console on the service, unless it has
+    /// [`MAX_CONSOLES_PER_SERVICE`] already or the process its
+    /// `max_sessions`.
+    pub fn acquire(self: &Arc<Self>, service_pk: i64) -> Result<ConsoleSlot, Full> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        Self::room(&open, self.max_sessions, service_pk)?;
+        *open.entry(service_pk).or_insert(0) += 1;
+        Ok(ConsoleSlot {
             consoles: Arc::clone(self),
             service_pk,
         })
@@ -579,13 +636,23 @@ mod tests {
 
     #[test]
     fn slots_are_counted_and_given_back() {
-        let consoles = Arc::new(Consoles::default());
+        let consoles = Arc::new(Consoles::new(64));
         let slots: Vec<_> = (0..MAX_CONSOLES_PER_SERVICE)
             .map(|_| consoles.acquire(7).unwrap())
             .collect();
-        assert!(consoles.acquire(7).is_none());
-        assert!(consoles.acquire(8).is_some());
+        assert_eq!(consoles.acquire(7).err(), Some(Full::Service));
+        assert!(consoles.acquire(8).is_ok());
         drop(slots);
         assert_eq!(consoles.open_on(7), 0);
+    }
+
+    #[test]
+    fn the_process_cap_counts_every_service() {
+        let consoles = Arc::new(Consoles::new(4));
+        let held: Vec<_> = (0..4).map(|pk| consoles.acquire(pk).unwrap()).collect();
+        assert_eq!(consoles.acquire(9).err(), Some(Full::Process));
+        assert_eq!(consoles.check(9), Err(Full::Process));
+        drop(held);
+        assert!(consoles.acquire(9).is_ok());
     }
 }

@@ -71,6 +71,13 @@ pub enum ApiError {
     /// 500 for anything unexpected; the detail is logged only.
     #[error("Internal server error")]
     Internal(String),
+    /// 503: the server is at a capacity limit of its own (consoles open in
+    /// the process); the same request may succeed later.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 503: the storage cannot take writes now (a full disk, a database
     /// server restarting); the same request may succeed later.
     #[error("{STORAGE_UNAVAILABLE}")]
@@ -114,7 +121,9 @@ impl ApiError {
             ApiError::OperationFailed(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -154,6 +163,9 @@ impl IntoResponse for ApiError {
             json_response(self.status(), &error_body(&self.to_string(), self.errors()));
         if let ApiError::RateLimited { retry_after_secs }
         | ApiError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | ApiError::Overloaded {
             retry_after_secs, ..
         } = self
         {

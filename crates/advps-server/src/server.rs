@@ -102,6 +102,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
         cipher.clone(),
     ));
     let wake = Arc::new(Notify::new());
+    let consoles = Arc::new(crate::console::Consoles::new(config.console_max_sessions));
     let config = Arc::new(config);
     Ok(AppState(Arc::new(AppStateInner {
         ops: Operations::new(
@@ -119,7 +120,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
         drivers,
         cipher,
         wake,
-        consoles: Arc::default(),
+        consoles,
     })))
 }
 

@@ -19,7 +19,7 @@ use advps_domain::time;
 use advps_store::{ConsoleTicket, Scope};
 
 use crate::auth::Caller;
-use crate::console::{self, MAX_FRAME_BYTES, TOO_MANY_CONSOLES};
+use crate::console::{self, MAX_FRAME_BYTES};
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
 
@@ -79,7 +79,7 @@ fn base_of(headers: &HeaderMap) -> Result<String, ApiError> {
     tag = "Services",
     operation_id = "createConsole",
     summary = "Open Console",
-    description = "Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key; `?cols=N&rows=M` sets the starting size, 80x24 without) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{\"type\":\"resize\",\"cols\":N,\"rows\":M}` or `{\"type\":\"input\",\"data\":\"...\"}`; the server answers a malformed one with a text frame `{\"type\":\"error\",\"message\":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once.",
+    description = "Hands out a single-use WebSocket URL to the service's text console, valid for 60 seconds and bound to the caller's account, mode, key and service. The WebSocket (`GET` on the URL, no API key; `?cols=N&rows=M` sets the starting size, 80x24 without) carries the console: binary frames are the console's bytes both ways; text frames from the client are JSON control messages, `{\"type\":\"resize\",\"cols\":N,\"rows\":M}` or `{\"type\":\"input\",\"data\":\"...\"}`; the server answers a malformed one with a text frame `{\"type\":\"error\",\"message\":...}`. The server closes the console with code 4000 when the service stops, 4001 when a rebuild begins, 4003 when the key is revoked, 4004 when the service is removed, 1000 when the console ends and 1011 when the engine's console fails. Sandbox services get a simulated shell (help, echo, uname, uptime, stty size, exit). At most 3 consoles are open on a service at once, and at most `console_max_sessions` (64 by default) in one server process: past that the call (and a WebSocket whose URL was handed out before) answers 503 with `Retry-After`.",
     params(("serviceId" = String, Path, description = "The unique identifier of the service.", example = "vps_service_1")),
     responses(
         (status = 200, description = "The console URL.", body = ApiResponse<ConsoleData>, example = json!({
@@ -92,6 +92,8 @@ fn base_of(headers: &HeaderMap) -> Result<String, ApiError> {
         (status = 403, description = "Service has expired and is suspended; renew it to use it again", body = ErrorEnvelope),
         (status = 404, description = "Service not found or not accessible", body = ErrorEnvelope),
         (status = 409, description = "Service is busy: a task is in progress\nAt most 3 consoles can be open on a service at once", body = ErrorEnvelope),
+        (status = 503, description = "Too many consoles are open on this server; retry later (the process's `console_max_sessions`, 64 by default; `Retry-After` says when)", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
     )
 )]
 pub async fn create_console(
@@ -105,9 +107,10 @@ pub async fn create_console(
         .ops
         .console_target(caller.scope(), &service_id)
         .await?;
-    if state.consoles.open_on(service.pk) >= console::MAX_CONSOLES_PER_SERVICE {
-        return Err(too_many());
-    }
+    state
+        .consoles
+        .check(service.pk)
+        .map_err(console::Full::into_error)?;
     let base = base_of(&headers)?;
     let (secret, digest) = console::new_ticket();
     let now = time::now_millis();
@@ -135,13 +138,6 @@ pub async fn create_console(
         caller.mode,
         &ctx,
     ))
-}
-
-fn too_many() -> ApiError {
-    ApiError::Conflict {
-        message: TOO_MANY_CONSOLES.into(),
-        errors: None,
-    }
 }
 
 /// The WebSocket: takes the ticket (so it opens once), checks that its key
@@ -182,7 +178,10 @@ pub async fn connect_console(
     if service.pk != ticket.service_pk {
         return Err(ApiError::NotFound("Service not found or not accessible"));
     }
-    let slot = state.consoles.acquire(service.pk).ok_or_else(too_many)?;
+    let slot = state
+        .consoles
+        .acquire(service.pk)
+        .map_err(console::Full::into_error)?;
     let stream = state.ops.open_console(&service, size).await?;
     let store = state.store.clone();
     Ok(upgrade
