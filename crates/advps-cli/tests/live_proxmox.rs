@@ -1326,3 +1326,201 @@ async fn a_rebuild_resumes_after_the_server_is_killed_mid_clone() {
     assert!(!pve.fake.guest(100).unwrap().running);
     pve.fake.assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_rebuild_and_its_passwords_use_administrator() {
+    let pve = Pve::setup(&[]).await;
+    let (server, key, id) = (&pve.server, pve.key.as_str(), pve.vps.as_str());
+    // The catalogue gives a Windows OS the login Administrator by itself.
+    server.cli_ok(&[
+        "os",
+        "add",
+        "windows-2022",
+        "--name",
+        "Windows Server 2022",
+        "--type",
+        "vps",
+        "--image",
+        "9001",
+        "--node",
+        "pve",
+    ]);
+    let resp = server.action(key, id, "generate-password").await;
+    assert_api_success(&resp, "Password generated successfully", LIVE);
+    assert_eq!(
+        pve.last_request("POST", "/agent/set-user-password").params["username"],
+        "root"
+    );
+
+    // The rebuild puts the password back for the new OS's login.
+    let task_id = start_rebuild(&pve, id, "windows-2022", "VPS", "VPS").await;
+    let history = pve.follow(id, &task_id).await;
+    assert_eq!(
+        history.last().unwrap()["status"],
+        "COMPLETED",
+        "{history:?}\nstderr:\n{}",
+        server.stderr_log()
+    );
+    let vm = pve.fake.guest(100).unwrap();
+    assert_eq!(vm.config["ciuser"], "Administrator", "{vm:?}");
+    assert!(vm.cipassword.is_some(), "{vm:?}");
+    let configured = pve.last_request("POST", "/qemu/100/config");
+    assert_eq!(configured.params["ciuser"], "Administrator");
+
+    // And generate-password now sets Administrator's.
+    let resp = server.action(key, id, "generate-password").await;
+    let data = assert_api_success(&resp, "Password generated successfully", LIVE);
+    let password = data["password"].as_str().unwrap().to_string();
+    let set = pve.last_request("POST", "/agent/set-user-password");
+    assert_eq!(set.params["username"], "Administrator");
+    let vm = pve.fake.guest(100).unwrap();
+    assert_eq!(vm.password_user.as_deref(), Some("Administrator"));
+    assert_eq!(vm.root_password.as_deref(), Some(password.as_str()));
+    assert_eq!(vm.config["ciuser"], "Administrator");
+
+    // Back to Linux: root again.
+    let task_id = start_rebuild(&pve, id, "debian-12", "VPS", "VPS").await;
+    let history = pve.follow(id, &task_id).await;
+    assert_eq!(
+        history.last().unwrap()["status"],
+        "COMPLETED",
+        "{history:?}"
+    );
+    assert_eq!(pve.fake.guest(100).unwrap().config["ciuser"], "root");
+    pve.fake.assert_clean();
+}
+
+mod console_ws {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Opens a console through the API and its WebSocket at `cols`×`rows`.
+    pub async fn open(pve: &Pve, id: &str, cols: u16, rows: u16) -> Ws {
+        let resp = pve
+            .server
+            .post(&format!("/api/v1/services/{id}/console"), &pve.key)
+            .await;
+        let data = assert_api_success(&resp, "Console URL created successfully", LIVE);
+        let url = format!("{}?cols={cols}&rows={rows}", data["url"].as_str().unwrap());
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url.as_str()),
+        )
+        .await
+        .expect("the WebSocket handshake timed out")
+        .unwrap_or_else(|e| panic!("could not open the console: {e}"));
+        ws
+    }
+
+    pub async fn read_until(ws: &mut Ws, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = String::new();
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in time; the console said {seen:?}"))
+            {
+                Some(Ok(Message::Binary(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("the console ended before {needle:?} ({other:?}): {seen:?}"),
+            }
+        }
+        seen
+    }
+
+    pub async fn send(ws: &mut Ws, message: Message) {
+        ws.send(message).await.expect("sent into the console");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_console_runs_through_termproxy_end_to_end() {
+    use tokio_tungstenite::tungstenite::Message;
+    let pve = Pve::setup(&[]).await;
+    let id = pve.linux.clone();
+
+    let mut ws = console_ws::open(&pve, &id, 100, 30).await;
+    console_ws::read_until(&mut ws, "root@ct1:~# ").await;
+    console_ws::send(
+        &mut ws,
+        Message::Binary(b"echo through-advps\r".to_vec().into()),
+    )
+    .await;
+    let out = console_ws::read_until(&mut ws, "through-advps\r\nroot@ct1:~# ").await;
+    assert!(out.contains("echo through-advps\r\n"), "{out:?}");
+    // A resize in the API's control message reaches termproxy as 1:COLS:ROWS:.
+    console_ws::send(
+        &mut ws,
+        Message::Text(r#"{"type":"resize","cols":132,"rows":43}"#.into()),
+    )
+    .await;
+    console_ws::send(&mut ws, Message::Binary(b"stty size\r".to_vec().into())).await;
+    console_ws::read_until(&mut ws, "43 132\r\n").await;
+    let messages: Vec<String> = pve.fake.with(|s| {
+        s.console_messages
+            .iter()
+            .filter(|(vmid, _)| *vmid == 101)
+            .map(|(_, m)| m.clone())
+            .collect()
+    });
+    assert_eq!(
+        messages,
+        [
+            "1:100:30:",
+            "0:19:echo through-advps\r",
+            "1:132:43:",
+            "0:10:stty size\r"
+        ]
+    );
+    // termproxy and vncwebsocket on the container's own node, through the API endpoint.
+    let termproxy = pve.last_request("POST", "/termproxy");
+    assert_eq!(termproxy.path, "/nodes/pve2/lxc/101/termproxy");
+    let websocket = pve.last_request("GET", "/vncwebsocket");
+    assert_eq!(websocket.path, "/nodes/pve2/lxc/101/vncwebsocket");
+    assert!(pve.fake.with(|s| s.term_sessions.iter().all(|t| t.used)));
+
+    // Stopping the service closes the console (4000).
+    let resp = pve.server.action(&pve.key, &id, "stop").await;
+    assert_api_success(&resp, "Linux service stopped successfully", LIVE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        use futures_util::StreamExt;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next())
+            .await
+            .expect("not closed in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => {}
+            other => panic!("closed without a code: {other:?}"),
+        }
+    };
+    assert_eq!(code, 4000);
+
+    // A VM without a serial port: refused with Proxmox's reason, before termproxy.
+    let resp = pve
+        .server
+        .post(&format!("/api/v1/services/{}/console", pve.vps), &pve.key)
+        .await;
+    let url = assert_api_success(&resp, "Console URL created successfully", LIVE)["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 500);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                .into_owned();
+            assert!(body.contains("serial0"), "{body}");
+        }
+        other => panic!("the VM's console opened: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(pve.count("POST", "/qemu/100/termproxy"), 0);
+    pve.fake.assert_clean();
+}

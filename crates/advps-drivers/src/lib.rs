@@ -3,7 +3,7 @@
 //!
 //! A driver speaks to one node in the engine's own terms and reports back in
 //! a small common vocabulary: power, live status (state, measured uptime,
-//! addresses), address configuration, root password, rebuild from an image
+//! addresses), address configuration, the login's password, rebuild from an image
 //! (as resumable steps), the node's images and its instances. Drivers say
 //! what they can do through [`Capabilities`]; the API turns a missing
 //! capability into the reference's error instead of failing obscurely.
@@ -166,8 +166,12 @@ pub struct RebuildRequest {
     pub image: String,
     /// The address to put back on the guest, if it has one.
     pub address: Option<AddressConfig>,
-    /// The root password to put back, if one was set.
+    /// The password to put back, if one was set.
     pub password: Option<String>,
+    /// Whose password it is: the login name of the OS being installed
+    /// (`root`, `Administrator` for Windows), which need not be the old
+    /// OS's.
+    pub username: String,
 }
 
 /// Where a rebuild stands after a step.
@@ -296,9 +300,15 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Configures the address on the guest so that it holds across reboots.
     async fn configure_address(&self, instance: &str, address: &AddressConfig) -> DriverResult<()>;
-    /// Sets the root password inside the running guest. The password never
-    /// appears on a command line or in a log.
-    async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()>;
+    /// Sets the password of user `username` (the OS's login name: `root`,
+    /// `Administrator` on Windows) inside the running guest. The password
+    /// never appears on a command line or in a log.
+    async fn set_password(
+        &self,
+        instance: &str,
+        username: &str,
+        password: &str,
+    ) -> DriverResult<()>;
 
     /// Gives the guest's first network card the MAC address `mac`; a running
     /// guest is restarted for it to take effect.
@@ -324,6 +334,28 @@ pub trait Driver: Send + Sync + 'static {
     async fn console(&self, instance: &str, size: TerminalSize) -> DriverResult<ConsoleStream> {
         let _ = (instance, size);
         Err(DriverError::Unsupported("text console".into()))
+    }
+}
+
+/// Checks a login name before it reaches a guest (a `chpasswd` line, an
+/// agent call, cloud-init's `ciuser`): letters, digits, `.`, `_`, `-` and
+/// a trailing `$`, not starting with `-`, at most 32 characters; that covers
+/// `root`, `Administrator` and what `useradd` accepts, and nothing a
+/// `user:password` line or a property string could misread.
+pub fn check_username(name: &str) -> DriverResult<()> {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let fits = !body.is_empty()
+        && name.len() <= 32
+        && !body.starts_with('-')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if fits {
+        Ok(())
+    } else {
+        Err(DriverError::Engine(format!(
+            "'{name}' is not a login name a guest can take (letters, digits, '.', '_', '-')"
+        )))
     }
 }
 
@@ -381,6 +413,32 @@ pub fn parse_memory_mb(raw: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_names() {
+        for good in [
+            "root",
+            "Administrator",
+            "debian",
+            "svc_backup",
+            "host$",
+            "a.b-c",
+        ] {
+            assert!(check_username(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-root",
+            "ro:ot",
+            "root\n",
+            "a b",
+            "x,y",
+            "$",
+            &"a".repeat(33),
+        ] {
+            assert!(check_username(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn cpu_limits() {

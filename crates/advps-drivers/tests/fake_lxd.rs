@@ -486,7 +486,7 @@ async fn the_password_goes_through_a_root_only_file_never_a_command_line() {
     let server = start(fake).await;
     let driver = driver(&server).await;
     driver
-        .set_root_password("vm1", "Secr3tPassw0rdXyZ")
+        .set_password("vm1", "root", "Secr3tPassw0rdXyZ")
         .await
         .unwrap();
     {
@@ -503,7 +503,7 @@ async fn the_password_goes_through_a_root_only_file_never_a_command_line() {
         }
     }
     assert_eq!(
-        driver.set_root_password("vm1", "bad:password").await,
+        driver.set_password("vm1", "root", "bad:password").await,
         Err(DriverError::Engine(
             "the password holds a character chpasswd cannot take".into()
         ))
@@ -542,6 +542,7 @@ async fn a_vm_is_recreated_with_its_type_config_and_devices_without_native_rebui
             gateway: Some("198.51.100.1".parse().unwrap()),
         }),
         password: Some("Secr3tPassw0rdXyZ".into()),
+        username: "root".into(),
     };
     let ran = run_rebuild(&driver, &request).await;
     assert_eq!(
@@ -579,6 +580,7 @@ async fn a_resumed_rebuild_does_not_save_the_half_made_instance() {
         image: "debian-13-vm".into(),
         address: None,
         password: None,
+        username: "root".into(),
     };
     let mut scratch = json!({});
     // save, stop, delete ... then the worker dies.
@@ -615,6 +617,7 @@ async fn native_rebuild_is_used_where_advertised() {
         image: "debian-13-vm".into(),
         address: None,
         password: None,
+        username: "root".into(),
     };
     let ran = run_rebuild(&driver, &request).await;
     assert_eq!(
@@ -701,6 +704,7 @@ async fn a_rebuild_to_an_image_the_node_lacks_leaves_the_machine_alone() {
         image: "missing-image".into(),
         address: None,
         password: None,
+        username: "root".into(),
     };
     let mut scratch = json!({});
     let err = driver

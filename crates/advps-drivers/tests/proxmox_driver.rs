@@ -13,8 +13,8 @@ use std::time::Duration;
 use advps_drivers::proxmox::client::{PveClient, PveCredentials, PveTrust};
 use advps_drivers::proxmox::ProxmoxDriver;
 use advps_drivers::{
-    AddressConfig, Driver, DriverError, InstanceKind, PowerOutcome, PowerStatus, RebuildRequest,
-    StepOutcome, StopMode,
+    AddressConfig, ConsoleInput, Driver, DriverError, InstanceKind, PowerOutcome, PowerStatus,
+    RebuildRequest, StepOutcome, StopMode, TerminalSize,
 };
 use hyper::Method;
 use serde_json::{json, Value};
@@ -325,7 +325,10 @@ async fn addresses_are_configured_by_cloud_init_or_net0() {
 #[tokio::test]
 async fn vm_passwords_go_through_the_agent_and_cloud_init() {
     let (fake, driver) = setup(cluster()).await;
-    driver.set_root_password("100", "n3w-Secret").await.unwrap();
+    driver
+        .set_password("100", "root", "n3w-Secret")
+        .await
+        .unwrap();
     let vm = fake.guest(100).unwrap();
     assert_eq!(vm.root_password.as_deref(), Some("n3w-Secret"));
     assert_eq!(vm.cipassword.as_deref(), Some("n3w-Secret"));
@@ -333,7 +336,7 @@ async fn vm_passwords_go_through_the_agent_and_cloud_init() {
 
     // Agent down: a clear error, and cloud-init's copy is left as it was.
     fake.with(|s| s.guests.get_mut(&100).unwrap().agent_up = false);
-    match driver.set_root_password("100", "other-Secret").await {
+    match driver.set_password("100", "root", "other-Secret").await {
         Err(DriverError::Engine(m)) => assert!(m.contains("guest agent"), "{m}"),
         other => panic!("expected the agent's error, got {other:?}"),
     }
@@ -343,13 +346,185 @@ async fn vm_passwords_go_through_the_agent_and_cloud_init() {
     );
 
     assert_eq!(
-        driver.set_root_password("102", "n3w-Secret").await,
+        driver.set_password("102", "root", "n3w-Secret").await,
         Err(DriverError::NotRunning)
     );
-    match driver.set_root_password("101", "n3w-Secret").await {
+    match driver.set_password("101", "root", "n3w-Secret").await {
         Err(DriverError::Unsupported(m)) => assert!(m.contains("container"), "{m}"),
         other => panic!("expected Unsupported, got {other:?}"),
     }
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_windows_login_is_the_one_whose_password_is_set() {
+    let (fake, driver) = setup(cluster()).await;
+    driver
+        .set_password("100", "Administrator", "W1n-Secret")
+        .await
+        .unwrap();
+    let vm = fake.guest(100).unwrap();
+    assert_eq!(vm.password_user.as_deref(), Some("Administrator"));
+    assert_eq!(vm.root_password.as_deref(), Some("W1n-Secret"));
+    assert_eq!(vm.config["ciuser"], "Administrator");
+    let agent = fake.with(|s| {
+        s.requests
+            .iter()
+            .rfind(|r| r.path.ends_with("/agent/set-user-password"))
+            .cloned()
+            .unwrap()
+    });
+    assert_eq!(agent.params["username"], "Administrator");
+
+    // A rebuild puts the password back for the new OS's login.
+    let request = RebuildRequest {
+        instance: "100".into(),
+        image: "9000".into(),
+        address: None,
+        password: Some("W1n-Secret".into()),
+        username: "Administrator".into(),
+    };
+    run_rebuild(&driver, &request).await.unwrap();
+    let vm = fake.guest(100).unwrap();
+    assert_eq!(vm.config["ciuser"], "Administrator");
+    assert_eq!(vm.cipassword.as_deref(), Some("W1n-Secret"));
+
+    // A name a guest could misread never leaves advps.
+    let before = fake.with(|s| s.requests.len());
+    for bad in ["ro:ot", "a b", "-x", ""] {
+        assert!(
+            matches!(
+                driver.set_password("100", bad, "W1n-Secret").await,
+                Err(DriverError::Engine(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(fake.with(|s| s.requests.len()), before);
+    fake.assert_clean();
+}
+
+/// Reads console output until `wanted` shows up (or fails after 5 s).
+async fn read_until(console: &mut advps_drivers::ConsoleStream, wanted: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(wanted) {
+        match tokio::time::timeout_at(deadline, console.output.recv()).await {
+            Ok(Some(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("no {wanted:?} in {seen:?} ({other:?})"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn consoles_speak_termproxy_through_vncwebsocket() {
+    let mut state = cluster();
+    state
+        .guests
+        .get_mut(&100)
+        .unwrap()
+        .config
+        .insert("serial0".into(), "socket".into());
+    let (fake, driver) = setup(state).await;
+    let size = TerminalSize { cols: 80, rows: 24 };
+
+    // A container's console: login, then the starting size, then what is typed.
+    let mut ct = driver.console("101", size).await.unwrap();
+    let banner = read_until(&mut ct, "root@ct1:~# ").await;
+    assert!(
+        !banner.starts_with("OK"),
+        "the login answer is not output: {banner:?}"
+    );
+    ct.input
+        .send(ConsoleInput::Bytes(b"echo hello-pve\r".to_vec()))
+        .await
+        .unwrap();
+    let out = read_until(&mut ct, "hello-pve\r\nroot@ct1").await;
+    assert!(out.contains("echo hello-pve\r\n"), "{out:?}");
+    ct.input
+        .send(ConsoleInput::Resize(TerminalSize {
+            cols: 132,
+            rows: 43,
+        }))
+        .await
+        .unwrap();
+    ct.input
+        .send(ConsoleInput::Bytes("stty size\r".as_bytes().to_vec()))
+        .await
+        .unwrap();
+    read_until(&mut ct, "43 132\r\n").await;
+    let messages: Vec<String> = fake.with(|s| {
+        s.console_messages
+            .iter()
+            .filter(|(vmid, _)| *vmid == 101)
+            .map(|(_, m)| m.clone())
+            .collect()
+    });
+    assert_eq!(
+        messages,
+        [
+            "1:80:24:",
+            "0:15:echo hello-pve\r",
+            "1:132:43:",
+            "0:10:stty size\r"
+        ]
+    );
+    let termproxy = fake.with(|s| {
+        s.requests
+            .iter()
+            .find(|r| r.path == "/nodes/pve2/lxc/101/termproxy")
+            .cloned()
+            .expect("a termproxy call on the container's node")
+    });
+    assert!(termproxy.params.is_empty(), "{termproxy:?}");
+    let websocket = fake.with(|s| {
+        s.requests
+            .iter()
+            .find(|r| r.path == "/nodes/pve2/lxc/101/vncwebsocket")
+            .cloned()
+            .expect("the websocket on the same API")
+    });
+    let session = fake.with(|s| s.term_sessions[0].clone());
+    assert_eq!(websocket.params["port"], session.port.to_string());
+    // The ticket's '+', '/' and '=' arrived intact.
+    assert_eq!(websocket.params["vncticket"], session.ticket);
+    assert!(session.used);
+    drop(ct);
+
+    // A VM's console is its serial0.
+    let mut vm = driver.console("100", size).await.unwrap();
+    read_until(&mut vm, "root@web1:~# ").await;
+    vm.input
+        .send(ConsoleInput::Bytes(b"echo vm\r".to_vec()))
+        .await
+        .unwrap();
+    read_until(&mut vm, "vm\r\nroot@web1").await;
+    let termproxy = fake.with(|s| {
+        s.requests
+            .iter()
+            .find(|r| r.path == "/nodes/pve1/qemu/100/termproxy")
+            .cloned()
+            .unwrap()
+    });
+    assert_eq!(termproxy.params["serial"], "serial0");
+
+    // A stopped guest, and a VM without a serial port, are refused before
+    // termproxy starts.
+    assert_eq!(
+        driver.console("102", size).await.err(),
+        Some(DriverError::NotRunning)
+    );
+    fake.with(|s| {
+        let g = s.guests.get_mut(&102).unwrap();
+        g.running = true;
+        g.agent_up = true;
+    });
+    match driver.console("102", size).await {
+        Err(DriverError::Unsupported(m)) => assert!(m.contains("serial0"), "{m}"),
+        other => panic!("expected Unsupported, got {:?}", other.err()),
+    }
+    assert_eq!(fake.with(|s| s.count("POST", "/termproxy")), 2);
     fake.assert_clean();
 }
 
@@ -440,6 +615,7 @@ async fn a_vm_is_rebuilt_by_a_full_clone_keeping_its_mac_and_size() {
         image: "9000".into(),
         address: Some(address()),
         password: Some("rebuilt-Pass1".into()),
+        username: "root".into(),
     };
     run_rebuild(&driver, &request).await.unwrap();
     let vm = fake.guest(100).unwrap();
@@ -474,6 +650,7 @@ async fn a_container_is_recreated_from_its_template_with_the_same_vmid() {
         image: "local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz".into(),
         address: Some(address()),
         password: Some("rebuilt-Pass2".into()),
+        username: "root".into(),
     };
     run_rebuild(&driver, &request).await.unwrap();
     let ct = fake.guest(101).unwrap();
@@ -514,6 +691,7 @@ async fn a_wrong_image_is_refused_before_anything_is_destroyed() {
             image: image.into(),
             address: None,
             password: None,
+            username: "root".into(),
         };
         let err = run_rebuild(&driver, &request).await.unwrap_err();
         assert!(matches!(err, DriverError::Engine(_)), "{image}: {err:?}");
@@ -537,6 +715,7 @@ async fn a_rebuild_failing_inside_proxmox_reports_proxmox_s_message() {
         image: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
         address: None,
         password: Some("rebuilt-Pass2".into()),
+        username: "root".into(),
     };
     match run_rebuild(&driver, &request).await {
         Err(DriverError::Engine(m)) => {
@@ -557,6 +736,7 @@ async fn a_rebuild_failing_inside_proxmox_reports_proxmox_s_message() {
         image: "9000".into(),
         address: None,
         password: None,
+        username: "root".into(),
     };
     match run_rebuild(&driver, &request).await {
         Err(DriverError::Engine(m)) => assert!(m.contains("storage 'local-lvm' is full"), "{m}"),
@@ -573,6 +753,7 @@ async fn a_rebuild_resumed_after_a_crash_waits_for_the_clone_it_started() {
         image: "9000".into(),
         address: None,
         password: None,
+        username: "root".into(),
     };
     let create = driver
         .rebuild_steps()

@@ -77,7 +77,7 @@ async fn the_password_reaches_chpasswd_on_the_container_s_own_node() {
         .await
         .with_pct_exec(pct_exec(&sshd, &hosts, &known_hosts));
 
-    driver.set_root_password("101", PASSWORD).await.unwrap();
+    driver.set_password("101", "root", PASSWORD).await.unwrap();
     assert_eq!(sshd.calls(), 1, "sshd log:\n{}", sshd.log());
     assert_eq!(
         sshd.last_command().as_deref(),
@@ -92,7 +92,7 @@ async fn the_password_reaches_chpasswd_on_the_container_s_own_node() {
     assert!(fake.with(|s| s.count("GET", "/nodes/pve2/lxc/101/status/current")) >= 1);
 
     // A VM still goes through the guest agent, not SSH.
-    driver.set_root_password("100", PASSWORD).await.unwrap();
+    driver.set_password("100", "root", PASSWORD).await.unwrap();
     assert_eq!(sshd.calls(), 1);
     fake.assert_clean();
 }
@@ -109,7 +109,7 @@ async fn a_stopped_container_is_not_running_and_no_ssh_is_made() {
         ct.uptime = 0;
     });
     assert_eq!(
-        driver.set_root_password("101", PASSWORD).await,
+        driver.set_password("101", "root", PASSWORD).await,
         Err(DriverError::NotRunning)
     );
     assert_eq!(sshd.calls(), 0);
@@ -127,7 +127,7 @@ async fn a_host_key_other_than_the_registered_one_is_unreachable_and_runs_nothin
         driver_for(&fake)
             .await
             .with_pct_exec(pct_exec(&sshd, &hosts, &sshd.wrong_known_hosts));
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Unreachable(message)) => {
             assert!(message.contains("host key"), "{message}");
             assert!(message.contains("node pve2"), "{message}");
@@ -148,7 +148,7 @@ async fn a_refusal_on_the_node_is_the_engine_s_error_with_its_message() {
         return;
     };
     let (fake, driver) = setup(&sshd).await;
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Engine(message)) => {
             assert!(message.contains("pct exec 101"), "{message}");
             assert!(
@@ -169,7 +169,7 @@ async fn a_refusal_on_the_node_is_the_engine_s_error_with_its_message() {
          Authentication token manipulation error\n\
          chpasswd: (line 1, user root) password not changed\n",
     );
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Engine(message)) => {
             assert!(message.contains("password not changed"), "{message}");
             assert!(message.contains("exit 1"), "{message}");
@@ -191,7 +191,7 @@ async fn a_call_that_hangs_is_killed_at_its_deadline() {
         pct_exec(&sshd, &hosts, &sshd.known_hosts).with_timeout(Duration::from_secs(2)),
     );
     let started = Instant::now();
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Timeout(message)) => {
             assert!(message.contains("pct exec 101"), "{message}")
         }
@@ -205,7 +205,7 @@ async fn a_call_that_hangs_is_killed_at_its_deadline() {
 async fn without_ssh_access_the_answer_says_how_to_enable_it() {
     let fake = FakePve::start(cluster()).await;
     let driver = driver_for(&fake).await;
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Unsupported(message)) => {
             assert!(message.contains("no API"), "{message}");
             assert!(message.contains("--ssh-host"), "{message}");
@@ -233,7 +233,7 @@ async fn a_missing_ssh_client_or_node_entry_is_named() {
         .unwrap()
         .with_program("/nonexistent/ssh");
     let driver = driver_for(&fake).await.with_pct_exec(no_client);
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Unsupported(message)) => {
             assert!(message.contains("openssh-client"), "{message}")
         }
@@ -244,7 +244,7 @@ async fn a_missing_ssh_client_or_node_entry_is_named() {
     let driver = driver_for(&fake)
         .await
         .with_pct_exec(PctExec::new(&settings(&["pve1=127.0.0.1"])).unwrap());
-    match driver.set_root_password("101", PASSWORD).await {
+    match driver.set_password("101", "root", PASSWORD).await {
         Err(DriverError::Unsupported(message)) => {
             assert!(message.contains("'pve2'"), "{message}");
             assert!(message.contains("--ssh-host"), "{message}");

@@ -235,6 +235,8 @@ impl Worker {
             image: params.image.clone(),
             address,
             password,
+            // The new OS's login, which a rebuild to or from Windows changes.
+            username: params.installed().username,
         };
         let steps = driver.rebuild_steps();
         let mut scratch: Value = serde_json::from_str(&task.scratch)
@@ -367,6 +369,7 @@ impl Worker {
             image,
             address: None,
             password: None,
+            username: service.login_name(),
         };
         let install = driver.rebuild_steps().len();
         // After the install: address, password, start.
@@ -393,7 +396,10 @@ impl Worker {
                         "address" => self.provision_address(service, driver.as_ref()).await,
                         "password" => {
                             let password = advps_domain::password::generate();
-                            match driver.set_root_password(&service.vmid, &password).await {
+                            match driver
+                                .set_password(&service.vmid, &service.login_name(), &password)
+                                .await
+                            {
                                 Ok(()) => self
                                     .store
                                     .store_password(service.pk, &self.cipher.encrypt(&password))
@@ -542,9 +548,10 @@ pub async fn wipe_machine(
         .map_err(|e| e.to_string())?;
     let request = RebuildRequest {
         instance: service.vmid.clone(),
-        image: image.image,
+        image: image.image.clone(),
         address: None,
         password: None,
+        username: image.login_name(),
     };
     let mut scratch = Value::Object(Default::default());
     for step in 0..driver.rebuild_steps().len() {

@@ -89,6 +89,20 @@ pub struct ServiceRecord {
     pub mac: Option<String>,
 }
 
+impl ServiceRecord {
+    /// The login name of the service's OS: the one recorded with it, or for
+    /// a row without one the default for its OS.
+    pub fn login_name(&self) -> String {
+        self.username.clone().unwrap_or_else(|| {
+            advps_domain::os::default_username(
+                self.os_slug.as_deref().unwrap_or_default(),
+                self.os_name.as_deref().unwrap_or_default(),
+            )
+            .to_string()
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,

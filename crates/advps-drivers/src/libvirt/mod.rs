@@ -659,12 +659,18 @@ impl Driver for LibvirtDriver {
         Ok(())
     }
 
-    async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()> {
+    async fn set_password(
+        &self,
+        instance: &str,
+        username: &str,
+        password: &str,
+    ) -> DriverResult<()> {
+        crate::check_username(username)?;
         self.require_running(instance).await?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(password.as_bytes());
         let command = json!({
             "execute": "guest-set-user-password",
-            "arguments": { "username": "root", "password": encoded, "crypted": false }
+            "arguments": { "username": username, "password": encoded, "crypted": false }
         });
         self.virsh
             .agent_secret(instance, &command)
@@ -872,7 +878,8 @@ impl Driver for LibvirtDriver {
             }
             "password" => {
                 if let Some(password) = &request.password {
-                    self.set_root_password(instance, password).await?;
+                    self.set_password(instance, &request.username, password)
+                        .await?;
                 }
             }
             other => return Err(DriverError::Unsupported(format!("rebuild step {other}"))),

@@ -9,7 +9,8 @@
 //! - Passwords are written to a root-only file in the guest's `/run` through
 //!   the files API and fed to `chpasswd` on its standard input by a fixed
 //!   command line, which removes the file; the password is on no command
-//!   line and in no log.
+//!   line and in no log. The user is the OS's login name (`root` unless the
+//!   catalogue says otherwise).
 //! - Rebuild uses `POST /1.0/instances/<name>/rebuild` where the server
 //!   advertises `instances_rebuild`; otherwise (LXD 5.0) it stops, deletes
 //!   and re-creates the instance from the image with its saved configuration
@@ -68,7 +69,7 @@ elif [ -d /etc/systemd/network ]; then
 fi
 "#;
 
-/// Fixed command that sets the root password from a root-only file and
+/// Fixed command that sets the login's password from a root-only file and
 /// removes the file whatever happens.
 /// chpasswd exits 0 on empty input, so an empty file (a push that wrote
 /// nothing) is refused first.
@@ -580,7 +581,13 @@ impl Driver for LxdDriver {
         self.exec(instance, command).await
     }
 
-    async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()> {
+    async fn set_password(
+        &self,
+        instance: &str,
+        username: &str,
+        password: &str,
+    ) -> DriverResult<()> {
+        crate::check_username(username)?;
         if password.contains(['\n', '\r', ':']) {
             return Err(DriverError::Engine(
                 "the password holds a character chpasswd cannot take".into(),
@@ -592,7 +599,7 @@ impl Driver for LxdDriver {
         self.push_file(
             instance,
             "/run/advps-chpasswd",
-            Bytes::from(format!("root:{password}\n")),
+            Bytes::from(format!("{username}:{password}\n")),
         )
         .await?;
         let result = self
@@ -748,7 +755,8 @@ impl Driver for LxdDriver {
             }
             "password" => {
                 if let Some(password) = &request.password {
-                    self.set_root_password(instance, password).await?;
+                    self.set_password(instance, &request.username, password)
+                        .await?;
                 }
             }
             other => return Err(DriverError::Unsupported(format!("rebuild step {other}"))),

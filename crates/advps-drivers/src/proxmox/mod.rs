@@ -16,18 +16,26 @@
 //! - Addresses are configured in the guest's configuration: cloud-init
 //!   `ipconfig0` (applied at boot, so a running VM whose address changed is
 //!   rebooted) and the container's `net0 ip=` (PVE applies it live).
-//! - Root password: QEMU through the guest agent's `set-user-password`, and
-//!   `cipassword` (with `ciuser=root`) so that cloud-init agrees at the next
-//!   instance boot. LXC has no API for it on a running container: when the
-//!   node was registered with SSH access, `pct exec VMID -- chpasswd` runs
-//!   over SSH on the node that owns the container ([`ssh::PctExec`]);
-//!   without it the call answers [`DriverError::Unsupported`] saying how to
-//!   enable it (a rebuild sets the password at creation either way).
+//! - Passwords are the OS's login's (`root`, `Administrator` on Windows):
+//!   QEMU through the guest agent's `set-user-password` with that username,
+//!   and `cipassword` with `ciuser` set to it so that cloud-init (or
+//!   cloudbase-init) agrees at the next instance boot. LXC has no API for it
+//!   on a running container: when the node was registered with SSH access,
+//!   `pct exec VMID -- chpasswd` runs over SSH on the node that owns the
+//!   container ([`ssh::PctExec`]); without it the call answers
+//!   [`DriverError::Unsupported`] saying how to enable it (a rebuild sets
+//!   root's password at creation either way; another login's needs the SSH
+//!   access, checked before anything is destroyed).
+//! - The text console is PVE's `termproxy` and its `vncwebsocket`
+//!   ([`console`]): a container's console (its getty), a VM's `serial0`
+//!   (a VM without one answers [`DriverError::Unsupported`] saying how to
+//!   add it).
 //! - Rebuild re-creates the guest under the same vmid: QEMU by a full clone
 //!   of the template VM, LXC from a `vztmpl` archive, each with the saved
 //!   network card (same MAC), size and the address and password asked for.
 
 pub mod client;
+pub mod console;
 pub mod propstring;
 pub mod ssh;
 
@@ -39,9 +47,9 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    AddressConfig, Capabilities, Driver, DriverError, DriverResult, ImageInfo, InstanceInfo,
-    InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome, StopMode,
-    UsageReading,
+    AddressConfig, Capabilities, ConsoleStream, Driver, DriverError, DriverResult, ImageInfo,
+    InstanceInfo, InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome,
+    StopMode, TerminalSize, UsageReading,
 };
 use client::{encode, Params, PveClient};
 use propstring::{PropString, QEMU_NIC_MODELS};
@@ -387,6 +395,16 @@ pub fn rootfs_for_create(saved_rootfs: &str) -> Option<String> {
     let size = p.get("size").unwrap_or("8G");
     let gib = crate::parse_memory_mb(size).map(|mb| mb.div_ceil(1024).max(1))?;
     Some(format!("{storage}:{gib}"))
+}
+
+/// What a console of a VM without a serial port answers.
+pub const NO_SERIAL_PORT: &str = "the VM has no serial port for a text console: add one \
+     (`qm set VMID --serial0 socket`) and run a getty on ttyS0 in the guest";
+
+/// Whether a rebuild's password is root's (a container's create sets only
+/// root's).
+fn is_root(request: &RebuildRequest) -> bool {
+    request.username == "root"
 }
 
 /// What a container's password change answers when the node has no SSH
@@ -736,7 +754,9 @@ impl ProxmoxDriver {
                     };
                     params.push(p("net0", net0));
                 }
-                if let Some(password) = &request.password {
+                // `password` is root's; another login's is set once the
+                // container runs (the start step).
+                if let Some(password) = request.password.as_ref().filter(|_| is_root(request)) {
                     params.push(p("password", password));
                 }
                 self.client
@@ -775,7 +795,7 @@ impl ProxmoxDriver {
             }
         }
         if let Some(password) = &request.password {
-            params.push(p("ciuser", "root"));
+            params.push(p("ciuser", &request.username));
             params.push(p("cipassword", password));
         }
         if params.is_empty() {
@@ -918,7 +938,13 @@ impl Driver for ProxmoxDriver {
         }
     }
 
-    async fn set_root_password(&self, instance: &str, password: &str) -> DriverResult<()> {
+    async fn set_password(
+        &self,
+        instance: &str,
+        username: &str,
+        password: &str,
+    ) -> DriverResult<()> {
+        crate::check_username(username)?;
         let guest = self.locate(instance).await?;
         if guest.kind == GuestKind::Lxc {
             let Some(pct_exec) = &self.pct_exec else {
@@ -930,7 +956,7 @@ impl Driver for ProxmoxDriver {
                 return Err(DriverError::NotRunning);
             }
             return pct_exec
-                .set_root_password(&guest.node, guest.vmid, password)
+                .set_password(&guest.node, guest.vmid, username, password)
                 .await;
         }
         if password.chars().count() < 5 {
@@ -949,14 +975,14 @@ impl Driver for ProxmoxDriver {
                 Method::POST,
                 &format!("{}/agent/set-user-password", guest.path()),
                 &[
-                    p("username", "root"),
+                    p("username", username),
                     p("password", password),
                     p("crypted", 0),
                 ],
             )
             .await?;
-        // PVE stores cipassword crypted; ciuser=root makes it root's.
-        self.set_config(&guest, &[p("ciuser", "root"), p("cipassword", password)])
+        // PVE stores cipassword crypted; ciuser makes it that login's.
+        self.set_config(&guest, &[p("ciuser", username), p("cipassword", password)])
             .await
     }
 
@@ -1019,7 +1045,15 @@ impl Driver for ProxmoxDriver {
                                 })?;
                             scratch["template"] = template.to_json();
                         }
-                        GuestKind::Lxc => self.check_vztmpl(&guest.node, &request.image).await?,
+                        GuestKind::Lxc => {
+                            self.check_vztmpl(&guest.node, &request.image).await?;
+                            if request.password.is_some()
+                                && !is_root(request)
+                                && self.pct_exec.is_none()
+                            {
+                                return Err(DriverError::Unsupported(NO_PCT_EXEC.into()));
+                            }
+                        }
                     }
                     scratch["guest"] = guest.to_json();
                 }
@@ -1063,7 +1097,19 @@ impl Driver for ProxmoxDriver {
                 let guest = Self::guest_of(scratch)?;
                 self.step_configure(request, &guest, scratch).await?;
             }
-            "start" => self.ensure_started(&Self::guest_of(scratch)?).await?,
+            "start" => {
+                let guest = Self::guest_of(scratch)?;
+                self.ensure_started(&guest).await?;
+                if let (GuestKind::Lxc, Some(password), Some(pct_exec)) =
+                    (guest.kind, &request.password, &self.pct_exec)
+                {
+                    if !is_root(request) {
+                        pct_exec
+                            .set_password(&guest.node, guest.vmid, &request.username, password)
+                            .await?;
+                    }
+                }
+            }
             other => return Err(DriverError::Unsupported(format!("rebuild step {other}"))),
         }
         Ok(if step + 1 >= REBUILD_STEPS.len() {
@@ -1132,6 +1178,47 @@ impl Driver for ProxmoxDriver {
         out.sort_by(|a, b| a.alias.cmp(&b.alias));
         out.dedup_by(|a, b| a.alias == b.alias);
         Ok(out)
+    }
+
+    async fn console(&self, instance: &str, size: TerminalSize) -> DriverResult<ConsoleStream> {
+        let guest = self.locate(instance).await?;
+        // termproxy of a stopped guest starts and fails inside its task;
+        // asked first, the caller hears the reference's "must be running".
+        if self.power_of(&guest).await? != PowerStatus::Running {
+            return Err(DriverError::NotRunning);
+        }
+        let mut params = Vec::new();
+        if guest.kind == GuestKind::Qemu {
+            // A VM's text console is its serial port; termproxy would wait
+            // on one that is not there.
+            let config = self.config(&guest).await?;
+            if text(config.get("serial0")).is_none() {
+                return Err(DriverError::Unsupported(NO_SERIAL_PORT.into()));
+            }
+            params.push(p("serial", "serial0"));
+        }
+        let answer = self
+            .client
+            .call(
+                Method::POST,
+                &format!("{}/termproxy", guest.path()),
+                &params,
+            )
+            .await?;
+        let proxy = console::TermProxy {
+            port: answer
+                .get("port")
+                .and_then(number)
+                .ok_or_else(|| DriverError::Engine("termproxy answered no port".into()))?,
+            ticket: text(answer.get("ticket"))
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| DriverError::Engine("termproxy answered no ticket".into()))?,
+            // The ticket is made for the token (`USER@REALM!TOKENID`).
+            user: text(answer.get("user"))
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| DriverError::Engine("termproxy answered no user".into()))?,
+        };
+        console::attach(&self.client, &guest.path(), proxy, size).await
     }
 
     async fn list_instances(&self) -> DriverResult<Vec<InstanceInfo>> {

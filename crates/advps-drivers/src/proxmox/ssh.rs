@@ -575,14 +575,17 @@ impl PctExec {
         })
     }
 
-    /// Sets root's password in running container `vmid` on `node`.
-    pub async fn set_root_password(
+    /// Sets the password of `username` in running container `vmid` on
+    /// `node`.
+    pub async fn set_password(
         &self,
         node: &str,
         vmid: u64,
+        username: &str,
         password: &str,
     ) -> DriverResult<()> {
-        let input = chpasswd_input("root", password)?;
+        crate::check_username(username)?;
+        let input = chpasswd_input(username, password)?;
         let target = self.target_for(node)?;
         let destination = format!("{}@{target}", self.user);
         let dir = PrivateDir::create(&self.private_key, &self.known_hosts)?;

@@ -16,7 +16,14 @@
 //!   VM succeeds doing nothing;
 //! - numbers come as strings in places (an LXC `vmid` in
 //!   `/cluster/resources`, an LXC `uptime`) and booleans as 0/1;
-//! - the guest agent can be up or down.
+//! - the guest agent can be up or down;
+//! - `termproxy` answers a port, a one-time ticket and the token's user, and
+//!   `vncwebsocket` upgrades to a WebSocket that speaks termproxy's protocol
+//!   (the `USER:TICKET\n` login answered `OK`, then `0:LEN:DATA`,
+//!   `1:COLS:ROWS:` and `2` read as one byte stream) in front of a small
+//!   shell that echoes what is typed and answers `echo` and `stty size`;
+//!   every message is recorded, and one that breaks the protocol is a
+//!   violation.
 //!
 //! Every request is first checked against the official API schema
 //! ([`super::pve_schema`]); a request that does not fit is recorded as a
@@ -64,6 +71,9 @@ pub struct FakeGuest {
     pub root_password: Option<String>,
     /// The real cipassword (PVE shows it masked).
     pub cipassword: Option<String>,
+    /// Whose password the guest agent set last (`set-user-password`'s
+    /// `username`).
+    pub password_user: Option<String>,
 }
 
 impl FakeGuest {
@@ -100,6 +110,7 @@ impl FakeGuest {
             },
             root_password: None,
             cipassword: None,
+            password_user: None,
         }
     }
 
@@ -134,6 +145,7 @@ impl FakeGuest {
             },
             root_password: None,
             cipassword: None,
+            password_user: None,
         }
     }
 
@@ -180,8 +192,24 @@ pub struct Recorded {
     pub params: BTreeMap<String, String>,
 }
 
+/// A termproxy session waiting for its websocket.
+#[derive(Debug, Clone)]
+pub struct TermSession {
+    pub vmid: u64,
+    pub port: u64,
+    pub ticket: String,
+    pub used: bool,
+}
+
+/// The user termproxy makes tickets for: the token's.
+pub const TICKET_USER: &str = "advps@pve!advps";
+
 #[derive(Default)]
 pub struct State {
+    pub term_sessions: Vec<TermSession>,
+    /// Every termproxy message the consoles received, as (vmid, message),
+    /// the login's ticket left out.
+    pub console_messages: Vec<(u64, String)>,
     pub guests: BTreeMap<u64, FakeGuest>,
     /// (node, storage, shared, volids).
     pub storages: Vec<(String, String, bool, Vec<String>)>,
@@ -341,6 +369,7 @@ impl FakePve {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -508,7 +537,17 @@ fn random_mac(seed: u64) -> String {
     )
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: Arc<Mutex<State>>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let upgrade = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let websocket = upgrade.then(|| {
+        let key = req.headers().get("sec-websocket-key").cloned();
+        let protocol = req.headers().get("sec-websocket-protocol").cloned();
+        (hyper::upgrade::on(&mut req), key, protocol)
+    });
+    let shared = Arc::clone(&state);
     let authorized = req
         .headers()
         .get("authorization")
@@ -557,7 +596,222 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Fu
         }
     }
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if let ("GET", ["nodes", _, "qemu" | "lxc", vmid, "vncwebsocket"]) = (method.as_str(), &seg[..])
+    {
+        let Some((on_upgrade, key, protocol)) = websocket else {
+            return fail(501, "websocket upgrade expected");
+        };
+        let vmid: u64 = vmid.parse().unwrap_or(0);
+        return open_terminal(&mut s, shared, vmid, &params, on_upgrade, key, protocol);
+    }
     route(&mut s, &method, &seg, &params)
+}
+
+/// Answers `vncwebsocket`: the port and ticket must be those of a waiting
+/// termproxy session of the guest, used once.
+fn open_terminal(
+    s: &mut State,
+    state: Arc<Mutex<State>>,
+    vmid: u64,
+    params: &BTreeMap<String, String>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    key: Option<hyper::header::HeaderValue>,
+    protocol: Option<hyper::header::HeaderValue>,
+) -> Response<Full<Bytes>> {
+    let Some(key) = key else {
+        return fail(400, "missing websocket-key");
+    };
+    let port = params.get("port").and_then(|p| p.parse::<u64>().ok());
+    let ticket = params.get("vncticket").cloned().unwrap_or_default();
+    let Some(session) = s
+        .term_sessions
+        .iter_mut()
+        .find(|t| t.vmid == vmid && Some(t.port) == port && t.ticket == ticket && !t.used)
+    else {
+        return fail(401, "permission denied - invalid PVE ticket");
+    };
+    session.used = true;
+    let hostname = s
+        .guests
+        .get(&vmid)
+        .and_then(|g| g.config.get("hostname").or(g.config.get("name")).cloned())
+        .unwrap_or_else(|| "guest".into());
+    let login = format!("{TICKET_USER}:{ticket}\n").into_bytes();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        terminal(socket, state, vmid, login, hostname).await;
+    });
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header(
+            "sec-websocket-accept",
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        );
+    // pveproxy echoes the subprotocol asked for.
+    if let Some(protocol) = protocol {
+        response = response.header("sec-websocket-protocol", protocol);
+    }
+    response.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// One message of termproxy's protocol, taken from the front of `buffer`
+/// when it is complete: `Ok(None)` while more bytes are needed.
+fn next_message(buffer: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+    let Some(&first) = buffer.first() else {
+        return Ok(None);
+    };
+    let field = |from: usize| -> Result<Option<(u64, usize)>, String> {
+        let Some(end) = buffer[from..].iter().position(|b| *b == b':') else {
+            return if buffer.len() - from > 10 {
+                Err("a number that does not end".into())
+            } else {
+                Ok(None)
+            };
+        };
+        let digits = std::str::from_utf8(&buffer[from..from + end]).unwrap_or("x");
+        let n = digits
+            .parse::<u64>()
+            .map_err(|_| format!("'{digits}' is not a number"))?;
+        Ok(Some((n, from + end + 1)))
+    };
+    let taken = match first {
+        b'2' => 1,
+        b'0' | b'1' if buffer.len() < 2 => return Ok(None),
+        b'0' | b'1' if buffer[1] != b':' => return Err("no ':' after the type".into()),
+        b'0' => {
+            let Some((len, start)) = field(2)? else {
+                return Ok(None);
+            };
+            let end = start + len as usize;
+            if buffer.len() < end {
+                return Ok(None);
+            }
+            end
+        }
+        b'1' => {
+            let Some((_, next)) = field(2)? else {
+                return Ok(None);
+            };
+            let Some((_, end)) = field(next)? else {
+                return Ok(None);
+            };
+            end
+        }
+        other => return Err(format!("unknown message type {:?}", other as char)),
+    };
+    Ok(Some(buffer.drain(..taken).collect()))
+}
+
+/// The shell behind a fake console: after the login, reads termproxy
+/// messages, echoes keystrokes as a terminal does and answers a line.
+async fn terminal<S>(
+    mut socket: tokio_tungstenite::WebSocketStream<S>,
+    state: Arc<Mutex<State>>,
+    vmid: u64,
+    login: Vec<u8>,
+    hostname: String,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let violation = |text: String| state.lock().unwrap().violations.push(text);
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut logged_in = false;
+    let mut line: Vec<u8> = Vec::new();
+    let mut size = (80u64, 24u64);
+    let prompt = format!("root@{hostname}:~# ");
+    while let Some(frame) = socket.next().await {
+        let bytes = match frame {
+            Ok(Message::Binary(b)) => b.to_vec(),
+            Ok(Message::Text(t)) => t.as_bytes().to_vec(),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        buffer.extend_from_slice(&bytes);
+        let mut out: Vec<u8> = Vec::new();
+        if !logged_in {
+            let Some(end) = buffer.iter().position(|b| *b == b'\n') else {
+                continue;
+            };
+            let got: Vec<u8> = buffer.drain(..=end).collect();
+            if got != login {
+                violation(format!(
+                    "console of {vmid}: login {:?} is not USER:TICKET\\n",
+                    String::from_utf8_lossy(&got)
+                ));
+                break;
+            }
+            logged_in = true;
+            out.extend_from_slice(b"OK");
+            out.extend_from_slice(format!("\r\nfake console of {vmid}\r\n{prompt}").as_bytes());
+        }
+        loop {
+            let message = match next_message(&mut buffer) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    violation(format!("console of {vmid}: not a termproxy message ({e})"));
+                    return;
+                }
+            };
+            state
+                .lock()
+                .unwrap()
+                .console_messages
+                .push((vmid, String::from_utf8_lossy(&message).into_owned()));
+            match message[0] {
+                b'1' => {
+                    let text = String::from_utf8_lossy(&message).into_owned();
+                    let parts: Vec<&str> = text.split(':').collect();
+                    size = (parts[1].parse().unwrap_or(0), parts[2].parse().unwrap_or(0));
+                }
+                b'0' => {
+                    let start = message.iter().skip(2).position(|b| *b == b':').unwrap() + 3;
+                    for &b in &message[start..] {
+                        match b {
+                            b'\r' | b'\n' => {
+                                out.extend_from_slice(b"\r\n");
+                                let text = String::from_utf8_lossy(&line).into_owned();
+                                line.clear();
+                                let text = text.trim();
+                                if let Some(rest) = text.strip_prefix("echo ") {
+                                    out.extend_from_slice(format!("{rest}\r\n").as_bytes());
+                                } else if text == "stty size" {
+                                    out.extend_from_slice(
+                                        format!("{} {}\r\n", size.1, size.0).as_bytes(),
+                                    );
+                                } else if !text.is_empty() {
+                                    out.extend_from_slice(
+                                        format!("sh: {text}: not found\r\n").as_bytes(),
+                                    );
+                                }
+                                out.extend_from_slice(prompt.as_bytes());
+                            }
+                            b => {
+                                line.push(b);
+                                out.push(b);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() && socket.send(Message::Binary(out.into())).await.is_err() {
+            break;
+        }
+    }
 }
 
 fn missing(node: &str, kind: &str, vmid: u64) -> Response<Full<Bytes>> {
@@ -1043,7 +1297,9 @@ fn guest_call(
                 return fail(500, "QEMU guest agent is not running");
             }
             if method == "POST" {
-                s.guests.get_mut(&vmid).unwrap().root_password = params.get("password").cloned();
+                let guest = s.guests.get_mut(&vmid).unwrap();
+                guest.root_password = params.get("password").cloned();
+                guest.password_user = params.get("username").cloned();
                 return ok(json!({"result": {}}));
             }
             let mut nics = vec![
@@ -1055,6 +1311,40 @@ fn guest_call(
                     .chain([json!({"ip-address": "fe80::be24:11ff:feaa:1", "ip-address-type": "ipv6", "prefix": 64})])
                     .collect::<Vec<_>>()}));
             ok(json!({"result": nics}))
+        }
+        ("POST", ["termproxy"]) => {
+            if !g.running {
+                return fail(500, &format!("{who} {vmid} not running"));
+            }
+            if kind == "qemu" {
+                let serial = params
+                    .get("serial")
+                    .map(String::as_str)
+                    .unwrap_or("serial0");
+                if !g.config.contains_key(serial) {
+                    return fail(500, &format!("VM {vmid} has no serial port '{serial}'"));
+                }
+            }
+            let port = 5900 + s.term_sessions.len() as u64 % 100;
+            let ticket = format!(
+                "PVEVNC:{:08X}::{}+a/b==",
+                0x6700_0000 + s.term_sessions.len(),
+                random_mac(vmid * 1000 + s.term_sessions.len() as u64).replace(':', "")
+            );
+            s.term_sessions.push(TermSession {
+                vmid,
+                port,
+                ticket: ticket.clone(),
+                used: false,
+            });
+            s.next_pid += 1;
+            let upid = format!(
+                "UPID:{node}:{:08X}:{:08X}:{:08X}:vncproxy:{vmid}:{TICKET_USER}:",
+                0x1000 + s.next_pid,
+                0x2000 + s.next_pid,
+                0x65F0_0000 + s.next_pid
+            );
+            ok(json!({"port": port, "ticket": ticket, "user": TICKET_USER, "upid": upid}))
         }
         ("GET", ["interfaces"]) => {
             if !g.running {

@@ -284,7 +284,9 @@ impl Operations {
         let driver = self.driver_for(service, action).await?;
         let token = self.lock(service).await?;
         let password = advps_domain::password::generate();
-        let result = driver.set_root_password(&service.vmid, &password).await;
+        let result = driver
+            .set_password(&service.vmid, &service.login_name(), &password)
+            .await;
         let stored = match &result {
             Ok(()) => self
                 .store
