@@ -20,6 +20,10 @@
 //! 1,000 idle connections and slow clients and checks the server holds (see
 //! `soak.rs`).
 //!
+//! `advps-bench sampler` measures the usage sampler on a stand-in LXD node
+//! of 1,000 containers and the metrics endpoint over 30 days of history
+//! (see `sampler.rs`).
+//!
 //! `advps-bench lxd [--iterations N]` is a separate mode: the wall time of
 //! start, stop and rebuild through the API against the same operations on
 //! LXD's own API (see `overhead.rs`).
@@ -37,6 +41,7 @@ mod load;
 mod lxd;
 mod overhead;
 mod report;
+mod sampler;
 mod scale;
 mod server;
 mod soak;
@@ -104,6 +109,10 @@ enum Mode {
     /// Soak: mixed reads and writes beside 1,000 idle connections and slow
     /// clients; no 5xx, p99, timeouts enforced, memory afterwards
     Soak(soak::SoakArgs),
+    /// Usage sampler: one round over 1,000 services on a stand-in LXD node
+    /// (engine calls, server CPU), then the metrics endpoint over 30 days
+    /// of history and the history's bytes per service
+    Sampler(sampler::SamplerArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +121,7 @@ fn main() -> ExitCode {
         Some(Mode::Scale(scale_args)) => return scale::main(scale_args),
         Some(Mode::Lxd(lxd_args)) => return overhead::main(lxd_args),
         Some(Mode::Soak(soak_args)) => return soak::main(soak_args),
+        Some(Mode::Sampler(sampler_args)) => return sampler::main(sampler_args),
         None => {}
     }
     let cpus = std::thread::available_parallelism()
