@@ -2217,6 +2217,10 @@ async fn usage_history_rolls_up_prunes_and_rounds_are_taken_once(db: Backend) {
             .unwrap(),
         vec![Some(rebooted)]
     );
+    // Reading them back writes nothing.
+    assert_eq!(store.usage_counters(vps.pk).await.unwrap(), Some(rebooted));
+    assert_eq!(store.usage_counters(vps.pk).await.unwrap(), Some(rebooted));
+    assert_eq!(store.usage_counters(i64::MAX).await.unwrap(), None);
 
     // Several instances racing for a node's round: one wins per interval.
     let handles = instances(&db, 4).await;

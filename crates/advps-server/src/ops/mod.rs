@@ -24,6 +24,7 @@ use advps_domain::{
 };
 use advps_store::{
     MonthlyLimit, NewTask, ProductStock, Scope, ServiceRecord, StartTask, Store, TaskRecord,
+    UsageCounters,
 };
 
 use advps_drivers::{PowerOutcome, StopMode};
@@ -53,6 +54,9 @@ pub struct Operations {
     drivers: Arc<DriverRegistry>,
     /// Wakes the task worker when a task is queued.
     wake: Arc<Notify>,
+    /// Each service's last usage counters read by status in this process
+    /// (see `usage`): bounded, and forgotten when idle.
+    recent_counters: moka::sync::Cache<i64, UsageCounters>,
 }
 
 /// What the status endpoint reports, whichever side the service is on.
@@ -97,6 +101,10 @@ impl Operations {
             cipher,
             drivers,
             wake,
+            recent_counters: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(3600))
+                .build(),
         }
     }
 

@@ -6,7 +6,9 @@
 //! (CPU percent, bytes per second) is the difference between two readings
 //! divided by the time between them: the reading before is stored per
 //! service, so the first reading after a start has no rate (`None`), never
-//! a made-up one.
+//! a made-up one. The sampler keeps its readings in the store (they survive
+//! restarts and are shared by instances); status keeps its own in process
+//! memory, so that reading a status never writes.
 
 use std::collections::HashMap;
 
@@ -87,6 +89,19 @@ fn counters_of(reading: &UsageReading, now: i64) -> UsageCounters {
 fn per_second(old: Option<i64>, new: Option<i64>, window_ms: i64) -> Option<f64> {
     let (old, new) = (old?, new?);
     (new >= old && window_ms > 0).then(|| (new - old) as f64 * 1000.0 / window_ms as f64)
+}
+
+/// Whether a new reading takes the old one's place as the one to measure
+/// against: when the old is at least `min_gap_ms` older (readings in quick
+/// succession keep a window), or a counter went back (the guest restarted,
+/// the old reading is of a boot that is over). The store's counters follow
+/// the same rule.
+fn replaces(old: &UsageCounters, new: &UsageCounters, min_gap_ms: i64) -> bool {
+    let went_back = |o: Option<i64>, n: Option<i64>| matches!((o, n), (Some(o), Some(n)) if n < o);
+    old.at + min_gap_ms <= new.at
+        || went_back(old.cpu_ns, new.cpu_ns)
+        || went_back(old.rx_bytes, new.rx_bytes)
+        || went_back(old.tx_bytes, new.tx_bytes)
 }
 
 /// The usage of a reading at `now`, given the counters read before.
@@ -181,11 +196,24 @@ impl Operations {
                 }
             }
         };
-        Ok(self
-            .measure_all(&[(service.pk, reading)], now)
-            .await?
-            .pop()
-            .unwrap_or_else(|| Measured::unknown(now)))
+        let counters = counters_of(&reading, now);
+        // Measured against this process's own previous reading, or, the
+        // first time, the sampler's stored one: status writes nothing, so it
+        // costs what a read costs and answers on a full disk.
+        let before = match self.recent_counters.get(&service.pk) {
+            Some(before) => Some(before),
+            None => match self.store.usage_counters(service.pk).await {
+                Ok(stored) => stored,
+                Err(e) if e.is_unavailable() => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let kept = match before {
+            Some(old) if !replaces(&old, &counters, MIN_RATE_WINDOW_MS) => old,
+            _ => counters,
+        };
+        self.recent_counters.insert(service.pk, kept);
+        Ok(measure(&reading, before.as_ref(), now))
     }
 
     /// Measures readings against each service's stored counters, and keeps
@@ -388,6 +416,26 @@ mod tests {
             ..running()
         };
         assert_eq!(measure(&pve, None, 1).cpu_percent, Some(25.0));
+    }
+
+    #[test]
+    fn a_reading_replaces_the_kept_one_after_the_gap_or_a_restart() {
+        let old = counters_of(&running(), 1_000);
+        let soon = counters_of(&running(), 1_500);
+        assert!(!replaces(&old, &soon, 1_000));
+        let later = counters_of(&running(), 2_000);
+        assert!(replaces(&old, &later, 1_000));
+        let restarted = UsageCounters {
+            cpu_ns: Some(1),
+            ..soon
+        };
+        assert!(replaces(&old, &restarted, 1_000));
+        // An unknown counter is not a restart.
+        let unknown = UsageCounters {
+            rx_bytes: None,
+            ..soon
+        };
+        assert!(!replaces(&old, &unknown, 1_000));
     }
 
     #[test]

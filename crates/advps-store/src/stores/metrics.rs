@@ -115,6 +115,11 @@ pub trait MetricsStore: Send + Sync {
         min_gap_ms: i64,
     ) -> StoreResult<Vec<Option<UsageCounters>>>;
 
+    /// A service's stored counters, read only (`None` when it has none).
+    /// Status measures against them when its process has no reading of
+    /// its own yet, without writing: status stays a read.
+    async fn usage_counters(&self, service_pk: i64) -> StoreResult<Option<UsageCounters>>;
+
     /// Drops what each tier holds beyond its age; returns the rows dropped.
     async fn prune_usage(&self, now: i64, schedule: &UsageSchedule) -> StoreResult<u64>;
 
@@ -308,6 +313,24 @@ impl MetricsStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn usage_counters(&self, service_pk: i64) -> StoreResult<Option<UsageCounters>> {
+        let row = query(
+            "SELECT at, cpu_ns, rx_bytes, tx_bytes FROM usage_counters WHERE service_pk = $1",
+        )
+        .bind(service_pk)
+        .row_opt(self.db.read())
+        .await?;
+        row.map(|row| {
+            Ok(UsageCounters {
+                at: row.get("at")?,
+                cpu_ns: row.get("cpu_ns")?,
+                rx_bytes: row.get("rx_bytes")?,
+                tx_bytes: row.get("tx_bytes")?,
+            })
+        })
+        .transpose()
     }
 
     async fn usage_rows(&self, service_pk: i64) -> StoreResult<[u64; 3]> {
