@@ -93,6 +93,8 @@ pub struct Config {
     /// Seconds a console URL can be opened after it was handed out
     /// (`ADVPS_CONSOLE_TTL_SECS`); an open console is not cut by it.
     pub console_ttl_secs: u64,
+    /// The customer panel at `/panel` (`[panel]`).
+    pub panel: PanelConfig,
 }
 
 impl Default for Config {
@@ -133,6 +135,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             backup: crate::backup::BackupSchedule::default(),
             console_ttl_secs: 60,
+            panel: PanelConfig::default(),
         }
     }
 }
@@ -173,6 +176,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     usage: Option<UsageConfig>,
+    panel: Option<PanelConfig>,
     // Scheduled backups (see `Config::apply_backup`).
     backup_dir: Option<PathBuf>,
     backup_every: Option<String>,
@@ -288,6 +292,9 @@ impl Config {
         }
         if let Some(usage) = f.usage {
             self.usage = usage;
+        }
+        if let Some(panel) = f.panel {
+            self.panel = panel;
         }
     }
 
@@ -476,6 +483,13 @@ impl Config {
             self.max_connections = v;
         }
         self.usage.apply_env(&env)?;
+        if let Some(v) = parsed(
+            "ADVPS_PANEL_SESSION_IDLE_SECS",
+            env("ADVPS_PANEL_SESSION_IDLE_SECS"),
+            count,
+        )? {
+            self.panel.session_idle_secs = v;
+        }
         Ok(())
     }
 
@@ -545,6 +559,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "sandbox_provision_seconds",
                 message: "must be zero or more".into(),
+            });
+        }
+        if self.panel.session_idle_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "panel.session_idle_secs",
+                message: "must be at least 1".into(),
             });
         }
         if self.expiry_check_secs == 0 {
@@ -619,6 +639,23 @@ impl Config {
 
     pub fn sandbox_task_millis(&self) -> i64 {
         (self.sandbox_task_seconds * 1000.0).round() as i64
+    }
+}
+
+/// The customer panel.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PanelConfig {
+    /// Seconds a panel session may go unused before it ends (default 30
+    /// minutes); every request through the session starts it over.
+    pub session_idle_secs: u64,
+}
+
+impl Default for PanelConfig {
+    fn default() -> Self {
+        PanelConfig {
+            session_idle_secs: 1800,
+        }
     }
 }
 
