@@ -53,14 +53,16 @@ export function chartsSection(path, onLeave) {
     area.replaceChildren();
     area.dataset.period = label;
     const ts = data.timeSeries;
-    draw("CPU (%)", [["cpu", ts.cpu || []]], (v) => v.toFixed(0) + "%");
-    draw("Memory used", [["memory", ts["memory.used"] || []]], bytes);
-    draw("Network (bytes/s)", [["in", ts["network.in"] || []], ["out", ts["network.out"] || []]],
-      (v) => bytes(v) + "/s");
+    // The whole period on the time axis, however few samples it has.
+    const span = [Date.parse(data.start) / 1000, Date.parse(data.end) / 1000];
+    draw("cpu", "CPU (%)", [["cpu", ts.cpu || []]], (v) => v.toFixed(0) + "%", span);
+    draw("memory", "Memory used", [["memory", ts["memory.used"] || []]], bytes, span);
+    draw("network", "Network (bytes/s)", [["in", ts["network.in"] || []], ["out", ts["network.out"] || []]],
+      (v) => bytes(v) + "/s", span);
   }
 
-  function draw(title, series, fmt) {
-    const box = h("div", { class: "chart", "data-chart": series[0][0] });
+  function draw(key, title, series, fmt, span) {
+    const box = h("div", { class: "chart", "data-chart": key });
     area.append(h("div", { class: "chart-title" }, title), box);
     const times = [...new Set(series.flatMap(([, pts]) => pts.map((p) => p[0])))].sort((a, b) => a - b);
     if (!times.length) {
@@ -75,6 +77,7 @@ export function chartsSection(path, onLeave) {
     const plot = new uPlot({
       width: width(), height: 160,
       series: [{}, ...series.map(([name], i) => ({ label: name, stroke: colors[i], width: 1.5, value: (u, v) => (v === null ? "—" : fmt(v)) }))],
+      scales: { x: { time: true, range: () => span } },
       axes: [{}, { values: (u, vals) => vals.map(fmt), size: 70 }],
     }, [times, ...columns], box);
     plots.push(plot);
