@@ -6,6 +6,11 @@
 //! caller's quota is counted next, and
 //! every authenticated response carries the `RateLimit-*` headers.
 //!
+//! The customer panel reaches the same routes with a session instead of a
+//! key: it checks the session cookie and its CSRF token, then hands the
+//! request on with a [`SessionKey`] naming the key the session was made
+//! with, and that key is checked here exactly as a presented one would be.
+//!
 //! Two kinds of answer cost no quota: `304 Not Modified` (the request is
 //! given back once the handler answered) and `GET /api/v1/me`, which is
 //! served behind [`authenticate_without_quota`] and only reads the quota.
@@ -62,6 +67,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .cloned()
             .ok_or(ApiError::Unauthorized)
     }
+}
+
+/// The key behind a panel session, put on the request by the panel once it
+/// has checked the session cookie (and, for a change, its CSRF token).
+/// Only the server can set it: a request from outside carries no extensions.
+#[derive(Debug, Clone)]
+pub struct SessionKey {
+    pub key_id: String,
+    /// The key's digest, as the key table keeps it.
+    pub key_hash: String,
 }
 
 /// How often a key's last-used time is written: once a minute is precise
@@ -136,7 +151,8 @@ where
         .get::<RequestContext>()
         .map(|c| c.received_ms)
         .unwrap_or_else(advps_domain::time::now_millis);
-    let caller = match identify(&state, req.headers()).await {
+    let session = req.extensions().get::<SessionKey>().cloned();
+    let caller = match identify(&state, req.headers(), session).await {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
@@ -181,7 +197,18 @@ where
     response
 }
 
-async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: Option<SessionKey>,
+) -> Result<Caller, ApiError> {
+    if let Some(session) = session {
+        let caller = caller_of_digest(state, &session.key_hash, None).await?;
+        if caller.key_id != session.key_id {
+            return Err(ApiError::Unauthorized);
+        }
+        return Ok(caller);
+    }
     // Two keys in one request are refused before either is looked up: a
     // proxy that checks or logs one copy must not see another caller than
     // the one served.
@@ -193,16 +220,44 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
+    caller_of_key(state, presented).await
+}
+
+/// The caller behind a panel session: its key, checked as a presented one
+/// would be (so a revoked key ends the session here too).
+pub async fn caller_of_session(
+    state: &AppState,
+    session: &advps_store::PanelSession,
+) -> Result<Caller, ApiError> {
+    let caller = caller_of_digest(state, &session.key_hash, None).await?;
+    if caller.key_id != session.key_id {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(caller)
+}
+
+/// The caller a presented key stands for: its shape, then its digest, then
+/// (in constant time) the stored digest, unrevoked and of the key's mode.
+pub async fn caller_of_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
     let mode = api_key::parse_mode(presented).map_err(|_| ApiError::Unauthorized)?;
-    let digest = api_key::hash(presented);
+    caller_of_digest(state, &api_key::hash(presented), Some(mode)).await
+}
+
+/// The caller of the key stored under `digest`, if it is unrevoked (and of
+/// `mode`, when the key's own text named one).
+async fn caller_of_digest(
+    state: &AppState,
+    digest: &str,
+    mode: Option<Mode>,
+) -> Result<Caller, ApiError> {
     let record = state
         .store
-        .find_api_key(&digest)
+        .find_api_key(digest)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    if !api_key::hashes_match(&record.key_hash, &digest)
+    if !api_key::hashes_match(&record.key_hash, digest)
         || record.revoked_at.is_some()
-        || record.mode != mode
+        || mode.is_some_and(|m| m != record.mode)
     {
         return Err(ApiError::Unauthorized);
     }
@@ -210,7 +265,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
         key_id: record.id,
         account_id: record.account_id,
         account_name: record.account_name,
-        mode,
+        mode: record.mode,
         key_last4: record.last4,
         key_created_at: record.created_at,
         key_last_used_at: record.last_used_at,

@@ -97,6 +97,8 @@ pub struct Config {
     /// (`console_max_sessions`, `ADVPS_CONSOLE_MAX_SESSIONS`); one more is
     /// answered 503 with `Retry-After`.
     pub console_max_sessions: usize,
+    /// The customer panel at `/panel` (`[panel]`).
+    pub panel: PanelConfig,
 }
 
 impl Default for Config {
@@ -138,6 +140,7 @@ impl Default for Config {
             backup: crate::backup::BackupSchedule::default(),
             console_ttl_secs: 60,
             console_max_sessions: 64,
+            panel: PanelConfig::default(),
         }
     }
 }
@@ -179,6 +182,7 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     console_max_sessions: Option<usize>,
     usage: Option<UsageConfig>,
+    panel: Option<PanelConfig>,
     // Scheduled backups (see `Config::apply_backup`).
     backup_dir: Option<PathBuf>,
     backup_every: Option<String>,
@@ -295,6 +299,9 @@ impl Config {
         }
         if let Some(usage) = f.usage {
             self.usage = usage;
+        }
+        if let Some(panel) = f.panel {
+            self.panel = panel;
         }
     }
 
@@ -490,6 +497,13 @@ impl Config {
             self.console_max_sessions = v;
         }
         self.usage.apply_env(&env)?;
+        if let Some(v) = parsed(
+            "ADVPS_PANEL_SESSION_IDLE_SECS",
+            env("ADVPS_PANEL_SESSION_IDLE_SECS"),
+            count,
+        )? {
+            self.panel.session_idle_secs = v;
+        }
         Ok(())
     }
 
@@ -567,6 +581,12 @@ impl Config {
                 message: "must be zero or more".into(),
             });
         }
+        if self.panel.session_idle_secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: "panel.session_idle_secs",
+                message: "must be at least 1".into(),
+            });
+        }
         if self.expiry_check_secs == 0 {
             return Err(ConfigError::Invalid {
                 name: "expiry_check_secs",
@@ -639,6 +659,23 @@ impl Config {
 
     pub fn sandbox_task_millis(&self) -> i64 {
         (self.sandbox_task_seconds * 1000.0).round() as i64
+    }
+}
+
+/// The customer panel.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PanelConfig {
+    /// Seconds a panel session may go unused before it ends (default 30
+    /// minutes); every request through the session starts it over.
+    pub session_idle_secs: u64,
+}
+
+impl Default for PanelConfig {
+    fn default() -> Self {
+        PanelConfig {
+            session_idle_secs: 1800,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod panel;
 pub mod rate_limit;
 pub mod rate_limit_shared;
 pub mod routes;

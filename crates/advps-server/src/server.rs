@@ -216,6 +216,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(docs::get_openapi))
         // The console's WebSocket: its single-use ticket is its credential.
         .merge(console::websocket_router());
+    // The customer panel reaches the same routes through its session.
+    let panel = crate::panel::router(state.clone(), api.clone().with_state(state.clone()));
     let max_body = state.config.max_body_bytes;
     let body_deadline = Duration::from_secs(state.config.body_read_timeout_secs);
     Router::new()
@@ -223,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::get_health))
         .route("/docs", get(docs::get_docs))
         .merge(api)
+        .merge(panel)
         .route_layer(middleware::from_fn(crate::metrics::record))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -48,6 +48,7 @@ pub use stores::outbox::WebhookStore;
 pub use stores::rate::RateStore;
 pub use stores::selling::SellingStore;
 pub use stores::services::ServiceStore;
+pub use stores::sessions::SessionStore;
 pub use stores::tasks::TaskStore;
 
 /// A day, in milliseconds.
@@ -71,6 +72,7 @@ pub trait Store:
     + MetricsStore
     + MaintenanceStore
     + ConsoleStore
+    + SessionStore
     + Send
     + Sync
     + 'static
@@ -93,6 +95,7 @@ impl<T> Store for T where
         + MetricsStore
         + MaintenanceStore
         + ConsoleStore
+        + SessionStore
         + Send
         + Sync
         + 'static

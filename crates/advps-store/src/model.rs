@@ -56,6 +56,33 @@ pub struct ConsoleTicket {
     pub expires_at: i64,
 }
 
+/// A new panel session, as [`crate::SessionStore::insert_panel_session`] stores it.
+#[derive(Debug, Clone)]
+pub struct NewPanelSession {
+    /// SHA-256 of the cookie's token (the token itself is never stored).
+    pub digest: String,
+    pub key_id: String,
+    pub account_id: i64,
+    pub mode: Mode,
+    pub csrf_token: String,
+    pub created_at: i64,
+}
+
+/// A panel session whose key is still unrevoked, with that key's digest so
+/// the caller can be made from the (cached) key record.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PanelSession {
+    pub digest: String,
+    pub key_id: String,
+    pub key_hash: String,
+    pub account_id: i64,
+    #[sqlx(try_from = "String")]
+    pub mode: Mode,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ServiceRecord {
     pub pk: i64,

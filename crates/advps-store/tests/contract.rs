@@ -2389,6 +2389,95 @@ async fn console_tickets_are_taken_once_and_expire(db: Backend) {
         .is_some());
 }
 
+/// Panel sessions hold across instances, end with their key's revocation
+/// and after the idle time, and are dropped once idle.
+async fn panel_sessions_end_with_their_key_and_when_idle(db: Backend) {
+    let store = db.open().await;
+    let other = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    store
+        .insert_api_key(&NewApiKey {
+            id: "key_p".into(),
+            account_id: demo.id,
+            mode: Mode::Test,
+            key_hash: "ef".repeat(32),
+            last4: "PQRS".into(),
+            created_at: 10,
+        })
+        .await
+        .unwrap();
+    let session = |digest: &str, created_at: i64| NewPanelSession {
+        digest: digest.into(),
+        key_id: "key_p".into(),
+        account_id: demo.id,
+        mode: Mode::Test,
+        csrf_token: format!("csrf-{digest}"),
+        created_at,
+    };
+    store
+        .insert_panel_session(&session("s1", 1_000), 0)
+        .await
+        .unwrap();
+    // Another instance finds it, with the key's digest to make the caller from.
+    let found = other
+        .find_panel_session("s1", 0)
+        .await
+        .unwrap()
+        .expect("session seen by another instance");
+    assert_eq!(
+        (
+            found.key_id.as_str(),
+            found.key_hash.as_str(),
+            found.account_id,
+            found.mode,
+            found.csrf_token.as_str(),
+            found.last_seen_at
+        ),
+        (
+            "key_p",
+            "ef".repeat(32).as_str(),
+            demo.id,
+            Mode::Test,
+            "csrf-s1",
+            1_000
+        )
+    );
+    assert!(store.find_panel_session("nope", 0).await.unwrap().is_none());
+    // Idle: not found once last seen before the limit; a use moves it on,
+    // never back.
+    assert!(store
+        .find_panel_session("s1", 1_001)
+        .await
+        .unwrap()
+        .is_none());
+    other.touch_panel_session("s1", 5_000).await.unwrap();
+    store.touch_panel_session("s1", 4_000).await.unwrap();
+    let seen = store
+        .find_panel_session("s1", 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.last_seen_at, 5_000);
+    // A new session drops those idle since before its limit.
+    store
+        .insert_panel_session(&session("s2", 9_000), 6_000)
+        .await
+        .unwrap();
+    assert!(store.find_panel_session("s1", 0).await.unwrap().is_none());
+    // Signing out ends it, once.
+    store
+        .insert_panel_session(&session("s3", 9_000), 0)
+        .await
+        .unwrap();
+    assert!(other.delete_panel_session("s3").await.unwrap());
+    assert!(!store.delete_panel_session("s3").await.unwrap());
+    assert!(store.find_panel_session("s3", 0).await.unwrap().is_none());
+    // Revoking the key ends its sessions everywhere at once.
+    assert!(store.find_panel_session("s2", 0).await.unwrap().is_some());
+    assert!(other.revoke_api_key("key_p", 10_000).await.unwrap());
+    assert!(store.find_panel_session("s2", 0).await.unwrap().is_none());
+}
+
 macro_rules! contract_tests {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -2435,4 +2524,5 @@ contract_tests!(
     usage_history_rolls_up_prunes_and_rounds_are_taken_once,
     services_are_listed_per_account_filtered_and_paged,
     console_tickets_are_taken_once_and_expire,
+    panel_sessions_end_with_their_key_and_when_idle,
 );

@@ -17,5 +17,6 @@ pub mod outbox;
 pub mod rate;
 pub mod selling;
 pub mod services;
+pub mod sessions;
 pub(crate) mod shared;
 pub mod tasks;

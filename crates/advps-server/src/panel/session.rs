@@ -1,0 +1,296 @@
+//! Panel sessions: `POST /panel/session` exchanges an API key for a session
+//! cookie, `GET` tells the page who it is signed in as (and its CSRF token),
+//! `DELETE` signs out.
+//!
+//! The key travels once, in a JSON body, and is never stored by the browser.
+//! The cookie holds a random 256-bit token that the store keeps only as a
+//! digest (a copy of the database opens no session); it is `HttpOnly` (no
+//! script reads it), `SameSite=Strict` (no other site's page sends it) and
+//! `Secure` when the client reached advps over TLS (a proxy in front says so
+//! with `X-Forwarded-Proto: https`). A session is found only while its key
+//! is unrevoked and it has been used within `panel.session_idle_secs`, so
+//! revoking the key or leaving the page alone ends it.
+//!
+//! Sign-in attempts are counted per client address like requests of a key
+//! (a wrong key costs its sender quota, so keys cannot be guessed at speed),
+//! and a successful one costs one request of the key's own quota.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use advps_domain::{api_key, Mode};
+use advps_store::{NewPanelSession, PanelSession};
+
+use crate::auth::{caller_of_key, Caller};
+use crate::envelope::{error_body, json_response, RequestContext, Success};
+use crate::extract::JsonBody;
+use crate::{ApiError, AppState};
+
+/// The cookie's name.
+pub const COOKIE: &str = "advps_session";
+
+/// The header every change through the session must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Sign-in attempts one client address may make per rate window.
+pub const SIGN_INS_PER_WINDOW: u32 = 60;
+
+/// The 401 of a request without a live session.
+pub const NO_SESSION: &str = "Not signed in, or the session has ended";
+
+/// The 403 of a change without the session's CSRF token.
+pub const BAD_CSRF: &str = "Missing or invalid CSRF token";
+
+/// What the page learns about its session.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionData {
+    /// Echo it in `X-CSRF-Token` on every request that changes something.
+    pub csrf_token: String,
+    pub account: String,
+    pub key_id: String,
+    pub key_last4: String,
+    /// The session ends after this many seconds without a request.
+    pub idle_seconds: u64,
+}
+
+/// A new random token (256 bits, URL-safe) and its digest.
+fn new_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let digest = digest_of(&token);
+    (token, digest)
+}
+
+fn digest_of(token: &str) -> String {
+    format!("{:x}", Sha256::digest(token.as_bytes()))
+}
+
+/// Whether a cookie value can be a token at all (junk costs no lookup).
+fn plausible(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The session token the request's cookies carry, if any.
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|t| plausible(t))
+}
+
+/// Whether the client reached advps over TLS, as the proxy in front of it
+/// says (advps itself speaks plain HTTP).
+fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
+fn cookie(headers: &HeaderMap, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let mut cookie = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if over_tls(headers) {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn idle_ms(state: &AppState) -> i64 {
+    (state.config.panel.session_idle_secs as i64).saturating_mul(1000)
+}
+
+/// The 401 of a request without a live session.
+pub fn no_session() -> Response {
+    json_response(StatusCode::UNAUTHORIZED, &error_body(NO_SESSION, None))
+}
+
+/// The live session of the request at `now`, having recorded this use of it.
+pub async fn find(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<Option<PanelSession>, ApiError> {
+    let Some(token) = token_of(headers) else {
+        return Ok(None);
+    };
+    let digest = digest_of(&token);
+    let idle = idle_ms(state);
+    let Some(session) = state
+        .store
+        .find_panel_session(&digest, now.saturating_sub(idle))
+        .await?
+    else {
+        return Ok(None);
+    };
+    // Written at most every minute (sooner for short idle times): the idle
+    // limit is that coarse, and a write per request would be felt.
+    if now - session.last_seen_at >= (idle / 10).clamp(1, 60_000) {
+        let store = Arc::clone(&state.store);
+        let digest = session.digest.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_panel_session(&digest, now).await {
+                tracing::warn!(error = %e, "could not record session use");
+            }
+        });
+    }
+    Ok(Some(session))
+}
+
+/// Whether the request carries the session's CSRF token.
+pub fn csrf_ok(headers: &HeaderMap, session: &PanelSession) -> bool {
+    let mut sent = headers.get_all(CSRF_HEADER).iter();
+    match (sent.next().and_then(|v| v.to_str().ok()), sent.next()) {
+        (Some(token), None) => api_key::hashes_match(token.trim(), &session.csrf_token),
+        _ => false,
+    }
+}
+
+fn session_data(state: &AppState, caller: &Caller, csrf_token: String) -> SessionData {
+    SessionData {
+        csrf_token,
+        account: caller.account_name.clone(),
+        key_id: caller.key_id.clone(),
+        key_last4: caller.key_last4.clone(),
+        idle_seconds: state.config.panel.session_idle_secs,
+    }
+}
+
+fn rate_limit_of(state: &AppState, mode: Mode) -> u32 {
+    match mode {
+        Mode::Test => state.config.rate_limit_test,
+        Mode::Live => state.config.rate_limit_live,
+    }
+}
+
+/// `POST /panel/session` with `{"apiKey": "..."}`.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let now = ctx.received_ms;
+    let attempts = state
+        .limiter
+        .check(
+            &format!("panel-sign-in:{}", remote.ip()),
+            SIGN_INS_PER_WINDOW,
+            now,
+        )
+        .await;
+    if !attempts.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: attempts.reset_secs,
+        });
+    }
+    let presented = body
+        .get("apiKey")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::bad_request("apiKey is required"))?;
+    let caller = caller_of_key(&state, presented).await?;
+    let quota = state
+        .limiter
+        .check(&caller.key_id, rate_limit_of(&state, caller.mode), now)
+        .await;
+    if !quota.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: quota.reset_secs,
+        });
+    }
+    let (token, digest) = new_token();
+    let (csrf_token, _) = new_token();
+    state
+        .store
+        .insert_panel_session(
+            &NewPanelSession {
+                digest,
+                key_id: caller.key_id.clone(),
+                account_id: caller.account_id,
+                mode: caller.mode,
+                csrf_token: csrf_token.clone(),
+                created_at: now,
+            },
+            now.saturating_sub(idle_ms(&state)),
+        )
+        .await?;
+    tracing::info!(key_id = %caller.key_id, "panel session started");
+    let mut response = Success::new(
+        "Signed in",
+        session_data(&state, &caller, csrf_token),
+        caller.mode,
+        &ctx,
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&headers, &token, None));
+    Ok(response)
+}
+
+/// `GET /panel/session`: the signed-in account and the CSRF token, so a
+/// reloaded page carries on without asking for the key again.
+pub async fn current(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(session) = find(&state, &headers, ctx.received_ms).await? else {
+        return Ok(no_session());
+    };
+    let caller = match crate::auth::caller_of_session(&state, &session).await {
+        Ok(caller) => caller,
+        Err(ApiError::Unauthorized) => return Ok(no_session()),
+        Err(e) => return Err(e),
+    };
+    Ok(Success::new(
+        "Signed in",
+        session_data(&state, &caller, session.csrf_token.clone()),
+        caller.mode,
+        &ctx,
+    )
+    .into_response())
+}
+
+/// `DELETE /panel/session` (with the CSRF token): signs out.
+pub async fn sign_out(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(session) = find(&state, &headers, ctx.received_ms).await? else {
+        return Ok(no_session());
+    };
+    if !csrf_ok(&headers, &session) {
+        return Err(ApiError::Forbidden(BAD_CSRF.into()));
+    }
+    state.store.delete_panel_session(&session.digest).await?;
+    let mut response = Success::plain("Signed out", serde_json::json!({})).into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&headers, "", Some(0)));
+    Ok(response)
+}

@@ -1,0 +1,243 @@
+// Drives the customer panel (/panel) of a fresh `advps serve` in headless
+// Chromium: sign in with the printed test key, stop and start vps_service_1
+// and see its state change, rebuild it in the sandbox and watch the bar
+// reach 100 %, open the charts, generate a password, create and revoke a
+// key, open the (simulated) console and run `echo` through the terminal.
+// The page must load nothing from elsewhere and break no rule of its
+// Content-Security-Policy; a form posted from another origin must be
+// refused. Screenshots of each page go to target/panel-*.png (also at
+// 375 px wide).
+//
+//   node panel.mjs
+//
+// ADVPS_BIN (default target/debug/advps) and CHROMIUM (default
+// /usr/bin/chromium) can point elsewhere.
+
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const bin = process.env.ADVPS_BIN || join(root, "target", "debug", "advps");
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const shots = join(root, "target");
+
+function fail(message) {
+  throw new Error(message);
+}
+
+function startServer(dataDir) {
+  return new Promise((resolveStart, rejectStart) => {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("ADVPS_")));
+    // Sandbox tasks take 3 s here rather than 20.
+    env.ADVPS_SANDBOX_TASK_SECONDS = "3";
+    const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
+      stdio: ["ignore", "pipe", "pipe"], env,
+    });
+    let out = "";
+    let err = "";
+    const timer = setTimeout(() => rejectStart(new Error("server did not start:\n" + out + err)), 60000);
+    child.stderr.on("data", (d) => { err += d; });
+    child.stdout.on("data", (d) => {
+      out += d;
+      const url = out.match(/Listening on (http:\/\/[0-9.:]+)/);
+      const key = out.match(/^(sk_test_[A-Za-z0-9]{32})$/m);
+      if (url && key) {
+        clearTimeout(timer);
+        resolveStart({ child, base: url[1], key: key[1] });
+      }
+    });
+    child.on("exit", (code) => rejectStart(new Error(`server exited (${code}):\n${out}${err}`)));
+  });
+}
+
+// Another origin (a second port) whose page posts a form to the panel.
+function startAttacker(target) {
+  return new Promise((ok) => {
+    const server = createServer((req, res) => {
+      res.setHeader("content-type", "text/html");
+      res.end(`<!doctype html><form id="f" method="POST" action="${target}/panel/api/v1/services/vps_service_1/stop">
+        <input name="mode" value="force"></form><script>document.getElementById("f").submit()</script>`);
+    });
+    server.listen(0, "127.0.0.1", () => ok(server));
+  });
+}
+
+async function stateIs(page, state) {
+  await page.waitForSelector(`#state [data-state="${state}"]`, { timeout: 20000 });
+}
+
+async function main() {
+  const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-"));
+  const { child, base, key } = await startServer(dataDir);
+  const attacker = await startAttacker(base);
+  mkdirSync(shots, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--metrics-recording-only", "--disable-default-apps"],
+  });
+  const steps = [];
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const foreign = [];
+    const problems = [];
+    await page.route("**/*", (route) => {
+      const url = route.request().url();
+      if (url.startsWith(base + "/") || url.startsWith(base.replace("http", "ws") + "/")) return route.continue();
+      foreign.push(url);
+      return route.abort();
+    });
+    page.on("pageerror", (e) => problems.push("page error: " + e.message));
+    page.on("console", (m) => {
+      if (m.type() === "error" && !/status of 40[134]/.test(m.text())) problems.push("console: " + m.text());
+    });
+
+    // Sign in; the key is nowhere in the browser's storage afterwards.
+    const resp = await page.goto(base + "/panel", { waitUntil: "load" });
+    const csp = resp.headers()["content-security-policy"] || "";
+    if (!csp.includes("script-src 'self'")) fail("no CSP on /panel: " + csp);
+    await page.waitForSelector("#api-key");
+    await page.screenshot({ path: join(shots, "panel-sign-in.png") });
+    await page.fill("#api-key", "sk_test_wrongwrongwrongwrongwrongwron");
+    await page.click("#sign-in button[type=submit]");
+    await page.waitForSelector("#flash:not([hidden])");
+    const refused = await page.locator("#flash").innerText();
+    if (!refused.includes("Missing or invalid API key")) fail("bad key message: " + refused);
+    await page.fill("#api-key", key);
+    await page.click("#sign-in button[type=submit]");
+    await page.waitForSelector("#services tbody tr");
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+    if (stored.includes(key) || stored.includes("advps_session")) fail("key or cookie visible to scripts: " + stored);
+    const cookies = await context.cookies();
+    const session = cookies.find((c) => c.name === "advps_session");
+    if (!session || !session.httpOnly || session.sameSite !== "Strict") fail("cookie: " + JSON.stringify(session));
+    if (!page.url().endsWith("#/services")) fail("after sign-in at " + page.url());
+    const rows = await page.locator("#services tbody tr").count();
+    if (rows < 3) fail("services list has " + rows + " rows");
+    await page.screenshot({ path: join(shots, "panel-services.png") });
+    steps.push("sign-in");
+
+    // The cross-site form post: the browser sends it, the panel refuses it.
+    const evil = await context.newPage();
+    const posted = evil.waitForResponse((r) => r.url().includes("/panel/api/v1/services/vps_service_1/stop"));
+    await evil.goto(`http://127.0.0.1:${attacker.address().port}/`);
+    const answer = await posted;
+    if (answer.status() !== 403) fail("cross-site form post answered " + answer.status());
+    await evil.close();
+    steps.push("cross-site post refused");
+
+    // A service: stop and start.
+    await page.click('a[href="#/service/vps_service_1"]');
+    await stateIs(page, "RUNNING");
+    await page.screenshot({ path: join(shots, "panel-service.png"), fullPage: true });
+    await page.click("#stop");
+    await stateIs(page, "STOPPED");
+    await page.click("#start");
+    await stateIs(page, "RUNNING");
+    steps.push("stop/start");
+
+    // Charts, every period.
+    for (const period of ["1h", "24h", "7d", "30d"]) {
+      await page.click(`button[data-period="${period}"]`);
+      await page.waitForSelector(`#charts[data-period="${period}"] [data-chart="cpu"]`);
+    }
+    await page.click('button[data-period="1h"]');
+    await page.waitForSelector('#charts[data-period="1h"] [data-chart="network"]');
+    steps.push("charts");
+
+    // Password, shown once.
+    await page.click("#generate-password");
+    await page.waitForSelector("#password");
+    const password = await page.locator("#password").innerText();
+    if (password.length < 12) fail("password " + password);
+    steps.push("password");
+
+    // The console: the sandbox's simulated shell through xterm.js.
+    await page.click("#open-console");
+    await page.waitForFunction(() => document.getElementById("console-state").textContent === "Connected", null, { timeout: 15000 });
+    await page.locator("#terminal").click();
+    await page.keyboard.type("echo panel-console-ok\r");
+    await page.waitForFunction(() => {
+      const rows = document.querySelector("#terminal .xterm-rows");
+      return rows && (rows.textContent.match(/panel-console-ok/g) || []).length >= 2;
+    }, null, { timeout: 15000 });
+    await page.locator("section[aria-labelledby=console-h]").screenshot({ path: join(shots, "panel-console.png") });
+    await page.click("#close-console");
+    steps.push("console echo");
+
+    // Rebuild: the bar follows the task to 100 %.
+    await page.selectOption("#rebuild-os", { index: 0 });
+    await page.click("#rebuild");
+    await page.waitForSelector("#rebuild-state[data-status=COMPLETED]", { timeout: 60000 });
+    const value = await page.locator("#rebuild-progress").evaluate((el) => el.value);
+    if (value !== 100) fail("bar at " + value);
+    await page.screenshot({ path: join(shots, "panel-rebuild.png"), fullPage: true });
+    steps.push("rebuild 100%");
+
+    // Keys: create (shown once) and revoke it.
+    await page.click('a[href="#/keys"]');
+    await page.waitForSelector("#keys tbody tr");
+    const before = await page.locator("#keys tbody tr").count();
+    await page.click("#create-key");
+    await page.waitForSelector("#created-key");
+    const created = await page.locator("#created-key").innerText();
+    if (!/^sk_test_[A-Za-z0-9]{32}$/.test(created)) fail("created key " + created);
+    await page.waitForFunction((n) => document.querySelectorAll("#keys tbody tr").length === n + 1, before);
+    await page.screenshot({ path: join(shots, "panel-keys.png") });
+    const newest = page.locator("#keys tbody tr").last();
+    await newest.locator("button[data-revoke]").click();
+    await page.waitForFunction((n) => document.querySelectorAll("#keys tbody tr").length === n, before);
+    steps.push("key create/revoke");
+
+    // Orders: an unknown order shows the API's message.
+    await page.click('a[href="#/orders"]');
+    await page.fill("#order-id", "VPS000000-0000");
+    await page.click("#order-form button[type=submit]");
+    await page.waitForSelector("#flash:not([hidden])");
+    const notFound = await page.locator("#flash").innerText();
+    if (!/not found/i.test(notFound)) fail("order message " + notFound);
+    await page.screenshot({ path: join(shots, "panel-orders.png") });
+    steps.push("orders");
+
+    // Readable at 375 px: nothing wider than the screen.
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.click('a[href="#/services"]');
+    await page.waitForSelector("#services tbody tr");
+    await page.goto(base + "/panel#/service/vps_service_1");
+    await stateIs(page, "RUNNING");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (overflow > 380) fail("page is " + overflow + " px wide at 375");
+    await page.screenshot({ path: join(shots, "panel-service-375.png") });
+    steps.push("375 px");
+
+    // Sign out: the API through the page is closed again.
+    await page.click("#sign-out");
+    await page.waitForSelector("#api-key");
+    const after = await page.evaluate(async () => (await fetch("/panel/api/v1/services")).status);
+    if (after !== 401) fail("after sign-out the API answered " + after);
+    steps.push("sign-out");
+
+    if (foreign.length) fail("the page tried to load from elsewhere: " + foreign.join(", "));
+    if (problems.length) fail(problems.join("\n"));
+    console.log("panel OK: " + steps.join(", "));
+    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,orders,service-375}.png");
+  } finally {
+    await browser.close();
+    attacker.close();
+    child.kill("SIGTERM");
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error("panel check failed: " + (e && e.stack ? e.stack : e));
+  process.exit(1);
+});
