@@ -60,6 +60,8 @@ const SHUTDOWN_ROUND: Duration = Duration::from_secs(4);
 const MAX_ROUND: Duration = Duration::from_secs(16);
 /// How long a status may wait for the guest agent (uptime, addresses).
 const STATUS_AGENT_BUDGET: Duration = Duration::from_secs(10);
+/// How long one domain's statistics may take (status waits for them).
+const USAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long overlay and seed volume calls may take.
 const VOLUME_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -712,7 +714,7 @@ impl Driver for LibvirtDriver {
         let mut args = vec!["domstats"];
         args.extend_from_slice(stats::GROUPS);
         args.push(instance);
-        let raw = self.virsh.run(&args).await?;
+        let raw = self.virsh.run_within(&args, USAGE_TIMEOUT).await?;
         parse_domstats(&raw)
             .into_iter()
             .find(|(name, _)| name == instance)

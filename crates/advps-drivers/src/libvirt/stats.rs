@@ -31,8 +31,12 @@
 use crate::UsageReading;
 
 /// The statistics groups a usage reading needs (and the inventory's state
-/// and memory).
+/// and memory), with `--nowait`: a figure that needs the domain's job
+/// (the balloon's and the disks' statistics) is left out while another
+/// call holds it (a shutdown, a hung guest agent), instead of waiting up to
+/// libvirt's 30 s for it, so a status is never stuck behind another call.
 pub const GROUPS: &[&str] = &[
+    "--nowait",
     "--state",
     "--cpu-total",
     "--balloon",
