@@ -10,7 +10,10 @@
 //! guest that ignores ACPI and has no agent forced off after the timeout (uptime null then),
 //! a reboot that changes the boot id, a rebuild across a killed server that removes a marker
 //! file and keeps the address, MAC, UUID and password, and a stopped libvirtd that gives a
-//! clear error and leaves nothing stuck.
+//! clear error and leaves nothing stuck. Usage in status is checked against the guest's own
+//! /proc/meminfo and traffic (a ping of the bridge's gateway), and zero when stopped; the
+//! serial console is opened through the API, logged into with the generated password, and
+//! runs a command.
 //!
 //! VMs are slow to boot under software emulation and the machine has two cores, so the VM
 //! tests run one after another (one lock) and share one VM where they can. Without libvirt or
@@ -21,10 +24,16 @@ mod common;
 mod live;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use live::require;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const LIVE: &str = "live";
 const NODE: &str = "kvm";
@@ -303,6 +312,66 @@ async fn api_status(server: &TestServer, key: &str, id: &str) -> (String, String
     )
 }
 
+/// `data.resources` of the service's status.
+async fn resources(server: &TestServer, key: &str, id: &str) -> Value {
+    let resp = server.status(key, id).await;
+    let data = assert_api_success(&resp, "Service status retrieved successfully", LIVE);
+    data["resources"].clone()
+}
+
+/// The guest's own memory figures from /proc/meminfo: (MemTotal, MemTotal - MemAvailable),
+/// in bytes.
+fn guest_memory(name: &str) -> (u64, u64) {
+    let info = guest_ok(name, "cat /proc/meminfo");
+    let kib = |label: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {label} in {info}"))
+            * 1024
+    };
+    let total = kib("MemTotal:");
+    (total, total - kib("MemAvailable:"))
+}
+
+/// How long the guest may take to answer on its serial console.
+const CONSOLE_WAIT: Duration = Duration::from_secs(60);
+
+/// Reads the console until `needle` shows, sending `nudge` every few seconds meanwhile (a
+/// getty prints its prompt again on Enter).
+async fn expect(ws: &mut Ws, needle: &str, nudge: Option<&str>) -> String {
+    let deadline = Instant::now() + CONSOLE_WAIT;
+    let mut seen = String::new();
+    let mut next_nudge = Instant::now();
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on the console in time; it printed {seen:?}"
+        );
+        if let Some(nudge) = nudge {
+            if Instant::now() >= next_nudge {
+                send(ws, nudge).await;
+                next_nudge = Instant::now() + Duration::from_secs(4);
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Binary(bytes)))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Some(Ok(Message::Text(text)))) => seen.push_str(text.as_str()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(other) => panic!("the console ended ({other:?}); it printed {seen:?}"),
+        }
+    }
+    seen
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
+        .await
+        .expect("typed into the console");
+}
+
 /// A power call with a JSON body. Its own client: a graceful stop right after a start waits
 /// for the guest to boot, longer than the harness's 30 s deadline when the cores are busy.
 async fn power(server: &TestServer, key: &str, id: &str, action: &str, body: Value) -> Resp {
@@ -366,6 +435,66 @@ async fn live_vm_is_driven_through_the_api() {
         "password not in /etc/shadow"
     );
 
+    // Usage from libvirt's domain statistics: the guest's memory as its balloon reports it,
+    // close to its own /proc/meminfo; 2 vCPUs, 768 MiB, the 2 GiB overlay.
+    let r = resources(&server, key, id).await;
+    assert!(!r.is_null(), "no resources in the status");
+    assert_eq!(r["cpu"]["cores"], 2, "{r}");
+    assert_eq!(r["memory"]["totalBytes"], 768u64 << 20, "{r}");
+    let used = r["memory"]["usedBytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("memory used {r}"));
+    let (guest_total, guest_used) = guest_memory(name);
+    assert!(
+        used.abs_diff(guest_used) <= guest_total / 10,
+        "memory used {used}, the guest says {guest_used} of {guest_total}"
+    );
+    assert_eq!(r["disk"]["totalBytes"], 2u64 << 30, "{r}");
+    let disk_used = r["disk"]["usedBytes"].as_u64().unwrap_or(0);
+    assert!(disk_used > 0 && disk_used < 2u64 << 30, "{r}");
+    // Traffic from the guest (a ping of the bridge's gateway) shows in the counters, and two
+    // readings give rates.
+    let rx = r["network"]["rxBytes"].as_u64().expect("rx bytes");
+    let tx = r["network"]["txBytes"].as_u64().expect("tx bytes");
+    let answered = guest_sh(name, "ping -c 10 -i 0.2 -s 1000 -W 2 198.51.100.1")
+        .is_some_and(|(code, _)| code == 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = resources(&server, key, id).await;
+    let rx_after = r["network"]["rxBytes"].as_u64().expect("rx bytes");
+    let tx_after = r["network"]["txBytes"].as_u64().expect("tx bytes");
+    if answered {
+        assert!(tx_after >= tx + 10_000, "tx {tx} -> {tx_after}");
+        assert!(rx_after >= rx + 10_000, "rx {rx} -> {rx_after}");
+    } else {
+        assert!(tx_after > tx, "tx {tx} -> {tx_after}");
+    }
+    let percent = r["cpu"]["usagePercent"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no CPU percent from two readings: {r}"));
+    assert!((0.0..=100.0).contains(&percent), "{r}");
+    assert!(r["network"]["txBytesPerSecond"].as_f64().is_some(), "{r}");
+
+    // The serial console through the API: log in at ttyS0's getty with the generated
+    // password and run a command.
+    let resp = server
+        .post(&format!("/api/v1/services/{id}/console"), key)
+        .await;
+    let data = assert_api_success(&resp, "Console URL created successfully", LIVE);
+    let url = data["url"].as_str().expect("url").to_string();
+    let (mut ws, _) = tokio::time::timeout(CONSOLE_WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("the WebSocket handshake timed out")
+        .expect("the console opened");
+    expect(&mut ws, "login:", Some("\r")).await;
+    send(&mut ws, "root\r").await;
+    expect(&mut ws, "assword:", None).await;
+    send(&mut ws, &format!("{password}\r")).await;
+    expect(&mut ws, "# ", None).await;
+    send(&mut ws, "echo serial-$((6*7))\r").await;
+    expect(&mut ws, "serial-42", None).await;
+    send(&mut ws, "exit\r").await;
+    drop(ws);
+
     // get-ip: an address of the pool, on the guest's eth0.
     let resp = server.action(key, id, "get-ip").await;
     let data = assert_api_success(&resp, "VPS IP configured successfully", LIVE);
@@ -410,6 +539,13 @@ async fn live_vm_is_driven_through_the_api() {
         ("STOPPED", "stopped")
     );
     assert_eq!(uptime, 0);
+    // Stopped: nothing used, nothing moving, the totals stay.
+    let r = resources(&server, key, id).await;
+    assert_eq!(r["cpu"]["usagePercent"], 0.0, "{r}");
+    assert_eq!(r["memory"]["usedBytes"], 0, "{r}");
+    assert_eq!(r["memory"]["totalBytes"], 768u64 << 20, "{r}");
+    assert_eq!(r["network"]["rxBytesPerSecond"], 0.0, "{r}");
+    assert_eq!(r["network"]["txBytesPerSecond"], 0.0, "{r}");
     let resp = server.action(key, id, "generate-password").await;
     assert_eq!(resp.status, 400, "{}", resp.text);
 

@@ -10,8 +10,9 @@
 //! - **Ready** means the agent answers *and* `systemctl is-system-running`
 //!   says `running` or `degraded`: before that an ACPI request is silently
 //!   lost (logind is not up yet). Graceful stops and reboots therefore
-//!   repeat their request until the guest acts on it or the timeout passes,
-//!   then force.
+//!   repeat their request, in lengthening rounds, while the guest is up and
+//!   not yet going down, until it acts on it or the timeout passes; then
+//!   they force.
 //! - **Uptime** is the guest's `/proc/uptime`: libvirt's QEMU process age
 //!   does not restart with a guest reboot. No agent, no uptime (`None`).
 //! - **Rebuild** gives the domain a fresh copy-on-write overlay of the OS
@@ -19,8 +20,14 @@
 //!   swaps both into the domain's definition: name, UUID, MAC and every
 //!   other setting stay. The old disk is deleted only once the domain uses
 //!   the new one. Every step can run again after a crash.
+//! - **Usage** is libvirt's bulk domain statistics (`virsh domstats`), one
+//!   call for the node or the domain ([`stats`]).
+//! - **Console** is the domain's serial console through `virsh console`
+//!   ([`console`]).
 
+pub mod console;
 pub mod domain;
+pub mod stats;
 pub mod virsh;
 
 use std::net::Ipv4Addr;
@@ -32,9 +39,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::{
-    AddressConfig, Capabilities, Driver, DriverError, DriverResult, ImageInfo, InstanceInfo,
-    InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome, StopMode,
+    AddressConfig, Capabilities, ConsoleStream, Driver, DriverError, DriverResult, ImageInfo,
+    InstanceInfo, InstanceKind, LiveStatus, PowerOutcome, PowerStatus, RebuildRequest, StepOutcome,
+    StopMode, TerminalSize, UsageReading,
 };
+pub use stats::parse_domstats;
 use virsh::{is_agent_failure, Virsh};
 
 /// How long a graceful reboot without a timeout of its own may take.
@@ -43,8 +52,16 @@ const REBOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long one guest command (a script through the agent) may run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the guest gets between two repeats of a shutdown request.
+/// How long the guest gets after the first shutdown or reboot request
+/// before it is asked again; each later round is longer by as much (up to
+/// [`MAX_ROUND`]), so a guest that is slow to act on a request on a busy
+/// host is not asked over and over.
 const SHUTDOWN_ROUND: Duration = Duration::from_secs(4);
+const MAX_ROUND: Duration = Duration::from_secs(16);
+/// How long a status may wait for the guest agent (uptime, addresses).
+const STATUS_AGENT_BUDGET: Duration = Duration::from_secs(10);
+/// How long one domain's statistics may take (status waits for them).
+const USAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long overlay and seed volume calls may take.
 const VOLUME_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -125,20 +142,6 @@ pub fn uptime_from_proc(raw: &str) -> Option<u64> {
     first.parse::<f64>().ok().map(|s| s as u64)
 }
 
-/// `Domain: 'NAME'` blocks of `virsh domstats`, as (name, key=value pairs).
-pub fn parse_domstats(raw: &str) -> Vec<(String, Vec<(String, String)>)> {
-    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    for line in raw.lines() {
-        let line = line.trim();
-        if let Some(name) = line.strip_prefix("Domain: ") {
-            out.push((name.trim_matches(['\'', '"']).to_string(), Vec::new()));
-        } else if let (Some((key, value)), Some(last)) = (line.split_once('='), out.last_mut()) {
-            last.1.push((key.to_string(), value.to_string()));
-        }
-    }
-    out
-}
-
 fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
         l.trim()
@@ -177,9 +180,10 @@ impl LibvirtDriver {
         }
     }
 
-    /// Whether the guest is ready: agent answers and systemd is up.
-    /// `Err` when the agent does not answer at all.
-    pub async fn is_ready(&self, instance: &str) -> DriverResult<bool> {
+    /// What `systemctl is-system-running` says in the guest (`running`,
+    /// `degraded`, `starting`, `stopping`, ...). `Err` when the agent does
+    /// not answer at all.
+    async fn system_state(&self, instance: &str) -> DriverResult<GuestState> {
         let out = self
             .virsh
             .guest_exec(
@@ -190,8 +194,13 @@ impl LibvirtDriver {
                 Duration::from_secs(10),
             )
             .await?;
-        let word = out.stdout.trim();
-        Ok(word == "running" || word == "degraded")
+        Ok(GuestState::from_word(out.stdout.trim()))
+    }
+
+    /// Whether the guest is ready: agent answers and systemd is up.
+    /// `Err` when the agent does not answer at all.
+    pub async fn is_ready(&self, instance: &str) -> DriverResult<bool> {
+        Ok(self.system_state(instance).await? == GuestState::Ready)
     }
 
     /// Waits until the guest is ready or `deadline` passes.
@@ -265,39 +274,62 @@ impl LibvirtDriver {
 
     async fn graceful_stop(&self, instance: &str, timeout: Duration) -> DriverResult<PowerOutcome> {
         self.require_running(instance).await?;
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let mut rounds = 0u32;
         loop {
             if Instant::now() >= deadline {
                 self.destroy(instance).await?;
                 return Ok(PowerOutcome::GracefulThenForced);
             }
-            // Only a ready guest acts on ACPI; one without an agent gets the
-            // request every round, in case it is listening.
-            let ready = self.is_ready(instance).await;
-            match ready {
-                Ok(true) | Err(_) => {
+            // Only a ready guest acts on ACPI (before logind is up the
+            // request is lost), so the request is repeated until the guest
+            // is seen going down; one that is already stopping is left to
+            // it. A guest without an agent gets it every round, in case it
+            // listens; one that stays "starting" past half the timeout (a
+            // unit that never finishes) gets it too.
+            let state = self.system_state(instance).await;
+            let ask = match &state {
+                Ok(GuestState::Ready) | Err(_) => true,
+                Ok(GuestState::Stopping) => false,
+                Ok(GuestState::Starting) => started.elapsed() * 2 >= timeout,
+            };
+            if ask {
+                let _ = self
+                    .virsh
+                    .run(&["shutdown", instance, "--mode", "acpi"])
+                    .await;
+                // A ready guest that let one ACPI request pass unheeded
+                // is asked through its agent too.
+                if matches!(state, Ok(GuestState::Ready)) && rounds > 0 {
                     let _ = self
                         .virsh
-                        .run(&["shutdown", instance, "--mode", "acpi"])
+                        .run(&["shutdown", instance, "--mode", "agent"])
                         .await;
-                    // A ready guest that let one ACPI request pass unheeded
-                    // is asked through its agent too.
-                    if matches!(ready, Ok(true)) && rounds > 0 {
-                        let _ = self
-                            .virsh
-                            .run(&["shutdown", instance, "--mode", "agent"])
-                            .await;
-                    }
-                    rounds += 1;
                 }
-                Ok(false) => {}
+                rounds += 1;
             }
-            let round_end = (Instant::now() + SHUTDOWN_ROUND).min(deadline);
-            if self.wait_stopped(instance, round_end).await? {
+            if self
+                .wait_stopped(instance, round_end(rounds, deadline))
+                .await?
+            {
                 return Ok(PowerOutcome::Graceful);
             }
         }
+    }
+
+    /// The guest's boot id, asked a few times: one slow agent answer on a
+    /// busy host must not read as "no agent".
+    async fn boot_id_patiently(&self, instance: &str) -> Option<String> {
+        for attempt in 0..5 {
+            if let Some(id) = self.boot_id(instance).await {
+                return Some(id);
+            }
+            if attempt < 4 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        None
     }
 
     async fn graceful_reboot(
@@ -309,7 +341,7 @@ impl LibvirtDriver {
         let deadline = Instant::now() + timeout;
         let ready = self.wait_ready(instance, deadline).await?;
         let before = if ready {
-            self.boot_id(instance).await
+            self.boot_id_patiently(instance).await
         } else {
             None
         };
@@ -332,20 +364,31 @@ impl LibvirtDriver {
             .virsh
             .run(&["reboot", instance, "--mode", "acpi"])
             .await;
-        let asked = Instant::now();
-        let mut asked_agent = false;
+        let mut rounds = 1u32;
+        let mut next_ask = round_end(rounds, deadline);
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if let Some(now) = self.boot_id(instance).await {
                 if now != before {
                     return Ok(PowerOutcome::Graceful);
                 }
-                if !asked_agent && asked.elapsed() > SHUTDOWN_ROUND * 2 {
-                    asked_agent = true;
+                // Still the old boot: ask again, through ACPI and the
+                // agent, but only while the guest is up and ready (not
+                // while it is already going down, which takes long on a
+                // busy host).
+                if Instant::now() >= next_ask
+                    && matches!(self.system_state(instance).await, Ok(GuestState::Ready))
+                {
+                    let _ = self
+                        .virsh
+                        .run(&["reboot", instance, "--mode", "acpi"])
+                        .await;
                     let _ = self
                         .virsh
                         .run(&["reboot", instance, "--mode", "agent"])
                         .await;
+                    rounds += 1;
+                    next_ask = round_end(rounds, deadline);
                 }
             }
             if Instant::now() >= deadline {
@@ -512,6 +555,34 @@ impl LibvirtDriver {
     }
 }
 
+/// What systemd says about the guest as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuestState {
+    /// `running` or `degraded`: logind and the agent act on requests.
+    Ready,
+    /// `stopping`: the guest is going down already.
+    Stopping,
+    /// `initializing`, `starting`, `maintenance`, anything else.
+    Starting,
+}
+
+impl GuestState {
+    fn from_word(word: &str) -> GuestState {
+        match word {
+            "running" | "degraded" => GuestState::Ready,
+            "stopping" => GuestState::Stopping,
+            _ => GuestState::Starting,
+        }
+    }
+}
+
+/// When round `rounds` (1 for the first request) of a shutdown or reboot
+/// ends: 4 s after it, then 8, 12, up to 16 s; never after `deadline`.
+fn round_end(rounds: u32, deadline: Instant) -> Instant {
+    let round = (SHUTDOWN_ROUND * rounds.max(1)).min(MAX_ROUND);
+    (Instant::now() + round).min(deadline)
+}
+
 fn scratch_str(scratch: &Value, key: &str) -> DriverResult<String> {
     scratch
         .get(key)
@@ -604,28 +675,65 @@ impl Driver for LibvirtDriver {
                 addresses: Vec::new(),
             });
         }
-        let uptime = self
-            .virsh
-            .guest_exec(
-                instance,
-                "cat",
-                &["/proc/uptime"],
-                None,
-                Duration::from_secs(5),
-            )
-            .await
-            .ok()
-            .and_then(|out| uptime_from_proc(&out.stdout));
-        let addresses = if uptime.is_some() {
-            self.addresses(instance).await.unwrap_or_default()
-        } else {
-            Vec::new()
+        // The agent's part has one budget: an agent that hangs rather than
+        // disconnects (libvirt then waits out every command's timeout, and
+        // queues calls behind each other) makes the uptime unknown, not the
+        // status late.
+        let agent_part = async {
+            let uptime = self
+                .virsh
+                .guest_exec(
+                    instance,
+                    "cat",
+                    &["/proc/uptime"],
+                    None,
+                    Duration::from_secs(5),
+                )
+                .await
+                .ok()
+                .and_then(|out| uptime_from_proc(&out.stdout));
+            let addresses = if uptime.is_some() {
+                self.addresses(instance).await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            (uptime, addresses)
         };
+        let (uptime, addresses) = tokio::time::timeout(STATUS_AGENT_BUDGET, agent_part)
+            .await
+            .unwrap_or((None, Vec::new()));
         Ok(LiveStatus {
             power,
             uptime_secs: uptime,
             addresses,
         })
+    }
+
+    async fn usage(&self, instance: &str) -> DriverResult<UsageReading> {
+        check_name(instance)?;
+        let mut args = vec!["domstats"];
+        args.extend_from_slice(stats::GROUPS);
+        args.push(instance);
+        let raw = self.virsh.run_within(&args, USAGE_TIMEOUT).await?;
+        parse_domstats(&raw)
+            .into_iter()
+            .find(|(name, _)| name == instance)
+            .map(|(_, values)| stats::Stats::new(&values).usage())
+            .ok_or(DriverError::NotFound)
+    }
+
+    async fn usage_all(&self) -> DriverResult<Vec<(String, UsageReading)>> {
+        // One call for the whole node: libvirt's bulk domain statistics.
+        let mut args = vec!["domstats"];
+        args.extend_from_slice(stats::GROUPS);
+        let raw = self.virsh.run(&args).await?;
+        Ok(parse_domstats(&raw)
+            .into_iter()
+            .map(|(name, values)| {
+                let usage = stats::Stats::new(&values).usage();
+                (name, usage)
+            })
+            .collect())
     }
 
     async fn configure_address(&self, instance: &str, address: &AddressConfig) -> DriverResult<()> {
@@ -928,6 +1036,14 @@ impl Driver for LibvirtDriver {
             }
         }
         Ok(images)
+    }
+
+    /// The domain's serial console (see [`console`]); the size is not
+    /// passed on, a serial line has none.
+    async fn console(&self, instance: &str, size: TerminalSize) -> DriverResult<ConsoleStream> {
+        let _ = size;
+        self.require_running(instance).await?;
+        console::attach(&self.virsh, instance).await
     }
 
     async fn list_instances(&self) -> DriverResult<Vec<InstanceInfo>> {

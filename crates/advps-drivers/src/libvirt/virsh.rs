@@ -130,6 +130,11 @@ impl Virsh {
         &self.uri
     }
 
+    /// The virsh program (`ADVPS_VIRSH`, else `virsh` on the PATH).
+    pub fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
