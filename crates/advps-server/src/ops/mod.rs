@@ -53,6 +53,8 @@ pub struct Operations {
     drivers: Arc<DriverRegistry>,
     /// Wakes the task worker when a task is queued.
     wake: Arc<Notify>,
+    /// Counts failed engine calls.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the status endpoint reports, whichever side the service is on.
@@ -90,6 +92,7 @@ impl Operations {
         cipher: Cipher,
         drivers: Arc<DriverRegistry>,
         wake: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Operations {
         Operations {
             store,
@@ -97,6 +100,7 @@ impl Operations {
             cipher,
             drivers,
             wake,
+            metrics,
         }
     }
 
