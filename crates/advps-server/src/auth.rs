@@ -166,7 +166,7 @@ where
         state.limiter.peek(&caller.key_id, limit, now).await
     };
     if counted && !decision.allowed {
-        crate::metrics::global().rate_limited();
+        state.metrics.rate_limited();
         let mut response = ApiError::RateLimited {
             retry_after_secs: decision.reset_secs,
         }

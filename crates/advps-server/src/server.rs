@@ -68,6 +68,8 @@ pub struct AppStateInner {
     pub wake: Arc<Notify>,
     /// The consoles open in this process.
     pub consoles: Arc<crate::console::Consoles>,
+    /// This process's Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::ops::Deref for AppState {
@@ -104,6 +106,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
     let wake = Arc::new(Notify::new());
     let consoles = Arc::new(crate::console::Consoles::new(config.console_max_sessions));
     let config = Arc::new(config);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     Ok(AppState(Arc::new(AppStateInner {
         ops: Operations::new(
             Arc::clone(&store),
@@ -111,6 +114,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
             cipher.clone(),
             Arc::clone(&drivers),
             Arc::clone(&wake),
+            Arc::clone(&metrics),
         ),
         store,
         config,
@@ -121,6 +125,7 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
         cipher,
         wake,
         consoles,
+        metrics,
     })))
 }
 
@@ -226,7 +231,10 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(docs::get_docs))
         .merge(api)
         .merge(panel)
-        .route_layer(middleware::from_fn(crate::metrics::record))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            crate::metrics::record,
+        ))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -679,6 +687,7 @@ fn spawn_background(
         owner: format!("{}-{}", std::process::id(), advps_domain::ids::key_id()),
         lease: Duration::from_secs(state.config.task_lease_secs),
         wake: Arc::clone(&state.wake),
+        metrics: Arc::clone(&state.metrics),
     };
     let worker = tokio::spawn(worker.run(stop.clone()));
     let expiry = crate::expiry::Expiry {

@@ -62,6 +62,8 @@ pub struct Worker {
     pub owner: String,
     pub lease: Duration,
     pub wake: Arc<Notify>,
+    /// Where task durations and failed engine calls are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Worker {
@@ -148,7 +150,8 @@ impl Worker {
             (Ok(()), Ok(Some(t))) if t.status == TaskStatus::Completed => "completed",
             _ => "interrupted",
         };
-        crate::metrics::global().task_finished(task.kind.as_str(), result, started.elapsed());
+        self.metrics
+            .task_finished(task.kind.as_str(), result, started.elapsed());
         if let Err(finish) = outcome {
             tracing::warn!(task = %task_id, error = ?finish.error, "task failed");
             if let Err(e) = self.store.finish_task(&task_id, &finish).await {
@@ -293,7 +296,7 @@ impl Worker {
                     return Ok(());
                 }
                 Err(e) => {
-                    crate::metrics::global().driver_error(driver.name());
+                    self.metrics.driver_error(driver.name());
                     let power = match driver.status(&request.instance).await {
                         Ok(status) if status.power == PowerStatus::Running => PowerState::Running,
                         _ => PowerState::Stopped,

@@ -124,7 +124,7 @@ impl Operations {
                 }
             ))),
             Err(e) => {
-                crate::metrics::global().driver_error(driver.name());
+                self.metrics.driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "engine call failed");
                 Err(ApiError::OperationFailed(format!(
                     "Failed to {action}: {}",
@@ -266,7 +266,7 @@ impl Operations {
                 "Failed to configure IP: service is not running".into(),
             )),
             Err(e) => {
-                crate::metrics::global().driver_error(driver.name());
+                self.metrics.driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "address configuration failed");
                 Err(ApiError::OperationFailed(format!(
                     "Failed to configure IP: {}",
@@ -309,7 +309,7 @@ impl Operations {
                 "Service must be running before generating a password",
             )),
             Err(e) => {
-                crate::metrics::global().driver_error(driver.name());
+                self.metrics.driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "password change failed");
                 Err(ApiError::OperationFailed(format!(
                     "Failed to generate password: {}",
@@ -397,7 +397,7 @@ impl Operations {
         let result = driver.set_mac(&service.vmid, &mac).await;
         self.store.unlock_service(service.pk, &token, None).await?;
         result.map(|()| mac).map_err(|e| {
-            crate::metrics::global().driver_error(driver.name());
+            self.metrics.driver_error(driver.name());
             tracing::warn!(service = %service.service_id, error = %e, "MAC reset failed");
             ApiError::OperationFailed(format!("Failed to {action}: {}", describe(&e)))
         })

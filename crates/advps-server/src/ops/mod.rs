@@ -57,6 +57,8 @@ pub struct Operations {
     /// Each service's last usage counters read by status in this process
     /// (see `usage`): bounded, and forgotten when idle.
     recent_counters: moka::sync::Cache<i64, UsageCounters>,
+    /// Counts failed engine calls.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the status endpoint reports, whichever side the service is on.
@@ -94,6 +96,7 @@ impl Operations {
         cipher: Cipher,
         drivers: Arc<DriverRegistry>,
         wake: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Operations {
         Operations {
             store,
@@ -105,6 +108,7 @@ impl Operations {
                 .max_capacity(100_000)
                 .time_to_idle(std::time::Duration::from_secs(3600))
                 .build(),
+            metrics,
         }
     }
 
