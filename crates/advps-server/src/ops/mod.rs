@@ -112,24 +112,37 @@ impl Operations {
         }
     }
 
-    /// The status of a service: simulated for the sandbox, measured on the
-    /// engine for live services.
-    pub async fn status(&self, scope: Scope, service_id: &str) -> Result<StatusView, ApiError> {
+    /// The status of a service and its usage: simulated for the sandbox,
+    /// measured on the engine for live services. The engine is asked for
+    /// both at once, so a slow part (a VM whose guest agent stopped
+    /// answering) costs its own bound, not the sum of both.
+    pub async fn status(
+        &self,
+        scope: Scope,
+        service_id: &str,
+    ) -> Result<(StatusView, usage::Measured), ApiError> {
         let service = self.service(scope, service_id).await?;
         if service.mode == Mode::Live {
-            return Ok(self.live_status(service).await);
+            let (view, resources) =
+                tokio::join!(self.live_status(service.clone()), self.resources(&service));
+            return Ok((view, resources?));
         }
+        let resources = self.resources(&service).await?;
+        Ok((Self::sandbox_status(service), resources))
+    }
+
+    fn sandbox_status(service: ServiceRecord) -> StatusView {
         let uptime = match (service.power_state, service.started_at) {
             (PowerState::Running, Some(at)) => ((time::now_millis() - at) / 1000).max(0),
             _ => 0,
         };
-        Ok(StatusView {
+        StatusView {
             running_status: service.power_state.as_str().to_string(),
             vm_status: service.power_state.lower().to_string(),
             uptime: Some(uptime),
             ip: service.ip.clone(),
             service,
-        })
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -447,8 +447,7 @@ pub async fn get_service_status(
     if_none_match: IfNoneMatch,
     Path(service_id): Path<String>,
 ) -> Result<Success, ApiError> {
-    let view = state.ops.status(caller.scope(), &service_id).await?;
-    let resources = state.ops.resources(&view.service).await?;
+    let (view, resources) = state.ops.status(caller.scope(), &service_id).await?;
     let service = &view.service;
     let os = service.os_slug.as_ref().map(|slug| OsRef {
         id: slug.clone(),
