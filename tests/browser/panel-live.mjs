@@ -242,10 +242,11 @@ async function main() {
     steps.push("getty login, echo panel-42");
 
     // A smaller window: the terminal refits, tells the server, carries on.
+    const before = sent.length;
     await page.setViewportSize({ width: 800, height: 700 });
     const deadline = Date.now() + 10000;
     let resize;
-    while (!(resize = sent.find((p) => typeof p === "string" && p.includes('"resize"')))) {
+    while (!(resize = sent.slice(before).find((p) => typeof p === "string" && p.includes('"resize"')))) {
       if (Date.now() > deadline) fail("no resize sent on the console after the window shrank");
       await sleep(100);
     }
