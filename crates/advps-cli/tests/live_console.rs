@@ -135,4 +135,24 @@ async fn live_console_logs_in_at_the_getty_runs_a_command_and_closes_on_stop() {
     // Closed because the service stopped, or because the engine's console
     // ended with the container: either way, at once.
     assert!(matches!(code, Some(4000) | Some(1000)), "{code:?}");
+
+    // A container stopped behind advps's back: the engine is asked, and the
+    // caller gets the 400 rather than a URL whose WebSocket would fail.
+    let resp = server.action(key, id, "start").await;
+    assert_api_success(&resp, "Linux service started successfully", LIVE);
+    let out = std::process::Command::new("lxc")
+        .args(["stop", "--force", &bound.container])
+        .output()
+        .expect("run lxc stop");
+    assert!(out.status.success(), "lxc stop: {out:?}");
+    let resp = server
+        .post(&format!("/api/v1/services/{id}/console"), key)
+        .await;
+    assert_eq!(resp.status, 400, "{}", resp.text);
+    assert!(
+        resp.text
+            .contains("Service must be running to open a console"),
+        "{}",
+        resp.text
+    );
 }

@@ -2,7 +2,7 @@
 //! simulated shell for the sandbox, the engine's console for live services.
 
 use advps_domain::{Mode, PowerState};
-use advps_drivers::{ConsoleStream, DriverError, TerminalSize};
+use advps_drivers::{ConsoleStream, DriverError, PowerStatus, TerminalSize};
 use advps_store::{Scope, ServiceRecord};
 
 use super::Operations;
@@ -27,7 +27,27 @@ impl Operations {
         if service.power_state != PowerState::Running {
             return Err(ApiError::bad_request(CONSOLE_NOT_RUNNING));
         }
+        if service.mode == Mode::Live && self.stopped_on_engine(&service).await {
+            return Err(ApiError::bad_request(CONSOLE_NOT_RUNNING));
+        }
         Ok(service)
+    }
+
+    /// Whether the engine says the machine is stopped: the stored state lags
+    /// a guest shut down from inside or behind advps's back, and a URL handed
+    /// out for it would only give a WebSocket that fails. An engine that does
+    /// not answer is not taken for a stopped machine.
+    async fn stopped_on_engine(&self, service: &ServiceRecord) -> bool {
+        let Some(node) = service.node.as_deref() else {
+            return false;
+        };
+        let Ok(driver) = self.drivers.for_node(node).await else {
+            return false;
+        };
+        matches!(
+            driver.status(&service.vmid).await,
+            Ok(status) if status.power == PowerStatus::Stopped
+        )
     }
 
     /// Opens the service's text console at `size`.
