@@ -5,59 +5,28 @@
 //! on), and sees the console closed when the service stops.
 
 mod common;
+#[path = "common/console.rs"]
+mod console_io;
 #[path = "common/live.rs"]
 mod live;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use console_io::*;
 use futures_util::{SinkExt, StreamExt};
 use live::*;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// First address of this file's blocks (.224 onwards, eight per test).
 const ADDRESS_OFFSET: u8 = 224;
 const LIVE: &str = "live";
 /// How long the guest may take to answer on its console.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Reads what the console prints until `needle` shows, sending `nudge`
-/// every few seconds meanwhile (a getty prints its prompt again on Enter).
-async fn expect(ws: &mut Ws, needle: &str, nudge: Option<&str>) -> String {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = String::new();
-    let mut next_nudge = Instant::now();
-    while !seen.contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} on the console in time; it printed {seen:?}"
-        );
-        if let Some(nudge) = nudge {
-            if Instant::now() >= next_nudge {
-                send(ws, nudge).await;
-                next_nudge = Instant::now() + Duration::from_secs(3);
-            }
-        }
-        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-            Err(_) => {}
-            Ok(Some(Ok(Message::Binary(bytes)))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-            Ok(Some(Ok(Message::Text(text)))) => seen.push_str(text.as_str()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            Ok(other) => panic!("the console ended ({other:?}); it printed {seen:?}"),
-        }
-    }
-    seen
-}
-
-async fn send(ws: &mut Ws, text: &str) {
-    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
-        .await
-        .expect("typed into the console");
-}
+const PACE: Pace = Pace {
+    wait: WAIT,
+    nudge_every: Duration::from_secs(3),
+};
 
 #[tokio::test]
 async fn live_console_logs_in_at_the_getty_runs_a_command_and_closes_on_stop() {
@@ -87,14 +56,14 @@ async fn live_console_logs_in_at_the_getty_runs_a_command_and_closes_on_stop() {
     .expect("the WebSocket handshake timed out")
     .expect("the console opened");
 
-    expect(&mut ws, "login:", Some("\r")).await;
+    expect(&mut ws, "login:", Some("\r"), PACE).await;
     send(&mut ws, "root\r").await;
-    expect(&mut ws, "assword:", None).await;
+    expect(&mut ws, "assword:", None, PACE).await;
     send(&mut ws, &format!("{password}\r")).await;
-    expect(&mut ws, "# ", None).await;
+    expect(&mut ws, "# ", None, PACE).await;
 
     send(&mut ws, "echo console-$((6*7))\r").await;
-    expect(&mut ws, "console-42", None).await;
+    expect(&mut ws, "console-42", None, PACE).await;
 
     // The size (from the URL, and each resize) is handed to LXD: on its
     // control channel as `window-resize`. LXD 5.0's container consoles do
@@ -103,7 +72,7 @@ async fn live_console_logs_in_at_the_getty_runs_a_command_and_closes_on_stop() {
     let resize = r#"{"type":"resize","cols":100,"rows":30}"#;
     ws.send(Message::Text(resize.into())).await.unwrap();
     send(&mut ws, "echo after-$((2+3))\r").await;
-    expect(&mut ws, "after-5", None).await;
+    expect(&mut ws, "after-5", None, PACE).await;
 
     // The URL opened once.
     match tokio_tungstenite::connect_async(url.as_str()).await {

@@ -20,20 +20,17 @@
 //! the image the tests print a notice and return; with ADVPS_REQUIRE_LIBVIRT=1 they fail.
 
 mod common;
+#[path = "common/console.rs"]
+mod console_io;
 #[path = "common/live.rs"]
 mod live;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use console_io::*;
 use live::require;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const LIVE: &str = "live";
 const NODE: &str = "kvm";
@@ -337,40 +334,10 @@ fn guest_memory(name: &str) -> (u64, u64) {
 
 /// How long the guest may take to answer on its serial console.
 const CONSOLE_WAIT: Duration = Duration::from_secs(60);
-
-/// Reads the console until `needle` shows, sending `nudge` every few seconds meanwhile (a
-/// getty prints its prompt again on Enter).
-async fn expect(ws: &mut Ws, needle: &str, nudge: Option<&str>) -> String {
-    let deadline = Instant::now() + CONSOLE_WAIT;
-    let mut seen = String::new();
-    let mut next_nudge = Instant::now();
-    while !seen.contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} on the console in time; it printed {seen:?}"
-        );
-        if let Some(nudge) = nudge {
-            if Instant::now() >= next_nudge {
-                send(ws, nudge).await;
-                next_nudge = Instant::now() + Duration::from_secs(4);
-            }
-        }
-        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-            Err(_) => {}
-            Ok(Some(Ok(Message::Binary(bytes)))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-            Ok(Some(Ok(Message::Text(text)))) => seen.push_str(text.as_str()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            Ok(other) => panic!("the console ended ({other:?}); it printed {seen:?}"),
-        }
-    }
-    seen
-}
-
-async fn send(ws: &mut Ws, text: &str) {
-    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
-        .await
-        .expect("typed into the console");
-}
+const PACE: Pace = Pace {
+    wait: CONSOLE_WAIT,
+    nudge_every: Duration::from_secs(4),
+};
 
 /// A power call with a JSON body. Its own client: a graceful stop right after a start waits
 /// for the guest to boot, longer than the harness's 30 s deadline when the cores are busy.
@@ -485,13 +452,13 @@ async fn live_vm_is_driven_through_the_api() {
         .await
         .expect("the WebSocket handshake timed out")
         .expect("the console opened");
-    expect(&mut ws, "login:", Some("\r")).await;
+    expect(&mut ws, "login:", Some("\r"), PACE).await;
     send(&mut ws, "root\r").await;
-    expect(&mut ws, "assword:", None).await;
+    expect(&mut ws, "assword:", None, PACE).await;
     send(&mut ws, &format!("{password}\r")).await;
-    expect(&mut ws, "# ", None).await;
+    expect(&mut ws, "# ", None, PACE).await;
     send(&mut ws, "echo serial-$((6*7))\r").await;
-    expect(&mut ws, "serial-42", None).await;
+    expect(&mut ws, "serial-42", None, PACE).await;
     send(&mut ws, "exit\r").await;
     drop(ws);
 

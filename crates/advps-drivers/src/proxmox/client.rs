@@ -374,18 +374,14 @@ impl PveClient {
             .map_err(|_| DriverError::Timeout(what))?
     }
 
-    async fn exchange_inner(
-        &self,
-        method: Method,
-        path: &str,
-        params: &[(String, String)],
-    ) -> DriverResult<Result<Value, ApiFailure>> {
+    /// A TLS connection to the API endpoint, verified as the node's
+    /// settings say: every call and the console's WebSocket start here.
+    async fn connect_tls(&self) -> DriverResult<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| DriverError::Unreachable(format!("{}: {e}", self.authority())))?;
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .connector
+        self.connector
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| {
@@ -394,7 +390,16 @@ impl PveClient {
                     self.authority(),
                     crate::tls::describe_tls_error(&e, false)
                 ))
-            })?;
+            })
+    }
+
+    async fn exchange_inner(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(String, String)],
+    ) -> DriverResult<Result<Value, ApiFailure>> {
+        let tls = self.connect_tls().await?;
         let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| DriverError::Unreachable(e.to_string()))?;
@@ -471,21 +476,7 @@ impl PveClient {
     ) -> DriverResult<WebSocketStream<TlsStream<TcpStream>>> {
         let what = format!("websocket {path}");
         tokio::time::timeout(self.request_timeout, async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| DriverError::Unreachable(format!("{}: {e}", self.authority())))?;
-            let _ = tcp.set_nodelay(true);
-            let tls = self
-                .connector
-                .connect(self.server_name.clone(), tcp)
-                .await
-                .map_err(|e| {
-                    DriverError::Unreachable(format!(
-                        "{}: TLS handshake failed: {}",
-                        self.authority(),
-                        crate::tls::describe_tls_error(&e, false)
-                    ))
-                })?;
+            let tls = self.connect_tls().await?;
             let mut url = format!("wss://{}/api2/json{path}", self.authority());
             if !params.is_empty() {
                 url.push('?');
