@@ -12,12 +12,12 @@
 // ADVPS_BIN (default target/debug/advps) and CHROMIUM (default
 // /usr/bin/chromium) can point elsewhere.
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startServer } from "./server.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const bin = process.env.ADVPS_BIN || join(root, "target", "debug", "advps");
@@ -36,34 +36,9 @@ function fail(message) {
   throw new Error(message);
 }
 
-// Starts the server on a random port with a fresh data directory; resolves
-// with its base URL and the test key it prints on first start.
-function startServer(dataDir) {
-  return new Promise((resolveStart, rejectStart) => {
-    const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("ADVPS_"))),
-    });
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => rejectStart(new Error("server did not start:\n" + out + err)), 60000);
-    child.stderr.on("data", (d) => { err += d; });
-    child.stdout.on("data", (d) => {
-      out += d;
-      const url = out.match(/Listening on (http:\/\/[0-9.:]+)/);
-      const key = out.match(/^(sk_test_[A-Za-z0-9]{32})$/m);
-      if (url && key) {
-        clearTimeout(timer);
-        resolveStart({ child, base: url[1], key: key[1] });
-      }
-    });
-    child.on("exit", (code) => rejectStart(new Error(`server exited (${code}):\n${out}${err}`)));
-  });
-}
-
 async function main() {
   const dataDir = mkdtempSync(join(tmpdir(), "advps-docs-"));
-  const { child, base, key } = await startServer(dataDir);
+  const { child, base, key } = await startServer(bin, dataDir);
   const browser = await chromium.launch({
     executablePath,
     headless: true,

@@ -18,13 +18,14 @@
 // ADVPS_BIN (default target/debug/advps) and CHROMIUM (default
 // /usr/bin/chromium) can point elsewhere.
 
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { cleanEnv, startServer } from "./server.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const bin = process.env.ADVPS_BIN || join(root, "target", "debug", "advps");
@@ -44,12 +45,6 @@ function fail(message) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// The environment without the caller's ADVPS_* settings, as the CLI tests run.
-function cleanEnv(extra = {}) {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("ADVPS_")));
-  return { ...env, ...extra };
-}
-
 function lxc(...args) {
   return execFileSync("lxc", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
@@ -66,29 +61,6 @@ async function waitForBoot(name) {
     await sleep(500);
   }
   fail(`${name} did not boot in ${BOOT_MS / 1000} s (last state ${JSON.stringify(state)})`);
-}
-
-function startServer(dataDir) {
-  return new Promise((resolveStart, rejectStart) => {
-    // Live mode's rate limit would only get in the way of a test.
-    const env = cleanEnv({ ADVPS_RATE_LIMIT_LIVE: "100000" });
-    const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
-      stdio: ["ignore", "pipe", "pipe"], env,
-    });
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => rejectStart(new Error("server did not start:\n" + out + err)), 60000);
-    child.stderr.on("data", (d) => { err += d; });
-    child.stdout.on("data", (d) => {
-      out += d;
-      const url = out.match(/Listening on (http:\/\/[0-9.:]+)/);
-      if (url) {
-        clearTimeout(timer);
-        resolveStart({ child, base: url[1], log: () => out + err });
-      }
-    });
-    child.on("exit", (code) => rejectStart(new Error(`server exited (${code}):\n${out}${err}`)));
-  });
 }
 
 // The operator's command line on the same data directory; its changes
@@ -180,7 +152,10 @@ async function main() {
   try {
     launched = true;
     lxc("launch", IMAGE, container);
-    server = await startServer(dataDir);
+    server = await startServer(bin, dataDir, {
+      // Live mode's rate limit would only get in the way of a test.
+      env: { ADVPS_RATE_LIMIT_LIVE: "100000" }, waitForKey: false,
+    });
     const { base } = server;
     await waitForBoot(container);
     const { service, key } = prepare(dataDir, container);

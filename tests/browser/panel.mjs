@@ -13,13 +13,13 @@
 // ADVPS_BIN (default target/debug/advps) and CHROMIUM (default
 // /usr/bin/chromium) can point elsewhere.
 
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startServer } from "./server.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const bin = process.env.ADVPS_BIN || join(root, "target", "debug", "advps");
@@ -28,31 +28,6 @@ const shots = join(root, "target");
 
 function fail(message) {
   throw new Error(message);
-}
-
-function startServer(dataDir) {
-  return new Promise((resolveStart, rejectStart) => {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("ADVPS_")));
-    // Sandbox tasks take 3 s here rather than 20.
-    env.ADVPS_SANDBOX_TASK_SECONDS = "3";
-    const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
-      stdio: ["ignore", "pipe", "pipe"], env,
-    });
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => rejectStart(new Error("server did not start:\n" + out + err)), 60000);
-    child.stderr.on("data", (d) => { err += d; });
-    child.stdout.on("data", (d) => {
-      out += d;
-      const url = out.match(/Listening on (http:\/\/[0-9.:]+)/);
-      const key = out.match(/^(sk_test_[A-Za-z0-9]{32})$/m);
-      if (url && key) {
-        clearTimeout(timer);
-        resolveStart({ child, base: url[1], key: key[1] });
-      }
-    });
-    child.on("exit", (code) => rejectStart(new Error(`server exited (${code}):\n${out}${err}`)));
-  });
 }
 
 // Another origin (a second port) whose page posts a form to the panel.
@@ -73,7 +48,10 @@ async function stateIs(page, state) {
 
 async function main() {
   const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-"));
-  const { child, base, key } = await startServer(dataDir);
+  const { child, base, key } = await startServer(bin, dataDir, {
+    // Sandbox tasks take 3 s here rather than 20.
+    env: { ADVPS_SANDBOX_TASK_SECONDS: "3" },
+  });
   const attacker = await startAttacker(base);
   mkdirSync(shots, { recursive: true });
   const browser = await chromium.launch({
