@@ -220,8 +220,14 @@ impl TestServer {
                     read_log(&log_path)
                 )
             });
+        // The server closes a keep-alive connection that stays quiet for its
+        // header read timeout (10 s). A test that blocks its thread longer
+        // than that (waiting on a guest through virsh, say) keeps the client
+        // from seeing the close, and the next request would go out on the
+        // dead connection; a pooled connection is never reused after 5 s.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("build HTTP client");
         TestServer {
