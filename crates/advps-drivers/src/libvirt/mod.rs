@@ -68,7 +68,7 @@ const STATUS_POWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest agent gets to answer the ping that comes before a
 /// status's agent calls: a stopped or hung agent then costs this, not a
 /// guest-exec's whole deadline.
-const STATUS_PING_SECS: &str = "2";
+const STATUS_PING_SECS: u64 = 2;
 /// How long one domain's statistics may take (status waits for them).
 const USAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long overlay and seed volume calls may take.
@@ -177,8 +177,15 @@ impl LibvirtDriver {
     }
 
     async fn power_of(&self, instance: &str) -> DriverResult<PowerStatus> {
+        self.power_within(instance, self.virsh.timeout()).await
+    }
+
+    async fn power_within(&self, instance: &str, timeout: Duration) -> DriverResult<PowerStatus> {
         check_name(instance)?;
-        let raw = self.virsh.run(&["domstate", instance]).await?;
+        let raw = self
+            .virsh
+            .run_within(&["domstate", instance], timeout)
+            .await?;
         Ok(power_from_domstate(&raw))
     }
 
@@ -676,12 +683,7 @@ impl Driver for LibvirtDriver {
     }
 
     async fn status(&self, instance: &str) -> DriverResult<LiveStatus> {
-        check_name(instance)?;
-        let raw = self
-            .virsh
-            .run_within(&["domstate", instance], STATUS_POWER_TIMEOUT)
-            .await?;
-        let power = power_from_domstate(&raw);
+        let power = self.power_within(instance, STATUS_POWER_TIMEOUT).await?;
         if power != PowerStatus::Running {
             return Ok(LiveStatus {
                 power,
@@ -694,19 +696,10 @@ impl Driver for LibvirtDriver {
         // queues calls behind each other) makes the uptime unknown, not the
         // status late.
         let agent_part = async {
-            let ping = r#"{"execute":"guest-ping"}"#;
+            let ping = json!({ "execute": "guest-ping" });
             if self
                 .virsh
-                .run_within(
-                    &[
-                        "qemu-agent-command",
-                        instance,
-                        "--timeout",
-                        STATUS_PING_SECS,
-                        ping,
-                    ],
-                    STATUS_AGENT_BUDGET,
-                )
+                .agent_within(instance, &ping, STATUS_PING_SECS)
                 .await
                 .is_err()
             {

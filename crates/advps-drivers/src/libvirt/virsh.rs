@@ -234,12 +234,22 @@ impl Virsh {
     /// Sends one command to the domain's guest agent and returns its
     /// `return` value.
     pub async fn agent(&self, domain: &str, command: &Value) -> DriverResult<Value> {
-        let timeout = AGENT_TIMEOUT_SECS.to_string();
+        self.agent_within(domain, command, AGENT_TIMEOUT_SECS).await
+    }
+
+    /// [`Virsh::agent`] with its own wait for the agent's answer, in seconds.
+    pub async fn agent_within(
+        &self,
+        domain: &str,
+        command: &Value,
+        agent_secs: u64,
+    ) -> DriverResult<Value> {
+        let timeout = agent_secs.to_string();
         let text = command.to_string();
         let out = self
             .run_within(
                 &["qemu-agent-command", domain, "--timeout", &timeout, &text],
-                Duration::from_secs(AGENT_TIMEOUT_SECS + 10),
+                Duration::from_secs(agent_secs + 10),
             )
             .await?;
         agent_return(&out)
