@@ -135,6 +135,14 @@ impl Cluster {
             "initdb failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        // Each logged error with its SQLSTATE, to tell what the server did.
+        let conf = cluster.data().join("postgresql.conf");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .expect("open postgresql.conf");
+        std::io::Write::write_all(&mut file, b"log_line_prefix = '%m [%p] %e '\n")
+            .expect("write postgresql.conf");
         cluster.pg_ctl(&["start"]);
         cluster
     }
@@ -198,6 +206,21 @@ impl Cluster {
             .arg("-D")
             .arg(self.data())
             .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Runs one SQL statement on the cluster with `psql`; whether it
+    /// succeeded (the server may be down, or fail the statement).
+    pub fn psql(&self, sql: &str) -> bool {
+        Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url())
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
