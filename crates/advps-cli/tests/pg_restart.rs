@@ -6,153 +6,24 @@
 //! left in the middle of a transaction.
 //!
 //! The test runs its own PostgreSQL cluster (made with `initdb` in a
-//! temporary directory, on a free port) so that restarting it disturbs
-//! nothing else; that needs PostgreSQL's server programs and root (to run
-//! them as the `postgres` user). Elsewhere it is skipped with a notice; with
-//! `ADVPS_REQUIRE_POSTGRES=1` (as `.ci/test` sets it) it fails instead.
+//! temporary directory, on a free port; see `common/pg_cluster.rs`) so that
+//! restarting it disturbs nothing else; that needs PostgreSQL's server
+//! programs and root (to run them as the `postgres` user). Elsewhere it is
+//! skipped with a notice; with `ADVPS_REQUIRE_POSTGRES=1` or
+//! `ADVPS_REQUIRE_ROOT=1` (as `.ci/test` sets them) it fails instead.
 
 mod common;
+#[path = "common/pg_cluster.rs"]
+mod pg_cluster;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use pg_cluster::Cluster;
 
 const UNAVAILABLE: &str = "Storage is full or unavailable; retry later";
-
-/// The directory holding `initdb` and `pg_ctl`, if PostgreSQL's server
-/// programs are installed.
-fn pg_bin() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| bin.join("pg_ctl").is_file() && bin.join("initdb").is_file())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn has_postgres_user() -> bool {
-    Command::new("id")
-        .arg("postgres")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Why this test cannot run here, if it cannot.
-fn unavailable() -> Option<&'static str> {
-    if pg_bin().is_none() {
-        return Some("PostgreSQL's server programs (initdb, pg_ctl) are not installed");
-    }
-    if !is_root() || !has_postgres_user() {
-        return Some("it must run as root, with a `postgres` user to run PostgreSQL as");
-    }
-    None
-}
-
-/// A PostgreSQL cluster of this test's own, stopped when dropped.
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Cluster {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("pgdata")
-    }
-
-    fn pg_ctl(&self, args: &[&str]) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("postgres.log");
-        let status = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.data())
-            .arg("-o")
-            .arg(&options)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60"])
-            .args(args)
-            .status()
-            .expect("run pg_ctl");
-        assert!(
-            status.success(),
-            "pg_ctl {args:?} failed; its log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    fn start() -> Cluster {
-        let bin = pg_bin().expect("checked before");
-        let dir = tempfile::tempdir().expect("temp dir");
-        chown_postgres(dir.path());
-        let port = free_port();
-        let cluster = Cluster { bin, dir, port };
-        let status = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(cluster.bin.join("initdb"))
-            .arg("-D")
-            .arg(cluster.data())
-            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run initdb");
-        assert!(status.success(), "initdb failed");
-        cluster.pg_ctl(&["start"]);
-        cluster
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-fn chown_postgres(path: &Path) {
-    let status = Command::new("chown")
-        .arg("postgres:postgres")
-        .arg(path)
-        .status()
-        .expect("run chown");
-    assert!(status.success(), "chown {} failed", path.display());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// What the load saw, by response.
 #[derive(Default)]
@@ -225,14 +96,7 @@ async fn healed(seen: &Mutex<Seen>, quiet: Duration, within: Duration) -> Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_or_vanished_postgresql_leaves_the_instance_working() {
-    if let Some(why) = unavailable() {
-        let required =
-            std::env::var("ADVPS_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0");
-        assert!(!required, "ADVPS_REQUIRE_POSTGRES is set, but {why}");
-        eprintln!(
-            "\nNOTICE (pg_restart): skipped: {why}.\n    To run it: install postgresql and run \
-             the tests as root; ADVPS_REQUIRE_POSTGRES=1 makes this a failure instead of a skip.\n"
-        );
+    if pg_cluster::skipped("pg_restart") {
         return;
     }
     let cluster = Cluster::start();
