@@ -439,11 +439,45 @@ async fn live_vm_is_driven_through_the_api() {
     let r = resources(&server, key, id).await;
     let rx_after = r["network"]["rxBytes"].as_u64().expect("rx bytes");
     let tx_after = r["network"]["txBytes"].as_u64().expect("tx bytes");
+    // What to look at when the counters do not move: the guest's view, the
+    // engine's raw figures and the host's bridge.
+    let network_report = || {
+        let run = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        format!(
+            "ping (exit {}): {}\nguest: {:?}\ndomstats: {}\nbridge: {}",
+            ping.0,
+            ping.1,
+            guest_sh(
+                name,
+                "ip -br link; ip -br addr; ip route; \
+                 journalctl -b --no-pager -u advps-nocloud -u networking | tail -n 20"
+            ),
+            run(
+                "virsh",
+                &["-c", "qemu:///system", "domstats", name, "--interface"]
+            ),
+            run("bridge", &["link"]),
+        )
+    };
     if answered {
-        assert!(tx_after >= tx + 10_000, "tx {tx} -> {tx_after}");
-        assert!(rx_after >= rx + 10_000, "rx {rx} -> {rx_after}");
+        assert!(
+            tx_after >= tx + 10_000,
+            "tx {tx} -> {tx_after}\n{}",
+            network_report()
+        );
+        assert!(
+            rx_after >= rx + 10_000,
+            "rx {rx} -> {rx_after}\n{}",
+            network_report()
+        );
     } else {
-        assert!(tx_after > tx, "tx {tx} -> {tx_after}");
+        assert!(tx_after > tx, "tx {tx} -> {tx_after}\n{}", network_report());
     }
     let percent = r["cpu"]["usagePercent"]
         .as_f64()

@@ -139,6 +139,26 @@ async fn sign_in_gives_a_strict_cookie_for_a_good_key_only() {
         assert!(resp.header("set-cookie").is_empty());
         assert_csp(&resp, "refused sign-in");
     }
+    // A body without a usable key, whatever its shape, is the same 400.
+    for body in [
+        json!({}),
+        json!({ "apiKey": null }),
+        json!({ "apiKey": 42 }),
+        json!({ "apiKey": "   " }),
+        json!([server.test_key]),
+        json!(server.test_key),
+    ] {
+        let resp = panel(
+            &server,
+            Method::POST,
+            "/panel/session",
+            &[],
+            Some(("application/json", body.to_string())),
+        )
+        .await;
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+        assert_eq!(resp.body["message"], "apiKey is required", "{body}");
+    }
     let (resp, session) = sign_in(&server, &server.test_key).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let cookie = resp.header("set-cookie");

@@ -157,6 +157,10 @@ async fn rebuild_missing_or_unknown_os_is_400() {
         json!({ "os": 12 }),
         json!({ "os": null }),
         json!({ "operatingSystem": "debian-12" }),
+        json!({ "os": 1.5 }),
+        json!({ "os": ["debian-12"] }),
+        json!(["debian-12"]),
+        json!("debian-12"),
     ] {
         let resp = server.post_json(path, key, &body).await;
         assert_error(&resp, 400, "Missing or invalid os in request body");

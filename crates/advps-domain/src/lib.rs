@@ -47,7 +47,7 @@ try_from_string!(
 
 pub use api_key::{ApiKeyError, GeneratedKey};
 pub use mode::Mode;
-pub use os::OsType;
+pub use os::{OsChoice, OsType};
 pub use pagination::{PageRequest, Pagination, PaginationError};
 pub use product::{StockStatus, VmType};
 pub use service::{PowerState, ServiceType};

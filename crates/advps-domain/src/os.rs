@@ -3,7 +3,53 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
 use crate::ServiceType;
+
+/// How a request names an OS: by its slug (`ubuntu-22.04`), or by the id
+/// the OS list gives it, as a number (`3`) or a numeric string (`"3"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsChoice {
+    Slug(String),
+    Id(i64),
+}
+
+impl<'de> Deserialize<'de> for OsChoice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Choice;
+        impl Visitor<'_> for Choice {
+            type Value = OsChoice;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an OS slug or id")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<OsChoice, E> {
+                let s = s.trim();
+                if s.is_empty() {
+                    return Err(E::custom("empty OS"));
+                }
+                Ok(match s.parse::<i64>() {
+                    Ok(id) => OsChoice::Id(id),
+                    Err(_) => OsChoice::Slug(s.to_string()),
+                })
+            }
+
+            fn visit_i64<E: de::Error>(self, id: i64) -> Result<OsChoice, E> {
+                Ok(OsChoice::Id(id))
+            }
+
+            fn visit_u64<E: de::Error>(self, id: u64) -> Result<OsChoice, E> {
+                i64::try_from(id)
+                    .map(OsChoice::Id)
+                    .map_err(|_| E::custom("OS id out of range"))
+            }
+        }
+        deserializer.deserialize_any(Choice)
+    }
+}
 
 /// Which guests an OS image is for: containers (`lxc`) or virtual machines (`vps`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +117,28 @@ pub fn default_username(slug: &str, name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_os_is_named_by_slug_or_by_id() {
+        let choice = |v: serde_json::Value| OsChoice::deserialize(v).ok();
+        use serde_json::json;
+        assert_eq!(
+            choice(json!(" debian-12 ")),
+            Some(OsChoice::Slug("debian-12".into()))
+        );
+        assert_eq!(choice(json!(3)), Some(OsChoice::Id(3)));
+        assert_eq!(choice(json!("3")), Some(OsChoice::Id(3)));
+        for bad in [
+            json!(""),
+            json!("  "),
+            json!(1.5),
+            json!(null),
+            json!([]),
+            json!(true),
+        ] {
+            assert_eq!(choice(bad.clone()), None, "{bad}");
+        }
+    }
 
     #[test]
     fn windows_logs_in_as_administrator() {

@@ -1,17 +1,142 @@
-//! A JSON body extractor whose every refusal is an [`ApiError`] in the
-//! envelope: wrong content type (415), too large (413), not JSON (400).
+//! The typed edge of request bodies.
 //!
-//! An absent body is accepted as `null`, so callers decide what a missing
-//! field means (the rebuild endpoint answers "Missing or invalid os").
+//! [`JsonBody`] is the extractor: every refusal is an [`ApiError`] in the
+//! envelope — wrong content type (415), too large (413), not JSON (400
+//! `Malformed JSON body`). An absent body reads as `null`, so each endpoint
+//! decides what a missing field means. `JsonBody` alone gives the JSON
+//! value; `JsonBody<Object<T>>` gives a typed request `T`, deserialized
+//! from an object (an absent body reads as `{}`; an array or a scalar is
+//! refused rather than read by position).
+//!
+//! Request structs hold their fields as [`Field`]s, whose deserialization
+//! never fails: a field is absent, null, a valid `T`, or the invalid value
+//! as sent. So a bad field never turns into serde's wording: each
+//! endpoint's `into_command()`-style conversion answers with the exact
+//! message the reference gives for that field, and the struct's schema (the
+//! field as `Option<T>`) documents what is accepted.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::ApiError;
 
-pub struct JsonBody(pub Value);
+/// The 400 of a body that is JSON but not an object where one is required.
+pub const NOT_AN_OBJECT: &str = "The request body must be a JSON object";
+
+/// A JSON request body: `JsonBody` for the raw value, `JsonBody<Object<T>>`
+/// for a typed request.
+pub struct JsonBody<T = Value>(pub T);
+
+/// What a body can be read as, once it is known to be JSON.
+pub trait FromJson: Sized {
+    fn from_json(value: Value) -> Result<Self, ApiError>;
+}
+
+impl FromJson for Value {
+    fn from_json(value: Value) -> Result<Self, ApiError> {
+        Ok(value)
+    }
+}
+
+/// A typed request body.
+pub trait RequestBody: DeserializeOwned {
+    /// The 400 of a body that is JSON but not an object. An endpoint whose
+    /// reference names one field answers with that field's message instead.
+    fn not_an_object() -> ApiError {
+        ApiError::bad_request(NOT_AN_OBJECT)
+    }
+}
+
+/// A request that must be a JSON object: absent reads as `{}`.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<T: RequestBody> FromJson for Object<T> {
+    fn from_json(value: Value) -> Result<Self, ApiError> {
+        let value = match value {
+            Value::Null => Value::Object(Default::default()),
+            Value::Object(_) => value,
+            _ => return Err(T::not_an_object()),
+        };
+        // Fields are `Field`s, which take any value: what fails here is a
+        // required plain field, reported like a malformed body.
+        T::deserialize(value)
+            .map(Object)
+            .map_err(|e| ApiError::BadRequest {
+                message: "Malformed JSON body".into(),
+                errors: Some(serde_json::json!({ "body": e.to_string() })),
+            })
+    }
+}
+
+/// One field of a typed request, as sent.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Valid(T),
+    /// Present, but not a `T`: the value as sent.
+    Invalid(Value),
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        if value.is_null() {
+            return Ok(Field::Null);
+        }
+        Ok(match T::deserialize(&value) {
+            Ok(valid) => Field::Valid(valid),
+            Err(_) => Field::Invalid(value),
+        })
+    }
+}
+
+impl<T> Field<T> {
+    /// The value; `None` when absent or null; `invalid()` when it is not a `T`.
+    pub fn optional(self, invalid: impl FnOnce() -> ApiError) -> Result<Option<T>, ApiError> {
+        match self {
+            Field::Absent | Field::Null => Ok(None),
+            Field::Valid(v) => Ok(Some(v)),
+            Field::Invalid(_) => Err(invalid()),
+        }
+    }
+
+    /// The value; `missing()` when absent, null or not a `T` (the reference
+    /// answers those alike: "Missing or invalid ...").
+    pub fn required(self, missing: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
+        match self {
+            Field::Valid(v) => Ok(v),
+            _ => Err(missing()),
+        }
+    }
+}
+
+/// A whole number as JSON Schema counts one: `5` and `5.0` alike, never
+/// `5.5`, a negative number or a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole(pub u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        value
+            .as_u64()
+            .or_else(|| {
+                value
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
+            .map(Whole)
+            .ok_or_else(|| serde::de::Error::custom("not a whole number"))
+    }
+}
 
 fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -19,7 +144,7 @@ fn is_json(content_type: &str) -> bool {
         || (essence.len() > 5 && essence.to_ascii_lowercase().ends_with("+json"))
 }
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<S: Send + Sync, T: FromJson> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -35,24 +160,81 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(Value::Null));
+            return T::from_json(Value::Null).map(JsonBody);
         }
         match content_type {
             Some(ct) if is_json(&ct) => {}
             _ => return Err(ApiError::UnsupportedMediaType),
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest {
-                message: "Malformed JSON body".into(),
-                errors: Some(serde_json::json!({ "body": e.to_string() })),
-            })
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+            message: "Malformed JSON body".into(),
+            errors: Some(serde_json::json!({ "body": e.to_string() })),
+        })?;
+        T::from_json(value).map(JsonBody)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_json;
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase", default)]
+    struct Sample {
+        name: Field<String>,
+        count: Field<Whole>,
+    }
+
+    impl RequestBody for Sample {}
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Sample {
+                name: Field::Absent,
+                count: Field::Absent,
+            }
+        }
+    }
+
+    fn sample(v: Value) -> Result<Sample, ApiError> {
+        Object::<Sample>::from_json(v).map(|o| o.0)
+    }
+
+    #[test]
+    fn fields_are_absent_null_valid_or_invalid_and_never_fail() {
+        let s = sample(Value::Null).unwrap();
+        assert_eq!((s.name, s.count), (Field::Absent, Field::Absent));
+        let s = sample(json!({"name": null, "count": 5.0, "extra": 1})).unwrap();
+        assert_eq!((s.name, s.count), (Field::Null, Field::Valid(Whole(5))));
+        let s = sample(json!({"name": 7, "count": 1.5})).unwrap();
+        assert_eq!(s.name, Field::Invalid(json!(7)));
+        assert_eq!(s.count, Field::Invalid(json!(1.5)));
+        for bad in [json!(-1), json!("5"), json!(true), json!([5])] {
+            let s = sample(json!({ "count": bad })).unwrap();
+            assert_eq!(s.count, Field::Invalid(bad));
+        }
+    }
+
+    #[test]
+    fn a_typed_body_must_be_an_object() {
+        for bad in [json!([]), json!([1, 2]), json!("x"), json!(3)] {
+            let err = sample(bad).unwrap_err();
+            assert_eq!(err.to_string(), NOT_AN_OBJECT);
+        }
+    }
+
+    #[test]
+    fn optional_and_required_fields() {
+        let missing = || ApiError::bad_request("Missing or invalid name");
+        assert_eq!(Field::<u8>::Absent.optional(missing).unwrap(), None);
+        assert_eq!(Field::<u8>::Null.optional(missing).unwrap(), None);
+        assert_eq!(Field::Valid(3u8).optional(missing).unwrap(), Some(3));
+        assert!(Field::<u8>::Invalid(json!("x")).optional(missing).is_err());
+        assert!(Field::<u8>::Absent.required(missing).is_err());
+        assert!(Field::<u8>::Null.required(missing).is_err());
+        assert_eq!(Field::Valid(3u8).required(missing).unwrap(), 3);
+    }
 
     #[test]
     fn json_content_types() {

@@ -327,9 +327,7 @@ impl Operations {
     ) -> Result<TaskRecord, ApiError> {
         let images = self.store.os_images_by_slug(os).await?;
         if images.is_empty() {
-            return Err(ApiError::bad_request(
-                "Missing or invalid os in request body",
-            ));
+            return Err(ApiError::bad_request(super::INVALID_OS));
         }
         let family = OsType::for_service(service.service_type);
         let node = service.node.as_deref().unwrap_or_default();

@@ -40,6 +40,9 @@ const PRODUCT_NOT_FOUND: &str = "Product not found";
 
 /// How long a guest gets to shut down before it is forced off, when the
 /// client does not say.
+/// The 400 of a rebuild without a usable OS.
+pub const INVALID_OS: &str = "Missing or invalid os in request body";
+
 pub const DEFAULT_GRACEFUL_SECS: u64 = 60;
 /// Stop and reboot without a body: graceful, then forced after the default timeout.
 pub const DEFAULT_POWER_MODE: StopMode = StopMode::Graceful {
@@ -366,25 +369,20 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-        body: &serde_json::Value,
+        os: advps_domain::OsChoice,
     ) -> Result<(ServiceRecord, TaskRecord), ApiError> {
         let service = self.service(scope, service_id).await?;
-        let invalid = || ApiError::bad_request("Missing or invalid os in request body");
-        // The OS is a slug, or the id the OS catalogue lists it under.
-        let os: String = match body.get("os") {
-            Some(serde_json::Value::String(s))
-                if !s.trim().is_empty() && s.trim().parse::<i64>().is_err() =>
-            {
-                s.trim().to_string()
-            }
-            Some(v @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => {
+        // A slug is taken as it is (the engine checks it); an id must be
+        // one the OS catalogue lists for the service's family.
+        let os: String = match os {
+            advps_domain::OsChoice::Slug(slug) => slug,
+            id => {
                 let family = advps_domain::OsType::for_service(service.service_type);
-                self.resolve_os(scope.mode, family, v)
+                self.resolve_os(scope.mode, family, &id)
                     .await?
                     .map(|entry| entry.slug)
-                    .ok_or_else(invalid)?
+                    .ok_or_else(|| ApiError::bad_request(INVALID_OS))?
             }
-            _ => return Err(invalid()),
         };
         let os = os.as_str();
         self.usable(&service).await?;
@@ -392,8 +390,7 @@ impl Operations {
             let task = self.live_rebuild(scope, &service, os).await?;
             return Ok((service, task));
         }
-        let image = catalogue::os_image(os)
-            .ok_or_else(|| ApiError::bad_request("Missing or invalid os in request body"))?;
+        let image = catalogue::os_image(os).ok_or_else(|| ApiError::bad_request(INVALID_OS))?;
         if !image.available_for(service.service_type) {
             return Err(ApiError::OperationFailed(
                 "No OS templates available for the selected OS".into(),

@@ -7,10 +7,12 @@
 //! and provisioning runs as one task per service (simulated in the sandbox,
 //! by the worker on live nodes).
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use advps_domain::{
-    money, sandbox as catalogue, time, Mode, OsType, PageRequest, PowerState, ServiceType, VmType,
+    money, sandbox as catalogue, time, Mode, OsChoice, OsType, PageRequest, PowerState,
+    ServiceType, VmType,
 };
 use advps_store::{
     LedgerEntry, NewOrder, OrderRecord, PlaceOrder, RenewItem, Renewal, Scope, ServiceRecord,
@@ -176,18 +178,13 @@ impl Operations {
         &self,
         mode: Mode,
         family: OsType,
-        wanted: &Value,
+        wanted: &OsChoice,
     ) -> Result<Option<OsEntry>, ApiError> {
         let all = self.os_catalogue(mode, Some(family)).await?;
-        let by_id = |id: i64| all.iter().find(|e| e.id == id).cloned();
-        Ok(match wanted {
-            Value::Number(n) => n.as_i64().and_then(by_id),
-            Value::String(s) => match s.trim().parse::<i64>() {
-                Ok(id) => by_id(id),
-                Err(_) => all.iter().find(|e| e.slug == s.trim()).cloned(),
-            },
-            _ => None,
-        })
+        Ok(all.into_iter().find(|e| match wanted {
+            OsChoice::Id(id) => e.id == *id,
+            OsChoice::Slug(slug) => e.slug == *slug,
+        }))
     }
 
     pub async fn purchase(
@@ -282,16 +279,19 @@ impl Operations {
             })),
         })?;
         let os = match field("osId") {
-            Some(wanted) => self
-                .resolve_os(scope.mode, kind.os_type(), wanted)
-                .await?
-                .ok_or_else(|| bad("Unknown osId for this product type"))?,
+            Some(wanted) => {
+                let unknown = || bad("Unknown osId for this product type");
+                let wanted = OsChoice::deserialize(wanted).map_err(|_| unknown())?;
+                self.resolve_os(scope.mode, kind.os_type(), &wanted)
+                    .await?
+                    .ok_or_else(unknown)?
+            }
             None => {
                 let default = product
                     .default_os
                     .clone()
                     .unwrap_or_else(|| catalogue::DEFAULT_OS.to_string());
-                self.resolve_os(scope.mode, kind.os_type(), &Value::String(default))
+                self.resolve_os(scope.mode, kind.os_type(), &OsChoice::Slug(default))
                     .await?
                     .ok_or_else(|| {
                         ApiError::OperationFailed(

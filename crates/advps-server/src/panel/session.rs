@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
@@ -34,7 +34,7 @@ use crate::auth::{caller_of_key, Caller};
 use crate::envelope::{
     error_body, json_response, ApiResponse, ErrorEnvelope, RequestContext, Success,
 };
-use crate::extract::JsonBody;
+use crate::extract::{Field, JsonBody, Object, RequestBody};
 use crate::{ApiError, AppState};
 
 /// The cookie's name.
@@ -187,13 +187,22 @@ fn rate_limit_of(state: &AppState, mode: Mode) -> u32 {
 }
 
 /// Body of a sign-in.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignInRequest {
     /// A test or live key of the account; it is not kept by the browser.
-    #[schema(example = "sk_test_tWzgTeV3s1we1BVU3NzTjzDlK5de8Nk8")]
-    pub api_key: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "sk_test_tWzgTeV3s1we1BVU3NzTjzDlK5de8Nk8")]
+    pub api_key: Field<String>,
 }
+
+impl RequestBody for SignInRequest {
+    fn not_an_object() -> ApiError {
+        ApiError::bad_request(API_KEY_REQUIRED)
+    }
+}
+
+const API_KEY_REQUIRED: &str = "apiKey is required";
 
 /// `POST /panel/session` with `{"apiKey": "..."}`.
 #[utoipa::path(post, path = "/panel/session", tag = "Panel", operation_id = "panelSignIn",
@@ -213,7 +222,7 @@ pub async fn sign_in(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     ctx: RequestContext,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<SignInRequest>>,
 ) -> Result<Response, ApiError> {
     let now = ctx.received_ms;
     let attempts = state
@@ -230,12 +239,11 @@ pub async fn sign_in(
         });
     }
     let presented = body
-        .get("apiKey")
-        .and_then(|v| v.as_str())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::bad_request("apiKey is required"))?;
-    let caller = caller_of_key(&state, presented).await?;
+        .api_key
+        .optional(|| ApiError::bad_request(API_KEY_REQUIRED))?
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request(API_KEY_REQUIRED))?;
+    let caller = caller_of_key(&state, presented.trim()).await?;
     let quota = state
         .limiter
         .check(&caller.key_id, rate_limit_of(&state, caller.mode), now)

@@ -4,11 +4,10 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use advps_domain::time;
+use advps_domain::{time, OsChoice};
 use advps_drivers::{PowerOutcome, StopMode};
 use advps_store::ServiceRecord;
 
@@ -17,8 +16,8 @@ use crate::auth::Caller;
 use crate::envelope::{
     ApiMode, ApiResponse, EntityTag, ErrorEnvelope, IfNoneMatch, RequestContext, Success,
 };
-use crate::extract::JsonBody;
-use crate::ops::{DEFAULT_GRACEFUL_SECS, DEFAULT_POWER_MODE};
+use crate::extract::{Field, JsonBody, Object, RequestBody, Whole};
+use crate::ops::{DEFAULT_GRACEFUL_SECS, INVALID_OS};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -90,7 +89,7 @@ pub struct PowerData {
 }
 
 /// How a stop or reboot asks the guest: `graceful` (the default) or `force`.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerModeRequest {
     Graceful,
@@ -98,61 +97,46 @@ pub enum PowerModeRequest {
 }
 
 /// Optional body of stop and reboot. Without a body (or with `{}`) the guest
-/// is asked to shut down and forced off after 60 seconds.
-#[derive(Debug, Serialize, ToSchema)]
+/// is asked to shut down and forced off after 60 seconds. Other keys are
+/// ignored.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PowerRequest {
-    #[schema(required = false)]
-    pub mode: Option<PowerModeRequest>,
+    #[serde(default)]
+    #[schema(value_type = Option<PowerModeRequest>, required = false)]
+    pub mode: Field<PowerModeRequest>,
     /// Seconds the guest gets to shut down before it is forced off (graceful mode only).
-    #[schema(required = false, minimum = 1, maximum = 600, example = 60)]
-    pub timeout_seconds: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, required = false, minimum = 1, maximum = 600, example = 60)]
+    pub timeout_seconds: Field<Whole>,
 }
 
-/// Reads the optional power body: absent, empty or `{}` is the default mode.
-fn power_mode(body: &Value) -> Result<StopMode, ApiError> {
-    let fields = match body {
-        Value::Null => return Ok(DEFAULT_POWER_MODE),
-        Value::Object(fields) => fields,
-        _ => {
-            return Err(ApiError::bad_request(
-                "The request body must be a JSON object",
-            ))
+impl RequestBody for PowerRequest {}
+
+impl PowerRequest {
+    /// The stop mode asked for, with the reference's message for each bad field.
+    pub fn into_mode(self) -> Result<StopMode, ApiError> {
+        let mode = self
+            .mode
+            .optional(|| ApiError::bad_request("Invalid mode: must be 'graceful' or 'force'"))?;
+        let timeout = self
+            .timeout_seconds
+            .optional(|| ApiError::bad_request(TIMEOUT_ERROR))?
+            .map(|Whole(n)| n)
+            .unwrap_or(DEFAULT_GRACEFUL_SECS);
+        if !(1..=600).contains(&timeout) {
+            return Err(ApiError::bad_request(TIMEOUT_ERROR));
         }
-    };
-    let force = match fields.get("mode") {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) if s == "graceful" => false,
-        Some(Value::String(s)) if s == "force" => true,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "Invalid mode: must be 'graceful' or 'force'",
-            ))
-        }
-    };
-    let timeout = match fields.get("timeoutSeconds") {
-        None | Some(Value::Null) => DEFAULT_GRACEFUL_SECS,
-        // JSON Schema counts `5.0` as an integer, so the API does too.
-        Some(v) => v
-            .as_u64()
-            .or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .filter(|n| (1..=600).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("Invalid timeoutSeconds: must be an integer from 1 to 600")
-            })?,
-    };
-    Ok(if force {
-        StopMode::Force
-    } else {
-        StopMode::Graceful {
-            timeout: std::time::Duration::from_secs(timeout),
-        }
-    })
+        Ok(match mode {
+            Some(PowerModeRequest::Force) => StopMode::Force,
+            None | Some(PowerModeRequest::Graceful) => StopMode::Graceful {
+                timeout: std::time::Duration::from_secs(timeout),
+            },
+        })
+    }
 }
+
+const TIMEOUT_ERROR: &str = "Invalid timeoutSeconds: must be an integer from 1 to 600";
 
 fn power_response(
     service: &ServiceRecord,
@@ -245,9 +229,9 @@ pub async fn stop_service(
     caller: Caller,
     ctx: RequestContext,
     Path(service_id): Path<String>,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<PowerRequest>>,
 ) -> Result<Success, ApiError> {
-    let mode = power_mode(&body)?;
+    let mode = body.into_mode()?;
     let (service, outcome) = state.ops.stop(caller.scope(), &service_id, mode).await?;
     Ok(power_response(
         &service,
@@ -287,9 +271,9 @@ pub async fn reboot_service(
     caller: Caller,
     ctx: RequestContext,
     Path(service_id): Path<String>,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<PowerRequest>>,
 ) -> Result<Success, ApiError> {
-    let mode = power_mode(&body)?;
+    let mode = body.into_mode()?;
     let (service, outcome) = state.ops.reboot(caller.scope(), &service_id, mode).await?;
     Ok(power_response(
         &service,
@@ -546,12 +530,19 @@ pub async fn generate_password(
 }
 
 /// Body of rebuild.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RebuildRequest {
     /// The operating system identifier to install (a slug such as
     /// `ubuntu-22.04`, or the id the OS list gives it).
-    #[schema(example = "ubuntu-22.04")]
-    pub os: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "ubuntu-22.04")]
+    pub os: Field<OsChoice>,
+}
+
+impl RequestBody for RebuildRequest {
+    fn not_an_object() -> ApiError {
+        ApiError::bad_request(INVALID_OS)
+    }
 }
 
 /// `data` of rebuild.
@@ -598,12 +589,10 @@ pub async fn rebuild_service(
     caller: Caller,
     ctx: RequestContext,
     Path(service_id): Path<String>,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<RebuildRequest>>,
 ) -> Result<Success, ApiError> {
-    let (service, task) = state
-        .ops
-        .rebuild(caller.scope(), &service_id, &body)
-        .await?;
+    let os = body.os.required(|| ApiError::bad_request(INVALID_OS))?;
+    let (service, task) = state.ops.rebuild(caller.scope(), &service_id, os).await?;
     Ok(Success::new(
         format!(
             "{} rebuild initiated successfully",
@@ -775,7 +764,15 @@ pub async fn reset_mac(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::extract::FromJson;
+    use crate::ops::DEFAULT_POWER_MODE;
+    use serde_json::{json, Value};
+
+    fn power_mode(body: &Value) -> Result<StopMode, ApiError> {
+        Object::<PowerRequest>::from_json(body.clone())?
+            .0
+            .into_mode()
+    }
 
     #[test]
     fn power_bodies() {

@@ -960,7 +960,7 @@ class PowerData(_PowerDataRequired, total=False):
 
 
 class PowerRequest(TypedDict, total=False):
-    """Optional body of stop and reboot. Without a body (or with `{}`) the guest is asked to shut down and forced off after 60 seconds."""
+    """Optional body of stop and reboot. Without a body (or with `{}`) the guest is asked to shut down and forced off after 60 seconds. Other keys are ignored."""
     mode: Optional[PowerModeRequest]
     timeoutSeconds: Optional[int]
 

@@ -1072,7 +1072,8 @@ export type PowerModeWord = "graceful" | "forced" | "graceful_then_forced";
 
 /**
  * Optional body of stop and reboot. Without a body (or with `{}`) the guest
- * is asked to shut down and forced off after 60 seconds.
+ * is asked to shut down and forced off after 60 seconds. Other keys are
+ * ignored.
  */
 export interface PowerRequest {
   mode?: null | PowerModeRequest;
