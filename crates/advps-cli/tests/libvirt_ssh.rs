@@ -9,7 +9,9 @@
 //! node is registered with `advps nodes add ... --ssh-key --ssh-known-hosts` and
 //!
 //! - `nodes sync` imports a domain the test defined (nothing boots), through SSH;
-//! - the server's own connection (a live service's status through the API) goes through it;
+//! - the server's own connection (a live service's status through the API) goes through it,
+//!   and so does the serial console (the domain started, sitting in its firmware), whose
+//!   private files last as long as it does;
 //! - a known_hosts that holds another host key fails fast with a host key error, before any
 //!   session reaches the probe;
 //! - the private files were 0600 (the wrapper 0700) in a 0700 directory while in use and are
@@ -30,6 +32,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
 
 const NODE: &str = "kvmssh";
 const SUITE: &str = "the libvirt-over-SSH test";
@@ -234,9 +238,12 @@ struct Domain(String);
 impl Domain {
     fn define(dir: &Path) -> Domain {
         let name = format!("advps-test-lvssh-{}", std::process::id());
+        // No disk and no network: started, it sits in the firmware, its serial console open.
         let xml = format!(
             "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
-             <vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"
+             <vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type><bios useserial='yes'/></os>\
+             <features><acpi/><apic/></features><devices><serial type='pty'><target port='0'/></serial>\
+             <console type='pty'><target type='serial' port='0'/></console></devices></domain>"
         );
         let file = dir.join("domain.xml");
         std::fs::write(&file, xml).unwrap();
@@ -259,10 +266,24 @@ impl Domain {
 
 impl Drop for Domain {
     fn drop(&mut self) {
-        let _ = Command::new("virsh")
-            .args(["-q", "-c", require::LIBVIRT_URI, "undefine", &self.0])
-            .output();
+        for command in ["destroy", "undefine"] {
+            let _ = Command::new("virsh")
+                .args(["-q", "-c", require::LIBVIRT_URI, command, &self.0])
+                .output();
+        }
     }
+}
+
+/// Waits up to ten seconds for `check`.
+async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
 }
 
 /// `advps ARGS --data-dir DIR` with its temporary files in `tmp`.
@@ -484,6 +505,42 @@ async fn a_libvirt_node_over_ssh_uses_its_sealed_key_and_known_hosts_only() {
     }
     // ... and are gone once the calls ended.
     assert_eq!(leftovers(&tmp), Vec::<String>::new());
+
+    // The serial console goes through the same SSH access; its files stay while it is open
+    // and go with it.
+    let resp = server.action(&key, &id, "start").await;
+    assert_eq!(resp.status, 200, "{:?}\n{}", resp.body, server.stderr_log());
+    let before = sshd.sessions();
+    let resp = server
+        .post(&format!("/api/v1/services/{id}/console"), &key)
+        .await;
+    let data = assert_success(&resp, "Console URL created successfully");
+    let url = data["url"].as_str().expect("url").to_string();
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("the WebSocket handshake timed out")
+    .expect("the console opened");
+    assert!(
+        eventually(|| sshd.sessions() > before && !leftovers(&tmp).is_empty()).await,
+        "the console did not go through SSH with its private files\n{}",
+        server.stderr_log()
+    );
+    match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+        Err(_) => {}
+        Ok(Some(Ok(
+            Message::Binary(_) | Message::Text(_) | Message::Ping(_) | Message::Pong(_),
+        ))) => {}
+        Ok(other) => panic!("the console ended: {other:?}\n{}", server.stderr_log()),
+    }
+    drop(ws);
+    assert!(
+        eventually(|| leftovers(&tmp).is_empty()).await,
+        "the console's private files outlived it: {:?}",
+        leftovers(&tmp)
+    );
 
     // No line of the key in the database, the server's log or any output.
     let secret_lines: Vec<&str> = key_text
