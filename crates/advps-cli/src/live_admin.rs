@@ -968,3 +968,136 @@ pub async fn services(store: &Arc<dyn Store>, config: &Config, cmd: ServicesComm
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRETKEY\n\
+                       -----END OPENSSH PRIVATE KEY-----\n";
+
+    fn pem(label: &str, body: &str) -> String {
+        format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+    }
+
+    #[test]
+    fn libvirt_nodes_take_a_key_with_host_keys_or_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let key = file("id", KEY);
+        let known = file("known_hosts", "[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nza\n");
+        let ca = file("ca.pem", &pem("CERTIFICATE", "MIIca"));
+        let cert = file("cert.pem", &pem("CERTIFICATE", "MIIcert"));
+        let client_key = file("key.pem", &pem("PRIVATE KEY", "MIIsecret"));
+        let ssh = |key: Option<&Path>, known: Option<&Path>| SshArgs {
+            hosts: Vec::new(),
+            user: None,
+            key: key.map(Path::to_path_buf),
+            known_hosts: known.map(Path::to_path_buf),
+        };
+        let endpoint = "qemu+ssh://root@10.0.0.2:2222/system";
+        let none = ssh(None, None);
+
+        // Nothing given: the service user's own settings, nothing sealed.
+        assert!(
+            libvirt_credentials(endpoint, false, None, None, None, &none)
+                .unwrap()
+                .is_none()
+        );
+        let sealed = libvirt_credentials(
+            endpoint,
+            false,
+            None,
+            None,
+            None,
+            &ssh(Some(&key), Some(&known)),
+        )
+        .unwrap()
+        .expect("credentials");
+        assert_eq!(sealed.ssh.as_ref().unwrap().private_key, KEY);
+        assert_eq!(describe_libvirt(&sealed), "sealed key, 1 host key(s)");
+
+        let refused = |result: Result<Option<LibvirtCredentials>>, needle: &str| {
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+            assert!(!message.contains("SECRETKEY"), "{message}");
+        };
+        refused(
+            libvirt_credentials(endpoint, false, None, None, None, &ssh(Some(&key), None)),
+            "go together",
+        );
+        let mut with_host = ssh(Some(&key), Some(&known));
+        with_host.hosts = vec!["10.0.0.2".into()];
+        refused(
+            libvirt_credentials(endpoint, false, None, None, None, &with_host),
+            "qemu+ssh://USER@HOST",
+        );
+        refused(
+            libvirt_credentials(endpoint, true, None, None, None, &none),
+            "do not apply",
+        );
+        // The key is for the endpoint's host, and for SSH endpoints only.
+        refused(
+            libvirt_credentials(
+                "qemu+ssh://root@10.0.0.3/system",
+                false,
+                None,
+                None,
+                None,
+                &ssh(Some(&key), Some(&known)),
+            ),
+            "10.0.0.3",
+        );
+        refused(
+            libvirt_credentials(
+                "qemu:///system",
+                false,
+                None,
+                None,
+                None,
+                &ssh(Some(&key), Some(&known)),
+            ),
+            "qemu+ssh://",
+        );
+
+        // TLS: all three files, for qemu+tls:// only.
+        let tls = libvirt_credentials(
+            "qemu+tls://kvm3/system",
+            false,
+            Some(&cert),
+            Some(&client_key),
+            Some(&ca),
+            &none,
+        )
+        .unwrap()
+        .expect("credentials");
+        assert!(tls.tls.as_ref().unwrap().client_key.contains("MIIsecret"));
+        assert_eq!(describe_libvirt(&tls), "TLS (sealed client certificate)");
+        refused(
+            libvirt_credentials(
+                "qemu+tls://kvm3/system",
+                false,
+                Some(&cert),
+                Some(&client_key),
+                None,
+                &none,
+            ),
+            "all three",
+        );
+        refused(
+            libvirt_credentials(
+                endpoint,
+                false,
+                Some(&cert),
+                Some(&client_key),
+                Some(&ca),
+                &none,
+            ),
+            "qemu+tls://",
+        );
+    }
+}
