@@ -27,16 +27,20 @@
 //! `-T -e none`, `-o BatchMode=yes` (`no_tty=1`) and
 //! `-o StrictHostKeyChecking=no` (`no_verify=1`); its `known_hosts=` and
 //! `known_hosts_verify=` parameters belong to the libssh and libssh2
-//! transports alone, and it passes the client no environment of ours but
-//! PATH and HOME. So nothing in the URI can make ssh check the host key
-//! against our file and nothing else. `command=` names the program libvirt
-//! runs instead of `ssh`: a two-line script in the private directory that
-//! runs ssh with no configuration file, no agent, no prompt, strict host
-//! key checking against the written known_hosts only, and the written key
-//! only, followed by libvirt's own arguments (ssh keeps the first value of
-//! an option, so libvirt cannot loosen ours). The libssh transports would
-//! do without a script, but they ask through virsh for what they cannot
-//! decide (an unknown host key) and are not built into every libvirt.
+//! transports alone, and it hands the client only a fixed list of
+//! environment variables (PATH, HOME, SSH_AUTH_SOCK and a few more), none
+//! of which carries ssh options. So nothing in a `qemu+ssh://` URI can make
+//! ssh check the host key against our file and nothing else. `command=`
+//! names the program libvirt runs instead of `ssh`: a short script in the
+//! private directory that runs ssh with no configuration file, no agent, no
+//! prompt, strict host key checking against the written known_hosts only,
+//! and the written key only, followed by libvirt's own arguments (ssh keeps
+//! the first value of an option, so libvirt cannot loosen ours). The
+//! operator's URI stays `qemu+ssh://`, with the OpenSSH client their own
+//! setup and the Proxmox VE nodes' `pct exec` already use; the libssh
+//! transports (`qemu+libssh://`) are optional in libvirt's build and, with
+//! `known_hosts_verify=normal`, ask through virsh's callback about a host
+//! key they do not know instead of refusing it.
 
 use std::fmt;
 use std::io::Write as _;
