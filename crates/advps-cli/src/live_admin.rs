@@ -340,8 +340,8 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                     if ssh.given() {
                         bail!(
                             "--ssh-host, --ssh-user, --ssh-key and --ssh-known-hosts apply to \
-                             Proxmox VE and libvirt nodes only (LXD sets container passwords \
-                             through its own API)"
+                             Proxmox VE nodes only (and the key and known_hosts to qemu+ssh:// \
+                             libvirt nodes); LXD sets container passwords through its own API"
                         );
                     }
                     let credentials = node_credentials(
