@@ -214,7 +214,8 @@ pub enum NodesCommand {
     /// List nodes
     List,
     /// Give a Proxmox VE node SSH access for `pct exec`, replace it, or
-    /// remove it; the API token and server trust stay as they are
+    /// remove it; the API token and server trust stay as they are. For a
+    /// qemu+ssh:// libvirt node: its sealed key and known_hosts
     SetSsh {
         name: String,
         /// Drop the node's SSH access instead

@@ -270,6 +270,51 @@ fn libvirt_credentials(
     Ok(Some(credentials))
 }
 
+/// `nodes set-ssh` for a libvirt node: replaces its sealed key and
+/// known_hosts (checked against its endpoint), or removes them so that virsh
+/// uses the service user's own SSH settings again.
+async fn set_libvirt_ssh(
+    store: &dyn Store,
+    config: &Config,
+    node: &advps_store::NodeRecord,
+    remove: bool,
+    ssh: &SshArgs,
+) -> Result<()> {
+    let name = &node.name;
+    let cipher = load_cipher(config)?;
+    if let Some(stored) = node.credentials_enc.as_deref() {
+        let current = advps_server::drivers::open_libvirt_credentials(&cipher, stored)
+            .with_context(|| format!("cannot open the stored credentials of node '{name}'"))?;
+        if current.tls.is_some() {
+            bail!(
+                "node '{name}' is reached over TLS with sealed client files; it has no SSH access"
+            );
+        }
+    }
+    let credentials = if remove {
+        None
+    } else {
+        Some(
+            libvirt_credentials(&node.endpoint, false, None, None, None, ssh)?
+                .ok_or_else(|| anyhow!("give --ssh-key and --ssh-known-hosts, or --remove"))?,
+        )
+    };
+    let sealed = credentials
+        .as_ref()
+        .map(|c| advps_server::drivers::seal_libvirt_credentials(&cipher, c));
+    if !store.set_node_credentials(name, sealed.as_deref()).await? {
+        bail!("node '{name}' was removed meanwhile");
+    }
+    match credentials.as_ref() {
+        Some(c) => println!("Node {name}: remote access: {}", describe_libvirt(c)),
+        None => println!(
+            "Node {name}: sealed SSH access removed (the service user's own SSH settings apply)"
+        ),
+    }
+    println!("Running servers use the change once they are restarted.");
+    Ok(())
+}
+
 /// The credentials of a Proxmox VE node: the API token, how to verify the
 /// server (a pinned fingerprint or a CA) and the optional SSH access,
 /// checked before they are kept.
@@ -433,6 +478,9 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                 .find_node(&name)
                 .await?
                 .ok_or_else(|| anyhow!("no node named '{name}' (see `advps nodes list`)"))?;
+            if node.driver == "libvirt" {
+                return set_libvirt_ssh(store.as_ref(), config, &node, remove, &ssh).await;
+            }
             if node.driver != "proxmox" {
                 bail!(
                     "node '{name}' uses the {} driver; SSH access for `pct exec` applies to \

@@ -13,7 +13,7 @@
 //!   and so does the serial console (the domain started, sitting in its firmware), whose
 //!   private files last as long as it does;
 //! - a known_hosts that holds another host key fails fast with a host key error, before any
-//!   session reaches the probe;
+//!   session reaches the probe, whether given to `nodes add` or later to `nodes set-ssh`;
 //! - the private files were 0600 (the wrapper 0700) in a 0700 directory while in use and are
 //!   gone afterwards;
 //! - no line of the private key is in the database, the server's log or any output.
@@ -541,6 +541,33 @@ async fn a_libvirt_node_over_ssh_uses_its_sealed_key_and_known_hosts_only() {
         "the console's private files outlived it: {:?}",
         leftovers(&tmp)
     );
+
+    // set-ssh replaces the sealed host keys: another host key is refused from then on,
+    // the right one works again.
+    let set = |known: &Path| {
+        advps_ok(
+            &server,
+            &tmp,
+            &[
+                "nodes",
+                "set-ssh",
+                NODE,
+                "--ssh-key",
+                key_file.to_str().unwrap(),
+                "--ssh-known-hosts",
+                known.to_str().unwrap(),
+            ],
+        )
+    };
+    outputs.push(set(&wrong));
+    let out = advps(&server, &tmp, &["nodes", "sync", NODE]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("host key"), "{said}");
+    outputs.push(said);
+    outputs.push(set(&good));
+    outputs.push(advps_ok(&server, &tmp, &["nodes", "sync", NODE]));
+    assert_eq!(leftovers(&tmp), Vec::<String>::new());
 
     // No line of the key in the database, the server's log or any output.
     let secret_lines: Vec<&str> = key_text
