@@ -191,7 +191,8 @@ pub enum NodesCommand {
         /// fingerprint (AB:CD:..., as shown under the node's Certificates)
         #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "server_cert"])]
         fingerprint: Option<String>,
-        /// Client certificate (PEM) the node trusts; for https:// endpoints
+        /// Client certificate (PEM) the node trusts; for https:// and
+        /// qemu+tls:// endpoints
         #[arg(long, value_name = "FILE", requires = "client_key")]
         client_cert: Option<PathBuf>,
         /// Private key (PEM) of the client certificate; stored encrypted
@@ -202,7 +203,8 @@ pub enum NodesCommand {
         #[arg(long, value_name = "FILE", conflicts_with = "ca")]
         server_cert: Option<PathBuf>,
         /// Verify the server's certificate chain and name against this CA (PEM;
-        /// for Proxmox VE, e.g. the cluster's /etc/pve/pve-root-ca.pem)
+        /// for Proxmox VE, e.g. the cluster's /etc/pve/pve-root-ca.pem; for
+        /// qemu+tls://, the CA of libvirtd's certificate)
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
         // Boxed: the command is parsed once, and its other forms stay small.
@@ -212,7 +214,8 @@ pub enum NodesCommand {
     /// List nodes
     List,
     /// Give a Proxmox VE node SSH access for `pct exec`, replace it, or
-    /// remove it; the API token and server trust stay as they are
+    /// remove it; the API token and server trust stay as they are. For a
+    /// qemu+ssh:// libvirt node: its sealed key and known_hosts
     SetSsh {
         name: String,
         /// Drop the node's SSH access instead
@@ -241,7 +244,8 @@ pub enum NodesCommand {
 }
 
 /// SSH access to Proxmox VE nodes, for what only `pct exec` on a node can do
-/// (a running container's root password).
+/// (a running container's root password), and to remote libvirt hosts
+/// (`qemu+ssh://`, key and host keys only).
 #[derive(Debug, Default, Args)]
 pub struct SshArgs {
     /// Proxmox VE: sshd where `pct exec` sets container passwords, for every
@@ -253,11 +257,12 @@ pub struct SshArgs {
     #[arg(long = "ssh-user", value_name = "USER")]
     pub user: Option<String>,
     /// Proxmox VE: that account's private key (OpenSSH or PEM, without a
-    /// passphrase); stored encrypted
+    /// passphrase); libvirt (qemu+ssh://): the key of the endpoint's user;
+    /// stored encrypted
     #[arg(long = "ssh-key", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Proxmox VE: known_hosts lines with the nodes' SSH host keys, the only
-    /// keys accepted
+    /// keys accepted; libvirt (qemu+ssh://): the host's, likewise
     #[arg(long = "ssh-known-hosts", value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,
 }

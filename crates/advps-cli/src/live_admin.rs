@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use advps_domain::net::{pool_addresses, Cidr};
 use advps_domain::{ids, time, Mode, OsType, PowerState, ServiceType};
+use advps_drivers::libvirt::virsh::{LibvirtCredentials, LibvirtSsh, LibvirtTls, Virsh};
 use advps_drivers::lxd::client::{ServerTrust, TlsCredentials};
 use advps_drivers::proxmox::client::{PveCredentials, PveTrust};
 use advps_drivers::proxmox::ssh::{PveSsh, DEFAULT_SSH_USER};
@@ -189,6 +190,131 @@ fn describe_ssh(ssh: &PveSsh) -> String {
         .join(" ")
 }
 
+/// What a libvirt node's sealed credentials are, without a word of them.
+fn describe_libvirt(credentials: &LibvirtCredentials) -> String {
+    match (&credentials.ssh, &credentials.tls) {
+        (Some(ssh), _) => {
+            let keys = ssh
+                .known_hosts
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .count();
+            format!("sealed key, {keys} host key(s)")
+        }
+        (None, Some(_)) => "TLS (sealed client certificate)".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// The sealed credentials of a libvirt node from the operator's files:
+/// `--ssh-key` with `--ssh-known-hosts` for `qemu+ssh://` (the host and
+/// user are the URI's), `--client-cert`, `--client-key` and `--ca` for
+/// `qemu+tls://`, or none (virsh then uses the service user's own
+/// settings). Checked against the URI; never quotes a key.
+fn libvirt_credentials(
+    endpoint: &str,
+    foreign: bool,
+    client_cert: Option<&Path>,
+    client_key: Option<&Path>,
+    ca: Option<&Path>,
+    ssh: &SshArgs,
+) -> Result<Option<LibvirtCredentials>> {
+    if foreign {
+        bail!("--token, --fingerprint and --server-cert do not apply to libvirt nodes");
+    }
+    if !ssh.hosts.is_empty() || ssh.user.is_some() {
+        bail!(
+            "a libvirt node's SSH host, port and user are those of its endpoint \
+             (qemu+ssh://USER@HOST[:PORT]/system); --ssh-host and --ssh-user apply to Proxmox \
+             VE nodes only"
+        );
+    }
+    let read = |what: &str, path: &Path| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let mut credentials = LibvirtCredentials::default();
+    match (&ssh.key, &ssh.known_hosts) {
+        (None, None) => {}
+        (Some(key), Some(known_hosts)) => {
+            credentials.ssh = Some(LibvirtSsh {
+                private_key: read("SSH key", key)?,
+                known_hosts: read("known_hosts file", known_hosts)?,
+            });
+        }
+        _ => bail!(
+            "--ssh-key and --ssh-known-hosts go together: the host key is checked against the \
+             given known_hosts only"
+        ),
+    }
+    match (client_cert, client_key, ca) {
+        (None, None, None) => {}
+        (Some(cert), Some(key), Some(ca)) => {
+            credentials.tls = Some(LibvirtTls {
+                ca_cert: read("CA certificate", ca)?,
+                client_cert: read("client certificate", cert)?,
+                client_key: read("client key", key)?,
+            });
+        }
+        _ => bail!(
+            "a qemu+tls:// node's sealed TLS files are --client-cert, --client-key and --ca \
+             (the CA that signed libvirtd's certificate), all three"
+        ),
+    }
+    if credentials.is_empty() {
+        return Ok(None);
+    }
+    Virsh::new(endpoint)
+        .with_credentials(&credentials)
+        .map_err(|e| anyhow!("unusable libvirt credentials: {e}"))?;
+    Ok(Some(credentials))
+}
+
+/// `nodes set-ssh` for a libvirt node: replaces its sealed key and
+/// known_hosts (checked against its endpoint), or removes them so that virsh
+/// uses the service user's own SSH settings again.
+async fn set_libvirt_ssh(
+    store: &dyn Store,
+    config: &Config,
+    node: &advps_store::NodeRecord,
+    remove: bool,
+    ssh: &SshArgs,
+) -> Result<()> {
+    let name = &node.name;
+    let cipher = load_cipher(config)?;
+    if let Some(stored) = node.credentials_enc.as_deref() {
+        let current = advps_server::drivers::open_libvirt_credentials(&cipher, stored)
+            .with_context(|| format!("cannot open the stored credentials of node '{name}'"))?;
+        if current.tls.is_some() {
+            bail!(
+                "node '{name}' is reached over TLS with sealed client files; it has no SSH access"
+            );
+        }
+    }
+    let credentials = if remove {
+        None
+    } else {
+        Some(
+            libvirt_credentials(&node.endpoint, false, None, None, None, ssh)?
+                .ok_or_else(|| anyhow!("give --ssh-key and --ssh-known-hosts, or --remove"))?,
+        )
+    };
+    let sealed = credentials
+        .as_ref()
+        .map(|c| advps_server::drivers::seal_libvirt_credentials(&cipher, c));
+    if !store.set_node_credentials(name, sealed.as_deref()).await? {
+        bail!("node '{name}' was removed meanwhile");
+    }
+    match credentials.as_ref() {
+        Some(c) => println!("Node {name}: remote access: {}", describe_libvirt(c)),
+        None => println!(
+            "Node {name}: sealed SSH access removed (the service user's own SSH settings apply)"
+        ),
+    }
+    println!("Running servers use the change once they are restarted.");
+    Ok(())
+}
+
 /// The credentials of a Proxmox VE node: the API token, how to verify the
 /// server (a pinned fingerprint or a CA) and the optional SSH access,
 /// checked before they are kept.
@@ -259,8 +385,8 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                     if ssh.given() {
                         bail!(
                             "--ssh-host, --ssh-user, --ssh-key and --ssh-known-hosts apply to \
-                             Proxmox VE nodes only (LXD sets container passwords through its \
-                             own API)"
+                             Proxmox VE nodes only (and the key and known_hosts to qemu+ssh:// \
+                             libvirt nodes); LXD sets container passwords through its own API"
                         );
                     }
                     let credentials = node_credentials(
@@ -276,20 +402,19 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                     ("lxd", sealed)
                 }
                 DriverArg::Libvirt => {
-                    if token.is_some()
-                        || fingerprint.is_some()
-                        || client_cert.is_some()
-                        || client_key.is_some()
-                        || server_cert.is_some()
-                        || ca.is_some()
-                        || ssh.given()
-                    {
-                        bail!(
-                            "a libvirt node takes only --endpoint (a connection URI); libvirt \
-                             reaches remote hosts over SSH or TLS with its own client settings"
-                        );
-                    }
-                    ("libvirt", None)
+                    let credentials = libvirt_credentials(
+                        &endpoint,
+                        token.is_some() || fingerprint.is_some() || server_cert.is_some(),
+                        client_cert.as_deref(),
+                        client_key.as_deref(),
+                        ca.as_deref(),
+                        &ssh,
+                    )?;
+                    ssh_shown = credentials.as_ref().map(describe_libvirt);
+                    let sealed = credentials
+                        .as_ref()
+                        .map(|c| advps_server::drivers::seal_libvirt_credentials(&cipher, c));
+                    ("libvirt", sealed)
                 }
                 DriverArg::Proxmox => {
                     let credentials = pve_credentials(
@@ -336,8 +461,12 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                         yes_no(caps.containers),
                         yes_no(caps.virtual_machines)
                     );
-                    if let Some(ssh) = ssh_shown {
-                        println!("Container passwords: `pct exec` over SSH at {ssh}");
+                    match (driver, ssh_shown) {
+                        ("libvirt", Some(access)) => println!("Remote access: {access}"),
+                        (_, Some(ssh)) => {
+                            println!("Container passwords: `pct exec` over SSH at {ssh}")
+                        }
+                        (_, None) => {}
                     }
                 }
                 Err(StoreError::Conflict(_)) => bail!("node '{name}' already exists"),
@@ -349,6 +478,9 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                 .find_node(&name)
                 .await?
                 .ok_or_else(|| anyhow!("no node named '{name}' (see `advps nodes list`)"))?;
+            if node.driver == "libvirt" {
+                return set_libvirt_ssh(store.as_ref(), config, &node, remove, &ssh).await;
+            }
             if node.driver != "proxmox" {
                 bail!(
                     "node '{name}' uses the {} driver; SSH access for `pct exec` applies to \
@@ -397,10 +529,11 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                 "NAME", "DRIVER", "ENDPOINT", "CREATED"
             );
             let nodes = store.list_nodes().await?;
-            // Only needed to say whether a Proxmox node has SSH access.
+            // Only needed to say whether a Proxmox or libvirt node has SSH
+            // access (never what the key is).
             let cipher = nodes
                 .iter()
-                .any(|n| n.driver == "proxmox")
+                .any(|n| n.driver == "proxmox" || n.driver == "libvirt")
                 .then(|| load_cipher(config).ok())
                 .flatten();
             for node in nodes {
@@ -415,7 +548,13 @@ pub async fn nodes(store: &Arc<dyn Store>, config: &Config, cmd: NodesCommand) -
                             Err(_) => "?".into(),
                         }
                     }
-                    ("proxmox", Some(_), None) => "?".into(),
+                    ("libvirt", Some(sealed), Some(cipher)) => {
+                        match advps_server::drivers::open_libvirt_credentials(cipher, sealed) {
+                            Ok(credentials) => describe_libvirt(&credentials),
+                            Err(_) => "?".into(),
+                        }
+                    }
+                    ("proxmox" | "libvirt", Some(_), None) => "?".into(),
                     _ => "-".into(),
                 };
                 println!(
@@ -876,4 +1015,137 @@ pub async fn services(store: &Arc<dyn Store>, config: &Config, cmd: ServicesComm
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRETKEY\n\
+                       -----END OPENSSH PRIVATE KEY-----\n";
+
+    fn pem(label: &str, body: &str) -> String {
+        format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+    }
+
+    #[test]
+    fn libvirt_nodes_take_a_key_with_host_keys_or_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let key = file("id", KEY);
+        let known = file("known_hosts", "[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nza\n");
+        let ca = file("ca.pem", &pem("CERTIFICATE", "MIIca"));
+        let cert = file("cert.pem", &pem("CERTIFICATE", "MIIcert"));
+        let client_key = file("key.pem", &pem("PRIVATE KEY", "MIIsecret"));
+        let ssh = |key: Option<&Path>, known: Option<&Path>| SshArgs {
+            hosts: Vec::new(),
+            user: None,
+            key: key.map(Path::to_path_buf),
+            known_hosts: known.map(Path::to_path_buf),
+        };
+        let endpoint = "qemu+ssh://root@10.0.0.2:2222/system";
+        let none = ssh(None, None);
+
+        // Nothing given: the service user's own settings, nothing sealed.
+        assert!(
+            libvirt_credentials(endpoint, false, None, None, None, &none)
+                .unwrap()
+                .is_none()
+        );
+        let sealed = libvirt_credentials(
+            endpoint,
+            false,
+            None,
+            None,
+            None,
+            &ssh(Some(&key), Some(&known)),
+        )
+        .unwrap()
+        .expect("credentials");
+        assert_eq!(sealed.ssh.as_ref().unwrap().private_key, KEY);
+        assert_eq!(describe_libvirt(&sealed), "sealed key, 1 host key(s)");
+
+        let refused = |result: Result<Option<LibvirtCredentials>>, needle: &str| {
+            let message = format!("{:#}", result.unwrap_err());
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+            assert!(!message.contains("SECRETKEY"), "{message}");
+        };
+        refused(
+            libvirt_credentials(endpoint, false, None, None, None, &ssh(Some(&key), None)),
+            "go together",
+        );
+        let mut with_host = ssh(Some(&key), Some(&known));
+        with_host.hosts = vec!["10.0.0.2".into()];
+        refused(
+            libvirt_credentials(endpoint, false, None, None, None, &with_host),
+            "qemu+ssh://USER@HOST",
+        );
+        refused(
+            libvirt_credentials(endpoint, true, None, None, None, &none),
+            "do not apply",
+        );
+        // The key is for the endpoint's host, and for SSH endpoints only.
+        refused(
+            libvirt_credentials(
+                "qemu+ssh://root@10.0.0.3/system",
+                false,
+                None,
+                None,
+                None,
+                &ssh(Some(&key), Some(&known)),
+            ),
+            "10.0.0.3",
+        );
+        refused(
+            libvirt_credentials(
+                "qemu:///system",
+                false,
+                None,
+                None,
+                None,
+                &ssh(Some(&key), Some(&known)),
+            ),
+            "qemu+ssh://",
+        );
+
+        // TLS: all three files, for qemu+tls:// only.
+        let tls = libvirt_credentials(
+            "qemu+tls://kvm3/system",
+            false,
+            Some(&cert),
+            Some(&client_key),
+            Some(&ca),
+            &none,
+        )
+        .unwrap()
+        .expect("credentials");
+        assert!(tls.tls.as_ref().unwrap().client_key.contains("MIIsecret"));
+        assert_eq!(describe_libvirt(&tls), "TLS (sealed client certificate)");
+        refused(
+            libvirt_credentials(
+                "qemu+tls://kvm3/system",
+                false,
+                Some(&cert),
+                Some(&client_key),
+                None,
+                &none,
+            ),
+            "all three",
+        );
+        refused(
+            libvirt_credentials(
+                endpoint,
+                false,
+                Some(&cert),
+                Some(&client_key),
+                Some(&ca),
+                &none,
+            ),
+            "qemu+tls://",
+        );
+    }
 }

@@ -17,14 +17,18 @@
 //!
 //! A libvirt node (`libvirt`) is a libvirt connection URI: `qemu:///system`
 //! on the same host, `qemu+ssh://USER@HOST/system` or
-//! `qemu+tls://HOST/system` for remote ones, reached through `virsh`.
+//! `qemu+tls://HOST/system` for remote ones, reached through `virsh`. A
+//! remote one may have sealed credentials ([`LibvirtCredentials`]: an SSH
+//! key with the host's known_hosts lines, or TLS client files), written
+//! for each virsh call only; without them virsh uses the service user's
+//! own SSH or TLS settings.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use advps_drivers::libvirt::virsh::Virsh;
+use advps_drivers::libvirt::virsh::{LibvirtCredentials, Virsh};
 use advps_drivers::libvirt::LibvirtDriver;
 use advps_drivers::lxd::client::{LxdClient, TlsCredentials};
 use advps_drivers::lxd::LxdDriver;
@@ -81,6 +85,22 @@ pub fn open_pve_credentials(cipher: &Cipher, stored: &str) -> Result<PveCredenti
         DriverError::Unreachable(format!("the node's credentials cannot be read: {e}"))
     })?;
     PveCredentials::from_json(&json).map_err(DriverError::Unreachable)
+}
+
+/// Encrypts a libvirt node's SSH or TLS credentials.
+pub fn seal_libvirt_credentials(cipher: &Cipher, credentials: &LibvirtCredentials) -> String {
+    cipher.encrypt(&credentials.to_json())
+}
+
+/// Decrypts and parses a libvirt node's stored credentials.
+pub fn open_libvirt_credentials(
+    cipher: &Cipher,
+    stored: &str,
+) -> Result<LibvirtCredentials, DriverError> {
+    let json = cipher.decrypt(stored).map_err(|e| {
+        DriverError::Unreachable(format!("the node's credentials cannot be read: {e}"))
+    })?;
+    LibvirtCredentials::from_json(&json).map_err(DriverError::Unreachable)
 }
 
 /// How advps reaches a Proxmox VE cluster: its API, and its nodes over SSH
@@ -142,8 +162,9 @@ pub fn lxd_client_for(node: &NodeRecord, cipher: &Cipher) -> Result<LxdClient, D
 }
 
 /// The libvirt connection of a node, refusing endpoints that are not a
-/// QEMU connection URI (an option in disguise, another hypervisor).
-pub fn libvirt_virsh_for(node: &NodeRecord) -> Result<Virsh, DriverError> {
+/// QEMU connection URI (an option in disguise, another hypervisor), with
+/// the node's sealed credentials when it has some.
+pub fn libvirt_virsh_for(node: &NodeRecord, cipher: &Cipher) -> Result<Virsh, DriverError> {
     let endpoint = node.endpoint.as_str();
     let scheme_ok = [
         "qemu://",
@@ -165,7 +186,16 @@ pub fn libvirt_virsh_for(node: &NodeRecord) -> Result<Virsh, DriverError> {
              qemu+ssh://USER@HOST/system or qemu+tls://HOST/system"
         )));
     }
-    Ok(Virsh::new(endpoint))
+    let virsh = Virsh::new(endpoint);
+    match node.credentials_enc.as_deref() {
+        None => Ok(virsh),
+        Some(stored) => {
+            let credentials = open_libvirt_credentials(cipher, stored)?;
+            virsh.with_credentials(&credentials).map_err(|e| {
+                DriverError::Unreachable(format!("node '{}': stored credentials: {e}", node.name))
+            })
+        }
+    }
 }
 
 /// Connects a driver for `node` (used by the server and the command line).
@@ -190,8 +220,8 @@ pub async fn connect(
             Ok(Arc::new(driver))
         }
         "libvirt" => {
-            let virsh =
-                libvirt_virsh_for(node)?.with_timeout(request_timeout.max(Duration::from_secs(10)));
+            let virsh = libvirt_virsh_for(node, cipher)?
+                .with_timeout(request_timeout.max(Duration::from_secs(10)));
             Ok(Arc::new(LibvirtDriver::connect(virsh).await?))
         }
         other => Err(DriverError::Unsupported(format!("driver '{other}'"))),
@@ -274,12 +304,16 @@ mod tests {
 
     #[test]
     fn libvirt_endpoints_are_qemu_connection_uris() {
+        let cipher = Cipher::from_key(&[3u8; 32]);
         let mut kvm = node("qemu:///system", None);
         kvm.driver = "libvirt".into();
-        assert_eq!(libvirt_virsh_for(&kvm).unwrap().uri(), "qemu:///system");
+        assert_eq!(
+            libvirt_virsh_for(&kvm, &cipher).unwrap().uri(),
+            "qemu:///system"
+        );
         for good in ["qemu+ssh://advps@kvm2/system", "qemu+tls://kvm3/system"] {
             kvm.endpoint = good.into();
-            assert!(libvirt_virsh_for(&kvm).is_ok(), "{good}");
+            assert!(libvirt_virsh_for(&kvm, &cipher).is_ok(), "{good}");
         }
         for bad in [
             "https://kvm:8006",
@@ -289,10 +323,53 @@ mod tests {
             "",
         ] {
             kvm.endpoint = bad.into();
-            match libvirt_virsh_for(&kvm) {
+            match libvirt_virsh_for(&kvm, &cipher) {
                 Err(DriverError::Unsupported(m)) => assert!(m.contains("qemu:///system"), "{m}"),
                 other => panic!("{bad:?} accepted: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn libvirt_ssh_access_is_sealed() {
+        use advps_drivers::libvirt::virsh::LibvirtSsh;
+        let cipher = Cipher::from_key(&[3u8; 32]);
+        let credentials = LibvirtCredentials {
+            ssh: Some(LibvirtSsh {
+                private_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkSECRETKEY\n\
+                              -----END OPENSSH PRIVATE KEY-----\n"
+                    .into(),
+                known_hosts: "[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nza\n".into(),
+            }),
+            tls: None,
+        };
+        let stored = seal_libvirt_credentials(&cipher, &credentials);
+        assert!(!stored.contains("SECRETKEY"), "{stored}");
+        assert!(!stored.contains("PRIVATE KEY"), "{stored}");
+        assert_eq!(
+            open_libvirt_credentials(&cipher, &stored).unwrap(),
+            credentials
+        );
+
+        let mut kvm = node("qemu+ssh://root@10.0.0.2:2222/system", Some(stored));
+        kvm.driver = "libvirt".into();
+        let virsh = libvirt_virsh_for(&kvm, &cipher).unwrap();
+        assert!(virsh.has_credentials());
+        assert_eq!(virsh.uri(), "qemu+ssh://root@10.0.0.2:2222/system");
+        // Another data directory's key cannot open them.
+        let other = Cipher::from_key(&[4u8; 32]);
+        match libvirt_virsh_for(&kvm, &other) {
+            Err(DriverError::Unreachable(m)) => assert!(m.contains("credentials"), "{m}"),
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        // Stored for another host than the endpoint names: refused, not used.
+        kvm.endpoint = "qemu+ssh://root@10.0.0.3/system".into();
+        match libvirt_virsh_for(&kvm, &cipher) {
+            Err(DriverError::Unreachable(m)) => {
+                assert!(m.contains("10.0.0.3"), "{m}");
+                assert!(!m.contains("SECRETKEY"), "{m}");
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
         }
     }
 

@@ -20,6 +20,9 @@
 //!   passed on (in the guest, `stty cols C rows R` sets the size).
 //! - virsh's escape character (Ctrl+]) typed by the client ends the console,
 //!   as it does for an operator.
+//! - The console connects as every other call does ([`Virsh::connection`]):
+//!   a node's sealed SSH key, host keys or TLS files are written for it and
+//!   removed when the console ends.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::virsh::{classify, Virsh};
+use super::virsh::{classify, scrub, Connection, Virsh};
 use crate::{ConsoleInput, ConsoleStream, DriverError, DriverResult};
 
 /// How long virsh may take to attach to the console.
@@ -45,12 +48,17 @@ fn shell_word(word: &str) -> DriverResult<String> {
     Ok(format!("'{word}'"))
 }
 
-/// The command line `script` runs: `virsh -c URI console --force NAME`.
-pub fn console_command_line(virsh: &Virsh, domain: &str) -> DriverResult<String> {
+/// The command line `script` runs: `virsh -c URI console --force NAME`,
+/// with the URI of `connection` (the node's, plus its credentials' files).
+pub fn console_command_line(
+    virsh: &Virsh,
+    connection: &Connection,
+    domain: &str,
+) -> DriverResult<String> {
     Ok(format!(
         "exec {} -c {} console --force {}",
         shell_word(&virsh.program().to_string_lossy())?,
-        shell_word(virsh.uri())?,
+        shell_word(connection.uri())?,
         shell_word(domain)?
     ))
 }
@@ -67,7 +75,9 @@ fn banner_end(seen: &[u8]) -> Option<usize> {
 
 /// Attaches to `domain`'s serial console.
 pub(super) async fn attach(virsh: &Virsh, domain: &str) -> DriverResult<ConsoleStream> {
-    let line = console_command_line(virsh, domain)?;
+    // Kept until the console ends: virsh's ssh reads the files it names.
+    let connection = virsh.connection()?;
+    let line = console_command_line(virsh, &connection, domain)?;
     let mut child = tokio::process::Command::new("script")
         .args(["-q", "-f", "-e", "-E", "never", "-c", &line, "/dev/null"])
         .env("SHELL", "/bin/sh")
@@ -117,7 +127,7 @@ pub(super) async fn attach(virsh: &Virsh, domain: &str) -> DriverResult<ConsoleS
                         .await;
             }
             let said = format!("{}\n{stderr}", String::from_utf8_lossy(&seen));
-            return Err(match classify(&said) {
+            return Err(match classify(&scrub(&said, connection.private_dir())) {
                 DriverError::Engine(m) if m.is_empty() => {
                     DriverError::Engine("virsh console ended at once".into())
                 }
@@ -165,6 +175,7 @@ pub(super) async fn attach(virsh: &Virsh, domain: &str) -> DriverResult<ConsoleS
         }
         // Detaches: virsh ends its console stream when it is killed.
         let _ = child.kill().await;
+        drop(connection);
     });
     Ok(ConsoleStream {
         input: input_tx,
@@ -191,13 +202,16 @@ mod tests {
     #[test]
     fn the_command_line_quotes_every_word() {
         let virsh = Virsh::new("qemu+ssh://advps@kvm2/system?keyfile=/k&no_verify=0");
-        let line = console_command_line(&virsh, "web-vm1").unwrap();
+        let connection = virsh.connection().unwrap();
+        let line = console_command_line(&virsh, &connection, "web-vm1").unwrap();
         assert!(
             line.ends_with(
                 "-c 'qemu+ssh://advps@kvm2/system?keyfile=/k&no_verify=0' console --force 'web-vm1'"
             ),
             "{line}"
         );
-        assert!(console_command_line(&Virsh::new("qemu:///system'; rm -rf /"), "vm").is_err());
+        let hostile = Virsh::new("qemu:///system'; rm -rf /");
+        let connection = hostile.connection().unwrap();
+        assert!(console_command_line(&hostile, &connection, "vm").is_err());
     }
 }
