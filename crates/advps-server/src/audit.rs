@@ -16,7 +16,7 @@ use serde_json::Value;
 use advps_domain::time;
 use advps_store::NewAuditEntry;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::envelope::RequestContext;
 use crate::AppState;
 

@@ -19,55 +19,18 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use advps_domain::{api_key, Mode};
-use advps_store::Scope;
 
 use crate::envelope::RequestContext;
 use crate::rate_limit::RateDecision;
 use crate::{ApiError, AppState};
 
-/// Who is calling: made by [`authenticate`] for the handlers.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub key_id: String,
-    pub account_id: i64,
-    pub account_name: String,
-    pub mode: Mode,
-    /// The last four characters of the presented key.
-    pub key_last4: String,
-    /// When the key was created, Unix milliseconds.
-    pub key_created_at: i64,
-    /// When the key was last used before this request (recorded at most
-    /// once a minute), Unix milliseconds.
-    pub key_last_used_at: Option<i64>,
-}
-
-impl Caller {
-    pub fn scope(&self) -> Scope {
-        Scope {
-            account_id: self.account_id,
-            mode: self.mode,
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or(ApiError::Unauthorized)
-    }
-}
+pub use crate::caller::Caller;
 
 /// The key behind a panel session, put on the request by the panel once it
 /// has checked the session cookie (and, for a change, its CSRF token).

@@ -258,6 +258,16 @@ impl DriverRegistry {
     }
 }
 
+/// A driver error in words fit for a client.
+pub fn describe(error: &DriverError) -> String {
+    match error {
+        DriverError::NotFound => "the machine was not found on its node".into(),
+        DriverError::Timeout(_) => "the hypervisor did not answer in time".into(),
+        DriverError::Unreachable(_) => "the hypervisor is not reachable".into(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

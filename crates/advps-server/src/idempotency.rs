@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use advps_domain::time;
 use advps_store::IdempotencyBegin;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::{ApiError, AppState};
 
 /// How long a response is kept for replay.

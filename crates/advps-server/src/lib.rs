@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod caller;
 pub mod config;
 pub mod console;
 pub mod drivers;
@@ -26,6 +27,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod secrets;
 mod server;
+pub mod tasks;
 pub mod worker;
 
 pub use config::Config;

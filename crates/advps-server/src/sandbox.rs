@@ -12,13 +12,7 @@ use std::time::Duration;
 use advps_domain::{sandbox, task, time, PowerState, TaskKind, TaskStatus};
 use advps_store::{InstalledOs, Scope, Store, StoreResult, TaskFinish, TaskRecord};
 
-use crate::ops::selling::ProvisionParams;
-
-/// Parameters stored with a sandbox rebuild.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct RebuildParams {
-    pub os: String,
-}
+use crate::tasks::{ProvisionParams, RebuildParams};
 
 /// What a simulated task looks like at `now`: stored state when finished,
 /// otherwise status and progress from the elapsed time.

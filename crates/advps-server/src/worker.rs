@@ -14,44 +14,19 @@ use advps_domain::{time, PowerState, TaskKind, TaskStatus};
 use advps_drivers::{
     AddressConfig, DriverError, PowerStatus, RebuildRequest, StepOutcome, StopMode,
 };
-use advps_store::{InstalledOs, Scope, ServiceRecord, Store, TaskFinish, TaskRecord};
+use advps_store::{Scope, ServiceRecord, Store, TaskFinish, TaskRecord};
 
-use crate::ops::selling::ProvisionParams;
+use crate::tasks::{LiveRebuildParams, ProvisionParams};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
-use crate::drivers::DriverRegistry;
+use crate::drivers::{describe, DriverRegistry};
 use crate::secrets::Cipher;
 
 /// How many times a task may be claimed before it is failed.
 pub const MAX_ATTEMPTS: i64 = 5;
 /// Tries of one step when the engine does not answer.
 const STEP_TRIES: u32 = 3;
-
-/// Parameters stored with a live rebuild.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct LiveRebuildParams {
-    pub os: String,
-    pub os_name: String,
-    pub image: String,
-    /// The login name the new OS comes with; absent in tasks queued before
-    /// it was recorded, which take the default for the OS.
-    #[serde(default)]
-    pub username: Option<String>,
-}
-
-impl LiveRebuildParams {
-    /// The OS the rebuild installs, as the service records it.
-    pub fn installed(&self) -> InstalledOs {
-        InstalledOs {
-            slug: self.os.clone(),
-            name: self.os_name.clone(),
-            username: self.username.clone().unwrap_or_else(|| {
-                advps_domain::os::default_username(&self.os, &self.os_name).to_string()
-            }),
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Worker {
@@ -565,16 +540,6 @@ pub async fn wipe_machine(
     }
     let _ = driver.stop(&service.vmid, StopMode::Force).await;
     Ok(())
-}
-
-/// A driver error in words fit for a client.
-pub fn describe(error: &DriverError) -> String {
-    match error {
-        DriverError::NotFound => "the machine was not found on its node".into(),
-        DriverError::Timeout(_) => "the hypervisor did not answer in time".into(),
-        DriverError::Unreachable(_) => "the hypervisor is not reachable".into(),
-        other => other.to_string(),
-    }
 }
 
 /// The usage sampler: every interval, one round of

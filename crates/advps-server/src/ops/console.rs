@@ -7,7 +7,7 @@ use advps_store::{Scope, ServiceRecord};
 
 use super::Operations;
 use crate::console::{self, SimulatedMachine};
-use crate::worker::describe;
+use crate::drivers::describe;
 use crate::ApiError;
 
 /// The 400 for a console on a service that is not running.

@@ -16,7 +16,8 @@ use advps_store::{
 };
 
 use super::{Operations, StatusView, SERVICE_NOT_FOUND};
-use crate::worker::{describe, LiveRebuildParams};
+use crate::drivers::describe;
+use crate::tasks::LiveRebuildParams;
 use crate::ApiError;
 
 /// How long a synchronous engine call may hold a service.

@@ -30,8 +30,9 @@ use advps_store::{
 use advps_drivers::{PowerOutcome, StopMode};
 
 use crate::drivers::DriverRegistry;
-use crate::sandbox::{self, RebuildParams};
+use crate::sandbox;
 use crate::secrets::Cipher;
+use crate::tasks::RebuildParams;
 use crate::{ApiError, Config};
 
 const SERVICE_NOT_FOUND: &str = "Service not found or not accessible";

@@ -20,6 +20,7 @@ use advps_store::{
 };
 
 use super::{Operations, SERVICE_NOT_FOUND};
+use crate::tasks::ProvisionParams;
 use crate::ApiError;
 
 const ORDER_NOT_FOUND: &str = "Order not found or not accessible";
@@ -80,15 +81,6 @@ impl PurchaseKind {
             PurchaseKind::Vps => "VPS",
         }
     }
-}
-
-/// Parameters stored with a provisioning task.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct ProvisionParams {
-    pub os: String,
-    pub os_name: String,
-    /// The engine image (live).
-    pub image: Option<String>,
 }
 
 /// An order with its services, as `GET /purchase/{id}` shows it.
