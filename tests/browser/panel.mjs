@@ -46,6 +46,126 @@ async function stateIs(page, state) {
   await page.waitForSelector(`#state [data-state="${state}"]`, { timeout: 20000 });
 }
 
+// Aborts and records every request of `page` to another origin, and
+// records page errors and console errors (an API refusal the page expects,
+// 400 to 404, is logged by the browser too and is no problem).
+async function watch(page, base) {
+  const foreign = [];
+  const problems = [];
+  await page.route("**/*", (route) => {
+    const url = route.request().url();
+    if (url.startsWith(base + "/") || url.startsWith(base.replace("http", "ws") + "/")) return route.continue();
+    foreign.push(url);
+    return route.abort();
+  });
+  page.on("pageerror", (e) => problems.push("page error: " + e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/status of 40[0134]/.test(m.text())) problems.push("console: " + m.text());
+  });
+  return { foreign, problems };
+}
+
+// A webhook receiver on loopback: answers 200 and keeps what it was sent.
+function startReceiver() {
+  return new Promise((ok) => {
+    const received = [];
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => { body += d; });
+      req.on("end", () => {
+        received.push({ id: req.headers["webhook-id"], signature: req.headers["webhook-signature"], body });
+        res.end("ok");
+      });
+    });
+    server.listen(0, "127.0.0.1", () => ok({ server, received }));
+  });
+}
+
+async function signIn(page, base, key) {
+  await page.goto(base + "/panel", { waitUntil: "load" });
+  await page.fill("#api-key", key);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#services tbody tr");
+}
+
+// Webhooks on a server that lets them reach loopback: create one (its
+// secret shown once), see a power change delivered to it and redeliver
+// that delivery, rotate its secret, delete it.
+async function webhookFlow(browser, steps) {
+  const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-hooks-"));
+  const { server: receiver, received } = await startReceiver();
+  const { child, base, key } = await startServer(bin, dataDir, {
+    env: { ADVPS_SANDBOX_TASK_SECONDS: "3", ADVPS_WEBHOOK_ALLOW_PRIVATE: "true" },
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const { foreign, problems } = await watch(page, base);
+    await signIn(page, base, key);
+    const target = `http://127.0.0.1:${receiver.address().port}/hook`;
+
+    await page.click('a[href="#/webhooks"]');
+    await page.waitForSelector("#webhook-form");
+    await page.fill("#webhook-url", target);
+    await page.fill("#webhook-description", "panel check");
+    await page.check("#event-service\\.power_state_changed");
+    await page.click("#create-webhook");
+    await page.waitForSelector("#webhook-secret");
+    const secret = await page.locator("#webhook-secret").innerText();
+    if (!/^whsec_/.test(secret)) fail("webhook secret " + secret);
+    const row = page.locator("#webhooks tr[data-webhook]");
+    await row.first().waitFor();
+    if ((await row.count()) !== 1) fail("webhooks listed: " + (await row.count()));
+    const listed = await row.first().innerText();
+    if (!listed.includes(target) || !listed.includes("service.power_state_changed")) fail("webhook row " + listed);
+    if (listed.includes(secret)) fail("the list shows the secret");
+    const hookId = await row.first().getAttribute("data-webhook");
+    steps.push("webhook created");
+
+    // A power change is delivered; the delivery is listed and sent again.
+    await page.goto(base + "/panel#/service/vps_service_1");
+    await stateIs(page, "RUNNING");
+    await page.click("#stop");
+    await stateIs(page, "STOPPED");
+    await page.click('a[href="#/webhooks"]');
+    await page.click(`button[data-deliveries="${hookId}"]`);
+    for (let i = 0; i < 30; i++) {
+      if (await page.locator('#deliveries td[data-status="delivered"]').count()) break;
+      await page.waitForTimeout(500);
+      await page.click("#deliveries-refresh");
+    }
+    if (!(await page.locator('#deliveries td[data-status="delivered"]').count())) fail("no delivered delivery listed");
+    if (received.length !== 1) fail("receiver got " + received.length + " requests");
+    const deliveryId = await page.locator("#deliveries tr[data-delivery]").first().getAttribute("data-delivery");
+    if (deliveryId !== received[0].id) fail(`delivery ${deliveryId} arrived as ${received[0].id}`);
+    await page.screenshot({ path: join(shots, "panel-webhooks.png"), fullPage: true });
+    await page.click(`button[data-redeliver="${deliveryId}"]`);
+    for (let i = 0; i < 30 && received.length < 2; i++) await page.waitForTimeout(300);
+    if (received.length !== 2 || received[1].id !== deliveryId) fail("redelivery: " + JSON.stringify(received.map((r) => r.id)));
+    steps.push("webhook delivered and redelivered");
+
+    // Rotate: a new secret, shown once.
+    await page.click(`button[data-rotate="${hookId}"]`);
+    await page.waitForFunction((old) => {
+      const el = document.getElementById("webhook-secret");
+      return el && el.textContent !== old && el.textContent.startsWith("whsec_");
+    }, secret);
+
+    // Delete: the list is empty again.
+    await page.click(`button[data-delete="${hookId}"]`);
+    await page.waitForFunction(() => !document.querySelector("#webhooks tr[data-webhook]"));
+    steps.push("webhook rotated and deleted");
+
+    if (foreign.length) fail("the webhooks page loaded from elsewhere: " + foreign.join(", "));
+    if (problems.length) fail(problems.join("\n"));
+    await context.close();
+  } finally {
+    child.kill("SIGTERM");
+    receiver.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
   const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-"));
   const { child, base, key } = await startServer(bin, dataDir, {
@@ -65,18 +185,7 @@ async function main() {
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
-    const foreign = [];
-    const problems = [];
-    await page.route("**/*", (route) => {
-      const url = route.request().url();
-      if (url.startsWith(base + "/") || url.startsWith(base.replace("http", "ws") + "/")) return route.continue();
-      foreign.push(url);
-      return route.abort();
-    });
-    page.on("pageerror", (e) => problems.push("page error: " + e.message));
-    page.on("console", (m) => {
-      if (m.type() === "error" && !/status of 40[0134]/.test(m.text())) problems.push("console: " + m.text());
-    });
+    const { foreign, problems } = await watch(page, base);
 
     // Sign in; the key is nowhere in the browser's storage afterwards.
     const resp = await page.goto(base + "/panel", { waitUntil: "load" });
@@ -248,8 +357,10 @@ async function main() {
 
     if (foreign.length) fail("the page tried to load from elsewhere: " + foreign.join(", "));
     if (problems.length) fail(problems.join("\n"));
+
+    await webhookFlow(browser, steps);
     console.log("panel OK: " + steps.join(", "));
-    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,orders,service-375}.png");
+    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,service-375}.png");
   } finally {
     await browser.close();
     attacker.close();

@@ -4,7 +4,7 @@
 // new service's address and password, shown once.
 
 import * as api from "./api.js";
-import { h, render, flash, busy, stateText, date, facts, copyButton } from "./ui.js";
+import { h, render, flash, busy, stateText, date, facts, copyButton, money } from "./ui.js";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -131,7 +131,7 @@ export async function buyPage() {
     const state = h("span", { id: "order-status", "aria-live": "polite" });
     const box = h("div", { id: "order-services" });
     result.replaceChildren(h("section", { class: "card" },
-      h("h2", {}, `Order ${id}`), bar, state, box));
+      h("h2", { "data-order": id }, `Order ${id}`), bar, state, box));
     while (!stopped) {
       const o = data.order;
       state.textContent = ` ${o.status}`;
@@ -147,10 +147,10 @@ export async function buyPage() {
       flash(`Order ${id} ${o.status}: ${o.error || "no reason given"}`);
       return;
     }
-    flash(`Order ${id} completed: ${o.totalAmount} ${o.currency} paid from the wallet`, "info");
+    flash(`Order ${id} completed: ${money(o.totalAmount, o.currency)} paid from the wallet`, "info");
     box.replaceChildren(
       facts([["Product", `${o.productId} (${o.ram})`], ["OS", o.os.name],
-        ["Total", `${o.totalAmount} ${o.currency}`], ["Placed", date(o.createdAt)]]),
+        ["Total", money(o.totalAmount, o.currency)], ["Placed", date(o.createdAt)]]),
       h("p", { class: "warning" }, "Passwords are shown only this once: copy them now."),
       ...data.services.map((s) => h("div", { class: "card", "data-service": s.serviceId },
         h("h2", {}, h("a", { href: `#/service/${encodeURIComponent(s.serviceId)}` }, s.serviceId), " ", stateText(s.status)),

@@ -3,7 +3,7 @@
 // deliveries, page by page, each of which can be sent again.
 
 import * as api from "./api.js";
-import { h, render, flash, busy, date, copyButton } from "./ui.js";
+import { h, render, flash, busy, date, copyButton, pager } from "./ui.js";
 
 const EVENTS = ["task.completed", "task.failed", "service.power_state_changed",
   "order.completed", "order.failed", "product.stock_changed"];
@@ -84,12 +84,7 @@ export async function webhooksPage() {
   // One page of an endpoint's deliveries, newest first.
   async function showDeliveries(w, page) {
     const data = await api.get(`/webhooks/${encodeURIComponent(w.id)}/deliveries?page=${page}&limit=10`);
-    const p = data.pagination;
-    const prev = h("button", { type: "button", id: "deliveries-prev", disabled: !p.hasPrev }, "Previous");
-    const next = h("button", { type: "button", id: "deliveries-next", disabled: !p.hasNext }, "Next");
     const again = h("button", { type: "button", id: "deliveries-refresh" }, "Refresh");
-    prev.addEventListener("click", () => busy(prev, () => showDeliveries(w, page - 1)));
-    next.addEventListener("click", () => busy(next, () => showDeliveries(w, page + 1)));
     again.addEventListener("click", () => busy(again, () => showDeliveries(w, page)));
     deliveries.dataset.webhook = w.id;
     deliveries.replaceChildren(h("section", { class: "card" },
@@ -113,7 +108,8 @@ export async function webhooksPage() {
               d.deliveredAt ? h("div", { class: "muted" }, `delivered ${date(d.deliveredAt)}`) : null),
             h("td", {}, redeliver));
         })))) : h("p", { class: "muted" }, "No deliveries yet."),
-      h("div", { class: "row" }, prev, h("span", { class: "muted" }, `page ${p.page} of ${Math.max(p.totalPages, 1)}`), next, again)));
+      pager("deliveries", data.pagination, (n) => showDeliveries(w, n)),
+      h("div", { class: "row" }, again)));
   }
 
   render(h("h1", {}, "Webhooks"),
