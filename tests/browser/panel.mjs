@@ -346,6 +346,13 @@ async function main() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
     if (overflow > 380) fail("page is " + overflow + " px wide at 375");
     await page.screenshot({ path: join(shots, "panel-service-375.png") });
+    for (const [hash, ready] of [["#/buy", "#buy-form"], ["#/orders", "#order-form"], ["#/webhooks", "#webhook-form"]]) {
+      await page.click(`a[href="${hash}"]`);
+      await page.waitForSelector(ready);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      if (wide > 380) fail(`${hash} is ${wide} px wide at 375`);
+    }
+    await page.screenshot({ path: join(shots, "panel-webhooks-375.png") });
     steps.push("375 px");
 
     // Sign out: the API through the page is closed again.
