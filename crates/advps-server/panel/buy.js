@@ -49,6 +49,7 @@ export async function buyPage() {
       (p.stock > 0 ? `${p.stock} in stock)` : "out of stock)"))));
   const firstInStock = products.find((p) => p.stock > 0);
   if (firstInStock) productSelect.value = firstInStock.id;
+  else flash("Every product is out of stock for now.", "info");
   const ramSelect = h("select", { id: "buy-ram", name: "ram", required: true });
   const osSelect = h("select", { id: "buy-os", name: "os" });
   const quantity = h("input", { id: "buy-quantity", name: "quantity", type: "number", min: 1, max: 10, value: 1, required: true });
@@ -143,6 +144,7 @@ export async function buyPage() {
     }
     const o = data.order;
     bar.value = 1;
+    state.dataset.total = o.totalAmount;
     if (o.status !== "COMPLETED") {
       flash(`Order ${id} ${o.status}: ${o.error || "no reason given"}`);
       return;
