@@ -47,6 +47,8 @@ NAMES = {
     "purchaseLinux": "purchase.linux",
     "purchaseVps": "purchase.vps",
     "getOrder": "orders.get",
+    "listOrders": "orders.list",
+    "getWallet": "wallet",
     "getMe": "me",
     "getLivez": "livez",
     "getHealth": "health",
@@ -59,8 +61,9 @@ NAMES = {
     "redeliverWebhook": "webhooks.redeliver",
     "listAudit": "audit.list",
 }
-# Served for browsers and tools, not for programs.
-SKIPPED = {"getDocs", "getOpenApi"}
+# Served for browsers and tools, not for programs (the panel's session is
+# the page's own).
+SKIPPED = {"getDocs", "getOpenApi", "getPanel", "panelSignIn", "panelSession", "panelSignOut"}
 
 # Python methods of the namespaces besides the generated ones.
 RESERVED_PY = {"timeout", "idempotency_key", "self"}

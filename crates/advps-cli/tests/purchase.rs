@@ -661,3 +661,123 @@ async fn mac_reset_is_for_vps_once_a_day() {
         assert_error(&resp, 404, "Service not found or not accessible");
     }
 }
+
+#[tokio::test]
+async fn the_wallet_and_the_orders_list_show_every_movement_newest_first() {
+    let server = TestServer::start_with_env(FAST);
+    let key = &server.test_key;
+    let wallet_of = |key: String, query: &'static str| {
+        let server = &server;
+        async move {
+            let resp = server.get(&format!("/api/v1/wallet{query}"), &key).await;
+            assert_api_success(&resp, "Wallet retrieved successfully", "test").clone()
+        }
+    };
+    let start = wallet_of(key.clone(), "").await;
+    assert_eq!(start["balance"], 1000.0, "{start}");
+    assert_eq!(start["currency"], "USD");
+    assert_eq!(start["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(start["entries"][0]["kind"], "credit");
+    assert_eq!(start["pagination"]["total"], 1);
+
+    // One order that completes, one that fails and is refunded.
+    let ok = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_abc123", "ram": "4GB", "quantity": 2, "validity": 45}),
+    )
+    .await;
+    let ok_id = ok.data()["order"]["orderId"].as_str().unwrap().to_string();
+    let failed = buy_linux(
+        &server,
+        key,
+        json!({"productId": "prod_jkl012", "ram": "8 GB", "quantity": 2, "remark": "sandbox-fail"}),
+    )
+    .await;
+    let failed_id = failed.data()["order"]["orderId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        wait_order(&server, key, &failed_id).await["order"]["status"],
+        "FAILED"
+    );
+
+    // The list settles a sandbox order whose time is up without a poll of its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let orders = loop {
+        let resp = server.get("/api/v1/orders", key).await;
+        let data = assert_api_success(&resp, "Orders retrieved successfully", "test").clone();
+        if data["orders"][1]["status"] != "PENDING" || Instant::now() > deadline {
+            break data;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listed: Vec<&str> = orders["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [failed_id.as_str(), ok_id.as_str()], "{orders}");
+    assert_eq!(orders["orders"][0]["status"], "FAILED");
+    assert_eq!(orders["orders"][1]["status"], "COMPLETED", "{orders}");
+    assert_eq!(orders["orders"][1]["totalAmount"], 18.0);
+    assert_eq!(orders["pagination"]["total"], 2);
+    let second = server.get("/api/v1/orders?page=2&limit=1", key).await;
+    let second = assert_api_success(&second, "Orders retrieved successfully", "test");
+    assert_eq!(second["orders"][0]["orderId"], ok_id.as_str());
+    assert_eq!(second["pagination"]["hasPrev"], true);
+    assert_eq!(second["pagination"]["hasNext"], false);
+
+    // credit, purchase 18.00, purchase 24.00, refund 24.00: newest first.
+    let wallet = wallet_of(key.clone(), "").await;
+    assert_eq!(wallet["balance"], 982.0, "{wallet}");
+    let kinds: Vec<&str> = wallet["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["refund", "purchase", "purchase", "credit"],
+        "{wallet}"
+    );
+    assert_eq!(wallet["entries"][0]["amount"], 24.0);
+    assert_eq!(wallet["entries"][0]["reference"], failed_id.as_str());
+    assert_eq!(wallet["entries"][2]["amount"], -18.0);
+    assert_eq!(wallet["entries"][2]["reference"], ok_id.as_str());
+    let sum: f64 = wallet["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_f64().unwrap())
+        .sum();
+    assert!((sum - 982.0).abs() < 1e-9, "{sum}");
+    let page = wallet_of(key.clone(), "?page=2&limit=3").await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["entries"][0]["kind"], "credit");
+    assert_eq!(page["pagination"]["totalPages"], 2);
+
+    // Bad paging is the reference's 400; another account, and the live
+    // wallet of the same account, see none of it.
+    let bad = server.get("/api/v1/wallet?page=0", key).await;
+    assert_error(&bad, 400, "Invalid page value — must be a positive integer");
+    let bad = server.get("/api/v1/orders?limit=x", key).await;
+    assert_error(
+        &bad,
+        400,
+        "Invalid limit value — must be a positive integer",
+    );
+    server.create_account("acme");
+    let acme = server.create_key("acme", "test");
+    let theirs = server.get("/api/v1/orders", &acme).await;
+    let theirs = assert_api_success(&theirs, "Orders retrieved successfully", "test");
+    assert_eq!(theirs["orders"], json!([]));
+    let live = server.create_key("demo", "live");
+    let resp = server.get("/api/v1/wallet", &live).await;
+    let live_wallet = assert_api_success(&resp, "Wallet retrieved successfully", "live");
+    assert_eq!(live_wallet["balance"], 0.0);
+    assert_eq!(live_wallet["entries"], json!([]));
+}

@@ -57,7 +57,12 @@ sandbox); `GET /api/v1/services/{serviceId}/metrics` returns its history (24 hou
 binary frames carry the console's bytes both ways; the client sends terminal sizes as text \
 frames `{\"type\":\"resize\",\"cols\":N,\"rows\":M}`. The server closes it with 4000 \
 (service stopped), 4001 (rebuild begun), 4003 (key revoked), 4004 (service removed), 1000 \
-(console ended) or 1011 (engine console failed).";
+(console ended) or 1011 (engine console failed).
+
+**Customer panel.** `/panel` is a page for customers, served by this binary: it signs in \
+with an API key at `POST /panel/session` (an HttpOnly session cookie; the key is not kept) \
+and calls every operation below at `/panel/api/v1/...` with that cookie and the session's \
+`X-CSRF-Token`, with the same answers, quota, audit and idempotency as `/api/v1/...`.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -86,10 +91,12 @@ frames `{\"type\":\"resize\",\"cols\":N,\"rows\":M}`. The server closes it with 
         purchase::purchase_linux,
         purchase::purchase_vps,
         purchase::get_order,
+        purchase::list_orders,
         me::get_me,
         keys::list_keys,
         keys::create_key,
         keys::revoke_key,
+        routes::wallet::get_wallet,
         health::get_livez,
         health::get_health,
         docs::get_openapi,
@@ -102,6 +109,10 @@ frames `{\"type\":\"resize\",\"cols\":N,\"rows\":M}`. The server closes it with 
         webhooks::list_deliveries,
         webhooks::redeliver,
         audit::list_audit,
+        crate::panel::index,
+        crate::panel::session::sign_in,
+        crate::panel::session::current,
+        crate::panel::session::sign_out,
     ),
     // Types only parameters name (the `type` filters) are not reached from a
     // body, so utoipa does not collect them: listed here, or their `$ref`s dangle.
@@ -123,10 +134,11 @@ frames `{\"type\":\"resize\",\"cols\":N,\"rows\":M}`. The server closes it with 
         (name = "Products", description = "Query real-time product stock levels."),
         (name = "Catalogue", description = "The operating systems services can run."),
         (name = "Purchase", description = "Buy services and follow their orders."),
-        (name = "Account", description = "The calling key and its quota."),
+        (name = "Account", description = "The calling key and its quota, the account's API keys and its wallet."),
         (name = "Webhooks", description = "Signed event notifications and their delivery log."),
         (name = "Audit", description = "Every mutating call of the account."),
         (name = "Operations", description = "Liveness and this documentation; no key needed."),
+        (name = "Panel", description = "The customer panel at /panel and its session; the page calls /panel/api/v1/... with the session cookie."),
     )
 )]
 pub struct ApiDoc;
@@ -148,6 +160,13 @@ impl Modify for Common {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "x-api-key",
                 "sk_test_ (sandbox) or sk_live_ (real machines) followed by 32 characters.",
+            ))),
+        );
+        components.add_security_scheme(
+            "panelSession",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::panel::session::COOKIE,
+                "The customer panel's session, set by Panel: Sign In.",
             ))),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {

@@ -201,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/os", get(os::list_os))
         .merge(webhooks::router())
         .merge(keys::router())
+        .merge(crate::routes::wallet::router())
         .merge(console::router())
         .route("/api/v1/audit", get(audit::list_audit))
         // Authentication, then (for mutating calls) the audit log, then

@@ -2314,6 +2314,79 @@ async fn services_are_listed_per_account_filtered_and_paged(db: Backend) {
     );
 }
 
+async fn wallet_ledgers_and_orders_are_paged_newest_first_per_account(db: Backend) {
+    let store = db.open().await;
+    let demo = store.create_account("demo", 1).await.unwrap();
+    let acme = store.create_account("acme", 2).await.unwrap();
+    store
+        .ensure_products(&[product(Mode::Test, "vps_s", VmType::Vps, Some(100))])
+        .await
+        .unwrap();
+    let mut placed = Vec::new();
+    for (scope, now) in [
+        (test_scope(&demo), 1_000),
+        (test_scope(&acme), 1_500),
+        (test_scope(&demo), 2_000),
+        (test_scope(&demo), 3_000),
+    ] {
+        let mut order = one_unit_order(scope, "vps_s", ServiceType::Vps, 250);
+        order.now = now;
+        match store.place_order(&order).await.unwrap() {
+            PlaceOrder::Placed { order, .. } => placed.push(order.id),
+            other => panic!("not placed: {other:?}"),
+        }
+    }
+
+    // Orders: newest first, the account's own, in pages.
+    let (orders, total) = store.page_orders(test_scope(&demo), 0, 2).await.unwrap();
+    assert_eq!(total, 3);
+    let ids: Vec<&str> = orders.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, [placed[3].as_str(), placed[2].as_str()]);
+    let (rest, _) = store.page_orders(test_scope(&demo), 2, 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, placed[0]);
+    let (theirs, total) = store.page_orders(test_scope(&acme), 0, 10).await.unwrap();
+    assert_eq!((theirs.len(), total), (1, 1));
+    assert_eq!(theirs[0].id, placed[1]);
+    let (past, total) = store
+        .page_orders(test_scope(&demo), u64::MAX / 2, 10)
+        .await
+        .unwrap();
+    assert_eq!((past.len(), total), (0, 3));
+    let live = Scope {
+        account_id: demo.id,
+        mode: Mode::Live,
+    };
+    assert_eq!(store.page_orders(live, 0, 10).await.unwrap().1, 0);
+
+    // The ledger: the starting credit, then one purchase per order, newest
+    // first, summing to the balance.
+    store
+        .credit_wallet(demo.id, Mode::Test, 100, "USD", "top-up", 4_000)
+        .await
+        .unwrap();
+    let (entries, total) = store.page_ledger(test_scope(&demo), 0, 10).await.unwrap();
+    assert_eq!(total, 5);
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["credit", "purchase", "purchase", "purchase", "credit"]
+    );
+    assert_eq!(entries[1].amount_minor, -250);
+    assert_eq!(entries[1].reference.as_deref(), Some(placed[3].as_str()));
+    assert_eq!(entries[0].note.as_deref(), Some("top-up"));
+    assert_eq!(
+        entries.iter().map(|e| e.amount_minor).sum::<i64>(),
+        store.wallet_balance(demo.id, Mode::Test).await.unwrap()
+    );
+    let (page, _) = store.page_ledger(test_scope(&demo), 4, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, entries[4].id);
+    let (theirs, total) = store.page_ledger(test_scope(&acme), 0, 10).await.unwrap();
+    assert_eq!((theirs.len(), total), (2, 2));
+    assert_eq!(store.page_ledger(live, 0, 10).await.unwrap().1, 0);
+}
+
 /// Makes `sqlite::<check>` and `postgres::<check>` of each check.
 async fn console_tickets_are_taken_once_and_expire(db: Backend) {
     let store = db.open().await;
@@ -2525,4 +2598,5 @@ contract_tests!(
     services_are_listed_per_account_filtered_and_paged,
     console_tickets_are_taken_once_and_expire,
     panel_sessions_end_with_their_key_and_when_idle,
+    wallet_ledgers_and_orders_are_paged_newest_first_per_account,
 );

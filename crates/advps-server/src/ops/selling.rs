@@ -10,10 +10,11 @@
 use serde_json::Value;
 
 use advps_domain::{
-    money, sandbox as catalogue, time, Mode, OsType, PowerState, ServiceType, VmType,
+    money, sandbox as catalogue, time, Mode, OsType, PageRequest, PowerState, ServiceType, VmType,
 };
 use advps_store::{
-    NewOrder, OrderRecord, PlaceOrder, RenewItem, Renewal, Scope, ServiceRecord, DAY_MS,
+    LedgerEntry, NewOrder, OrderRecord, PlaceOrder, RenewItem, Renewal, Scope, ServiceRecord,
+    DAY_MS,
 };
 
 use super::{Operations, SERVICE_NOT_FOUND};
@@ -94,6 +95,16 @@ pub struct OrderView {
     pub services: Vec<ServiceRecord>,
     /// Passwords, in the order of `services`; only once the order is final.
     pub passwords: Vec<Option<String>>,
+}
+
+/// The wallet as `GET /wallet` shows it: its balance and one page of its
+/// ledger, newest first.
+#[derive(Debug, Clone)]
+pub struct Wallet {
+    pub balance_minor: i64,
+    pub entries: Vec<LedgerEntry>,
+    /// How many ledger entries the wallet has in all.
+    pub total: u64,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -376,14 +387,7 @@ impl Operations {
             .find_order(scope, order_id)
             .await?
             .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
-        if order.status == "PENDING" && scope.mode == Mode::Test {
-            // Simulated provisioning finishes when its time is up, polled or not.
-            let now = time::now_millis();
-            for service in self.store.order_services(order_id).await? {
-                if let Some(task) = self.store.active_task(service.pk).await? {
-                    crate::sandbox::settle(self.store.as_ref(), &task, now).await?;
-                }
-            }
+        if self.settle_sandbox_order(scope, &order).await? {
             order = self
                 .store
                 .find_order(scope, order_id)
@@ -407,6 +411,64 @@ impl Operations {
             order,
             services,
             passwords,
+        })
+    }
+
+    /// Finishes the simulated provisioning of a pending sandbox order whose
+    /// time is up, so that it reads the same whether it was polled or not;
+    /// true when the order was pending (and so should be read again).
+    async fn settle_sandbox_order(
+        &self,
+        scope: Scope,
+        order: &OrderRecord,
+    ) -> Result<bool, ApiError> {
+        if order.status != "PENDING" || scope.mode != Mode::Test {
+            return Ok(false);
+        }
+        let now = time::now_millis();
+        for service in self.store.order_services(&order.id).await? {
+            if let Some(task) = self.store.active_task(service.pk).await? {
+                crate::sandbox::settle(self.store.as_ref(), &task, now).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// `GET /orders`: a page of the account's orders, newest first, and how
+    /// many there are.
+    pub async fn orders(
+        &self,
+        scope: Scope,
+        page: PageRequest,
+    ) -> Result<(Vec<OrderRecord>, u64), ApiError> {
+        let (mut orders, total) = self
+            .store
+            .page_orders(scope, page.offset(), page.limit)
+            .await?;
+        for order in &mut orders {
+            if self.settle_sandbox_order(scope, order).await? {
+                if let Some(fresh) = self.store.find_order(scope, &order.id).await? {
+                    *order = fresh;
+                }
+            }
+        }
+        Ok((orders, total))
+    }
+
+    /// `GET /wallet`: the balance and a page of the ledger, newest first.
+    pub async fn wallet(&self, scope: Scope, page: PageRequest) -> Result<Wallet, ApiError> {
+        let balance_minor = self
+            .store
+            .wallet_balance(scope.account_id, scope.mode)
+            .await?;
+        let (entries, total) = self
+            .store
+            .page_ledger(scope, page.offset(), page.limit)
+            .await?;
+        Ok(Wallet {
+            balance_minor,
+            entries,
+            total,
         })
     }
 

@@ -52,7 +52,14 @@ pub fn router(state: AppState, api: Router) -> Router<AppState> {
         .layer(middleware::from_fn(security_headers))
 }
 
-async fn index() -> Response {
+#[utoipa::path(get, path = "/panel", tag = "Panel", operation_id = "getPanel",
+    summary = "Customer Panel",
+    description = "The customer panel, a page served by this binary with every asset compiled in. It signs in with an API key (Panel: Sign In) and then calls the API at `/panel/api/v1/...`: the same operations as `/api/v1/...`, authenticated by the session cookie instead of `x-api-key`, with the session's token in `X-CSRF-Token` on every change; cross-site requests are refused.",
+    security(()),
+    responses(
+        (status = 200, description = "The HTML page.", content_type = "text/html", body = String),
+    ))]
+pub async fn index() -> Response {
     assets::response("index.html").unwrap_or_else(|| ApiError::internal("no page").into_response())
 }
 

@@ -25,12 +25,15 @@ use base64::Engine;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use advps_domain::{api_key, Mode};
 use advps_store::{NewPanelSession, PanelSession};
 
 use crate::auth::{caller_of_key, Caller};
-use crate::envelope::{error_body, json_response, RequestContext, Success};
+use crate::envelope::{
+    error_body, json_response, ApiResponse, ErrorEnvelope, RequestContext, Success,
+};
 use crate::extract::JsonBody;
 use crate::{ApiError, AppState};
 
@@ -50,7 +53,7 @@ pub const NO_SESSION: &str = "Not signed in, or the session has ended";
 pub const BAD_CSRF: &str = "Missing or invalid CSRF token";
 
 /// What the page learns about its session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionData {
     /// Echo it in `X-CSRF-Token` on every request that changes something.
@@ -183,7 +186,28 @@ fn rate_limit_of(state: &AppState, mode: Mode) -> u32 {
     }
 }
 
+/// Body of a sign-in.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInRequest {
+    /// A test or live key of the account; it is not kept by the browser.
+    #[schema(example = "sk_test_tWzgTeV3s1we1BVU3NzTjzDlK5de8Nk8")]
+    pub api_key: String,
+}
+
 /// `POST /panel/session` with `{"apiKey": "..."}`.
+#[utoipa::path(post, path = "/panel/session", tag = "Panel", operation_id = "panelSignIn",
+    summary = "Panel: Sign In",
+    description = "Exchanges an API key for a panel session: the answer sets the `advps_session` cookie (HttpOnly, SameSite=Strict, Secure behind TLS) and carries the CSRF token to send in `X-CSRF-Token` on every change through `/panel/api/v1/...`. Attempts are counted per client address; a successful one costs one request of the key's quota.",
+    security(()),
+    request_body(content = SignInRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Signed in", body = ApiResponse<SessionData>),
+        (status = 400, description = "apiKey is required", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests: rate limit exceeded", body = ErrorEnvelope),
+        (status = 503, description = "Storage is full or unavailable; retry later", body = ErrorEnvelope),
+    ))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -253,6 +277,14 @@ pub async fn sign_in(
 
 /// `GET /panel/session`: the signed-in account and the CSRF token, so a
 /// reloaded page carries on without asking for the key again.
+#[utoipa::path(get, path = "/panel/session", tag = "Panel", operation_id = "panelSession",
+    summary = "Panel: Current Session",
+    description = "The account and key the session cookie belongs to, and its CSRF token, so a reloaded page carries on without the key. The session ends with its key's revocation or after `panel.session_idle_secs` without a request.",
+    security(("panelSession" = [])),
+    responses(
+        (status = 200, description = "Signed in", body = ApiResponse<SessionData>),
+        (status = 401, description = "Not signed in, or the session has ended", body = ErrorEnvelope),
+    ))]
 pub async fn current(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -276,6 +308,16 @@ pub async fn current(
 }
 
 /// `DELETE /panel/session` (with the CSRF token): signs out.
+#[utoipa::path(delete, path = "/panel/session", tag = "Panel", operation_id = "panelSignOut",
+    summary = "Panel: Sign Out",
+    description = "Ends the session and clears its cookie. Needs the session's `X-CSRF-Token`.",
+    security(("panelSession" = [])),
+    params(("X-CSRF-Token" = String, Header, description = "The session's CSRF token, from sign-in or Current Session.")),
+    responses(
+        (status = 200, description = "Signed out"),
+        (status = 401, description = "Not signed in, or the session has ended", body = ErrorEnvelope),
+        (status = 403, description = "Missing or invalid CSRF token", body = ErrorEnvelope),
+    ))]
 pub async fn sign_out(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -18,6 +18,7 @@ pub mod purchase;
 pub mod services;
 pub mod tasks;
 pub mod usage;
+pub mod wallet;
 pub mod webhooks;
 
 use serde::Serialize;

@@ -1,13 +1,17 @@
-//! `/api/v1/purchase`: buying Linux containers and VPS, and reading orders.
+//! `/api/v1/purchase`: buying Linux containers and VPS, and reading orders;
+//! `/api/v1/orders`: the account's orders, newest first.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use advps_domain::{money, time};
+use advps_domain::{money, time, PageRequest, Pagination};
+use advps_store::OrderRecord;
 
 use super::{OsRef, ServiceTypeWord};
 use crate::auth::Caller;
@@ -21,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/purchase/linux", post(purchase_linux))
         .route("/api/v1/purchase/vps", post(purchase_vps))
         .route("/api/v1/purchase/{order_id}", get(get_order))
+        .route("/api/v1/orders", get(list_orders))
 }
 
 /// Body of a purchase. Unknown extra keys are ignored.
@@ -111,28 +116,32 @@ pub struct OrderResponse {
     pub services: Vec<OrderService>,
 }
 
+fn order_data(order: &OrderRecord) -> OrderData {
+    OrderData {
+        order_id: order.id.clone(),
+        status: order.status.clone(),
+        product_id: order.product_id.clone(),
+        ram: money::format_ram(order.ram_mb),
+        os: OsRef {
+            id: order.os_slug.clone(),
+            name: order.os_name.clone(),
+        },
+        quantity: order.quantity,
+        validity: order.validity_days,
+        total_amount: money::as_decimal(order.amount_minor),
+        currency: order.currency.clone(),
+        remark: order.remark.clone(),
+        error: order.error.clone(),
+        created_at: time::format_millis(order.created_at),
+        updated_at: time::format_millis(order.updated_at),
+    }
+}
+
 fn order_response(view: &OrderView) -> OrderResponse {
     let order = &view.order;
     let done = order.status == "COMPLETED";
     OrderResponse {
-        order: OrderData {
-            order_id: order.id.clone(),
-            status: order.status.clone(),
-            product_id: order.product_id.clone(),
-            ram: money::format_ram(order.ram_mb),
-            os: OsRef {
-                id: order.os_slug.clone(),
-                name: order.os_name.clone(),
-            },
-            quantity: order.quantity,
-            validity: order.validity_days,
-            total_amount: money::as_decimal(order.amount_minor),
-            currency: order.currency.clone(),
-            remark: order.remark.clone(),
-            error: order.error.clone(),
-            created_at: time::format_millis(order.created_at),
-            updated_at: time::format_millis(order.updated_at),
-        },
+        order: order_data(order),
         services: view
             .services
             .iter()
@@ -259,6 +268,54 @@ pub async fn get_order(
     Ok(Success::new(
         "Order retrieved successfully",
         order_response(&view),
+        caller.mode,
+        &ctx,
+    ))
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderListData {
+    pub orders: Vec<OrderData>,
+    #[schema(value_type = super::products::PageInfo)]
+    pub pagination: Pagination,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "Purchase",
+    operation_id = "listOrders",
+    summary = "List Orders",
+    description = "The account's orders in the calling key's mode, newest first, without their services (read one with Get Order for those and their passwords).",
+    params(
+        ("page" = Option<u32>, Query, minimum = 1, description = "Page number. Default: 1.", example = 1),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Results per page, max 100: larger values are clamped. Default: 10.", example = 10),
+    ),
+    responses(
+        (status = 200, description = "Orders retrieved successfully", body = ApiResponse<OrderListData>),
+        (status = 400, description = "Invalid page value — must be a positive integer\nInvalid limit value — must be a positive integer", body = ErrorEnvelope),
+    )
+)]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Success, ApiError> {
+    let page = PageRequest::parse(
+        query.get("page").map(String::as_str),
+        query.get("limit").map(String::as_str),
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (orders, total) = state.ops.orders(caller.scope(), page).await?;
+    let data = OrderListData {
+        orders: orders.iter().map(order_data).collect(),
+        pagination: Pagination::new(page, total),
+    };
+    Ok(Success::new(
+        "Orders retrieved successfully",
+        data,
         caller.mode,
         &ctx,
     ))

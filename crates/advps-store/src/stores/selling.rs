@@ -30,6 +30,24 @@ pub trait SellingStore: Send + Sync {
 
     async fn ledger(&self, account_id: i64, mode: Mode) -> StoreResult<Vec<LedgerEntry>>;
 
+    /// A page of the wallet's ledger, newest first, and how many entries
+    /// the account has in that mode.
+    async fn page_ledger(
+        &self,
+        scope: Scope,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<LedgerEntry>, u64)>;
+
+    /// A page of the account's orders in its mode, newest first, and how
+    /// many there are.
+    async fn page_orders(
+        &self,
+        scope: Scope,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<OrderRecord>, u64)>;
+
     /// Places an order atomically: checks the balance, takes the machines
     /// (free instances of the product and size live; the account's sandbox
     /// stock in test mode), charges the wallet, records the order, its
@@ -114,6 +132,46 @@ async fn next_sandbox_id(
     }
 }
 
+/// A page of the rows of `table` that belong to one account and mode,
+/// newest first (by `created_at`, then by `order_key`, so entries of the
+/// same millisecond keep one order across pages), and how many there are.
+async fn scoped_page<T: crate::db::Record>(
+    store: &SqlStore,
+    columns: &str,
+    table: &str,
+    order_key: &str,
+    scope: Scope,
+    offset: u64,
+    limit: u32,
+) -> StoreResult<(Vec<T>, u64)> {
+    let total: i64 = query(format!(
+        "SELECT COUNT(*) FROM {table} WHERE account_id = $1 AND mode = $2"
+    ))
+    .bind(scope.account_id)
+    .bind(scope.mode.as_str())
+    .scalar(store.db.read())
+    .await?;
+    let total = total as u64;
+    // Past the end needs no query, and keeps huge offsets out of OFFSET.
+    if offset >= total {
+        return Ok((Vec::new(), total));
+    }
+    let rows = query(format!(
+        "SELECT {columns} FROM {table} WHERE account_id = $1 AND mode = $2 \
+         ORDER BY created_at DESC, {order_key} DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(scope.account_id)
+    .bind(scope.mode.as_str())
+    .bind(i64::from(limit))
+    .bind(offset as i64)
+    .fetch_all(store.db.read())
+    .await?;
+    Ok((rows, total))
+}
+
+/// The columns of a [`LedgerEntry`].
+const LEDGER_COLUMNS: &str = "id, amount_minor, currency, kind, reference, note, created_at";
+
 #[async_trait]
 impl SellingStore for SqlStore {
     async fn credit_wallet(
@@ -159,13 +217,51 @@ impl SellingStore for SqlStore {
     }
 
     async fn ledger(&self, account_id: i64, mode: Mode) -> StoreResult<Vec<LedgerEntry>> {
-        query(
-            "SELECT id, amount_minor, currency, kind, reference, note, created_at \
-             FROM ledger_entries WHERE account_id = $1 AND mode = $2 ORDER BY id",
-        )
+        query(format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE account_id = $1 AND mode = $2 \
+             ORDER BY id"
+        ))
         .bind(account_id)
         .bind(mode.as_str())
         .fetch_all(self.db.read())
+        .await
+    }
+
+    async fn page_ledger(
+        &self,
+        scope: Scope,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<LedgerEntry>, u64)> {
+        scoped_page(
+            self,
+            LEDGER_COLUMNS,
+            "ledger_entries",
+            "id",
+            scope,
+            offset,
+            limit,
+        )
+        .await
+    }
+
+    async fn page_orders(
+        &self,
+        scope: Scope,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<OrderRecord>, u64)> {
+        // Order ids sort by day then number only within one prefix, so ties
+        // of the same millisecond are broken by the id as text, bytewise.
+        scoped_page(
+            self,
+            "*",
+            "orders",
+            "id COLLATE \"C\"",
+            scope,
+            offset,
+            limit,
+        )
         .await
     }
 

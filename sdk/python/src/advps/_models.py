@@ -13,6 +13,8 @@ ApiMode = Literal["test", "live"]
 
 ErrorWord = Literal["error"]
 
+LedgerKind = Literal["credit", "purchase", "renewal", "refund"]
+
 OsFilter = Literal["vps", "lxc", "linux"]
 
 OsTypeWord = Literal["vps", "lxc"]
@@ -162,6 +164,18 @@ class ApiResponse_MetricsData(_ApiResponse_MetricsDataRequired, total=False):
     success: Optional[bool]
 
 
+class _ApiResponse_OrderListDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_OrderListData
+    timestamp: str
+
+
+class ApiResponse_OrderListData(_ApiResponse_OrderListDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_OrderResponseRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -270,6 +284,18 @@ class ApiResponse_ServiceListData(_ApiResponse_ServiceListDataRequired, total=Fa
     success: Optional[bool]
 
 
+class _ApiResponse_SessionDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_SessionData
+    timestamp: str
+
+
+class ApiResponse_SessionData(_ApiResponse_SessionDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
 class _ApiResponse_StatusDataRequired(TypedDict):
     status: SuccessWord
     message: str
@@ -314,6 +340,18 @@ class _ApiResponse_TaskDataRequired(TypedDict):
 
 
 class ApiResponse_TaskData(_ApiResponse_TaskDataRequired, total=False):
+    """The success envelope of an authenticated endpoint."""
+    success: Optional[bool]
+
+
+class _ApiResponse_WalletDataRequired(TypedDict):
+    status: SuccessWord
+    message: str
+    data: Data_WalletData
+    timestamp: str
+
+
+class ApiResponse_WalletData(_ApiResponse_WalletDataRequired, total=False):
     """The success envelope of an authenticated endpoint."""
     success: Optional[bool]
 
@@ -496,6 +534,14 @@ class Data_MetricsData(TypedDict):
     requestId: str
 
 
+class Data_OrderListData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    orders: List[OrderData]
+    pagination: PageInfo
+    mode: ApiMode
+    requestId: str
+
+
 class Data_OrderResponse(TypedDict):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     order: OrderData
@@ -578,6 +624,17 @@ class Data_ServiceListData(TypedDict):
     requestId: str
 
 
+class Data_SessionData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    csrfToken: str
+    account: str
+    keyId: str
+    keyLast4: str
+    idleSeconds: int
+    mode: ApiMode
+    requestId: str
+
+
 class _Data_StatusDataRequired(TypedDict):
     serviceId: str
     serviceType: ServiceTypeWord
@@ -625,6 +682,16 @@ class Data_TaskData(_Data_TaskDataRequired, total=False):
     """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
     error: Optional[str]
     finishedAt: Optional[str]
+
+
+class Data_WalletData(TypedDict):
+    """`data` of an authenticated success: the endpoint's own fields, then the caller's `mode` and the `requestId` (also sent as `X-Request-Id`)."""
+    balance: float
+    currency: str
+    entries: List[LedgerEntryData]
+    pagination: PageInfo
+    mode: ApiMode
+    requestId: str
 
 
 class _Data_WebhookDataRequired(TypedDict):
@@ -724,6 +791,20 @@ class KeyListData(TypedDict):
     keys: List[KeyData]
 
 
+class _LedgerEntryDataRequired(TypedDict):
+    id: int
+    amount: float
+    currency: str
+    kind: LedgerKind
+    createdAt: str
+
+
+class LedgerEntryData(_LedgerEntryDataRequired, total=False):
+    """One movement of the balance."""
+    reference: Optional[str]
+    note: Optional[str]
+
+
 class LivezData(TypedDict):
     """`data` of liveness."""
     status: str
@@ -785,6 +866,12 @@ class OrderData(_OrderDataRequired, total=False):
     """An order."""
     remark: Optional[str]
     error: Optional[str]
+
+
+class OrderListData(TypedDict):
+    """A page of orders, newest first."""
+    orders: List[OrderData]
+    pagination: PageInfo
 
 
 class OrderResponse(TypedDict):
@@ -991,6 +1078,20 @@ class ServiceValidity(TypedDict):
     validity: int
 
 
+class SessionData(TypedDict):
+    """What the page learns about its session."""
+    csrfToken: str
+    account: str
+    keyId: str
+    keyLast4: str
+    idleSeconds: int
+
+
+class SignInRequest(TypedDict):
+    """Body of a sign-in."""
+    apiKey: str
+
+
 class _StatusDataRequired(TypedDict):
     serviceId: str
     serviceType: ServiceTypeWord
@@ -1066,6 +1167,14 @@ class VmStatus(_VmStatusRequired, total=False):
     uptime: Optional[int]
 
 
+class WalletData(TypedDict):
+    """The balance and a page of the ledger."""
+    balance: float
+    currency: str
+    entries: List[LedgerEntryData]
+    pagination: PageInfo
+
+
 class _WebhookDataRequired(TypedDict):
     id: str
     url: str
@@ -1109,6 +1218,7 @@ __all__ = [
     "ApiResponse_MacData",
     "ApiResponse_MeData",
     "ApiResponse_MetricsData",
+    "ApiResponse_OrderListData",
     "ApiResponse_OrderResponse",
     "ApiResponse_OsListData",
     "ApiResponse_PasswordData",
@@ -1118,10 +1228,12 @@ __all__ = [
     "ApiResponse_RenewData",
     "ApiResponse_RevokedKeyData",
     "ApiResponse_ServiceListData",
+    "ApiResponse_SessionData",
     "ApiResponse_StatusData",
     "ApiResponse_StockData",
     "ApiResponse_StockListData",
     "ApiResponse_TaskData",
+    "ApiResponse_WalletData",
     "ApiResponse_WebhookData",
     "ApiResponse_WebhookListData",
     "AuditData",
@@ -1140,6 +1252,7 @@ __all__ = [
     "Data_MacData",
     "Data_MeData",
     "Data_MetricsData",
+    "Data_OrderListData",
     "Data_OrderResponse",
     "Data_OsListData",
     "Data_PasswordData",
@@ -1149,10 +1262,12 @@ __all__ = [
     "Data_RenewData",
     "Data_RevokedKeyData",
     "Data_ServiceListData",
+    "Data_SessionData",
     "Data_StatusData",
     "Data_StockData",
     "Data_StockListData",
     "Data_TaskData",
+    "Data_WalletData",
     "Data_WebhookData",
     "Data_WebhookListData",
     "DeletedData",
@@ -1164,12 +1279,15 @@ __all__ = [
     "IpData",
     "KeyData",
     "KeyListData",
+    "LedgerEntryData",
+    "LedgerKind",
     "LivezData",
     "MacData",
     "MeData",
     "MetricsData",
     "NetworkUsage",
     "OrderData",
+    "OrderListData",
     "OrderResponse",
     "OrderService",
     "OsFilter",
@@ -1202,6 +1320,8 @@ __all__ = [
     "ServiceTypeFilter",
     "ServiceTypeWord",
     "ServiceValidity",
+    "SessionData",
+    "SignInRequest",
     "StatusData",
     "StatusService",
     "StockData",
@@ -1216,6 +1336,7 @@ __all__ = [
     "TimeSeries",
     "VmStatus",
     "VmTypeWord",
+    "WalletData",
     "WebhookData",
     "WebhookListData",
 ]

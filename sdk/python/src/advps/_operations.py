@@ -41,10 +41,12 @@ OPERATIONS = [
     ("purchaseLinux", "purchase.linux", "POST", "/api/v1/purchase/linux"),
     ("purchaseVps", "purchase.vps", "POST", "/api/v1/purchase/vps"),
     ("getOrder", "orders.get", "GET", "/api/v1/purchase/{orderId}"),
+    ("listOrders", "orders.list", "GET", "/api/v1/orders"),
     ("getMe", "me", "GET", "/api/v1/me"),
     ("listKeys", "keys.list", "GET", "/api/v1/keys"),
     ("createKey", "keys.create", "POST", "/api/v1/keys"),
     ("revokeKey", "keys.revoke", "DELETE", "/api/v1/keys/{keyId}"),
+    ("getWallet", "wallet", "GET", "/api/v1/wallet"),
     ("getLivez", "livez", "GET", "/livez"),
     ("getHealth", "health", "GET", "/health"),
     ("listWebhooks", "webhooks.list", "GET", "/api/v1/webhooks"),
@@ -460,6 +462,38 @@ class SyncOrders:
         )
         return result
 
+    def list(
+        self,
+        *,
+        page: Optional[int] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_OrderListData:
+        """List Orders: ``GET /api/v1/orders``.
+
+        The account's orders in the calling key's mode, newest first, without their services (read one with Get Order for those and their passwords)."""
+        result: m.Data_OrderListData = self._client._request(
+            "GET", f"/api/v1/orders", operation_id="listOrders", query={"page": page, "limit": limit}, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    def list_all(
+        self,
+        *,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[m.OrderData]:
+        """Every item of ``list`` across all pages."""
+        page = 1
+        while True:
+            data = self.list(page=page, limit=limit, timeout=timeout)
+            for item in data["orders"]:
+                yield item
+            if not data["pagination"]["hasNext"]:
+                return
+            page += 1
+
 
 class SyncKeys:
     """``keys`` operations."""
@@ -716,6 +750,38 @@ class SyncOperations:
             conditional=False, timeout=timeout,
         )
         return result
+
+    def wallet(
+        self,
+        *,
+        page: Optional[int] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_WalletData:
+        """Get Wallet: ``GET /api/v1/wallet``.
+
+        The balance of the account's wallet in the calling key's mode (sandbox and live wallets are separate) and its ledger, newest first: credits, purchases, renewals and refunds. The balance is the sum of every entry."""
+        result: m.Data_WalletData = self._client._request(
+            "GET", f"/api/v1/wallet", operation_id="getWallet", query={"page": page, "limit": limit}, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    def wallet_all(
+        self,
+        *,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[m.LedgerEntryData]:
+        """Every item of ``wallet`` across all pages."""
+        page = 1
+        while True:
+            data = self.wallet(page=page, limit=limit, timeout=timeout)
+            for item in data["entries"]:
+                yield item
+            if not data["pagination"]["hasNext"]:
+                return
+            page += 1
 
     def livez(
         self,
@@ -1148,6 +1214,38 @@ class AsyncOrders:
         )
         return result
 
+    async def list(
+        self,
+        *,
+        page: Optional[int] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_OrderListData:
+        """List Orders: ``GET /api/v1/orders``.
+
+        The account's orders in the calling key's mode, newest first, without their services (read one with Get Order for those and their passwords)."""
+        result: m.Data_OrderListData = await self._client._request(
+            "GET", f"/api/v1/orders", operation_id="listOrders", query={"page": page, "limit": limit}, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    async def list_all(
+        self,
+        *,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncIterator[m.OrderData]:
+        """Every item of ``list`` across all pages."""
+        page = 1
+        while True:
+            data = await self.list(page=page, limit=limit, timeout=timeout)
+            for item in data["orders"]:
+                yield item
+            if not data["pagination"]["hasNext"]:
+                return
+            page += 1
+
 
 class AsyncKeys:
     """``keys`` operations."""
@@ -1404,6 +1502,38 @@ class AsyncOperations:
             conditional=False, timeout=timeout,
         )
         return result
+
+    async def wallet(
+        self,
+        *,
+        page: Optional[int] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> m.Data_WalletData:
+        """Get Wallet: ``GET /api/v1/wallet``.
+
+        The balance of the account's wallet in the calling key's mode (sandbox and live wallets are separate) and its ledger, newest first: credits, purchases, renewals and refunds. The balance is the sum of every entry."""
+        result: m.Data_WalletData = await self._client._request(
+            "GET", f"/api/v1/wallet", operation_id="getWallet", query={"page": page, "limit": limit}, body=None,
+            conditional=False, timeout=timeout,
+        )
+        return result
+
+    async def wallet_all(
+        self,
+        *,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncIterator[m.LedgerEntryData]:
+        """Every item of ``wallet`` across all pages."""
+        page = 1
+        while True:
+            data = await self.wallet(page=page, limit=limit, timeout=timeout)
+            for item in data["entries"]:
+                yield item
+            if not data["pagination"]["hasNext"]:
+                return
+            page += 1
 
     async def livez(
         self,

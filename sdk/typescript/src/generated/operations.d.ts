@@ -11,6 +11,24 @@ export interface Operations {
    */
   me(options?: RequestOptions): Promise<T.Data_MeData>;
   /**
+   * Get Wallet: `GET /api/v1/wallet`.
+   *
+   * The balance of the account's wallet in the calling key's mode (sandbox and live wallets are separate) and its ledger, newest first: credits, purchases, renewals and refunds. The balance is the sum of every entry.
+   */
+  wallet(query?: {
+    /** Page number of the ledger. Default: 1. */
+    page?: number;
+    /** Entries per page, max 100: larger values are clamped. Default: 10. */
+    limit?: number;
+  }, options?: RequestOptions): Promise<T.Data_WalletData>;
+  /** Every item of `wallet` across all pages (`page` is ignored). */
+  walletAll(query?: Omit<{
+    /** Page number of the ledger. Default: 1. */
+    page?: number;
+    /** Entries per page, max 100: larger values are clamped. Default: 10. */
+    limit?: number;
+  }, "page">, options?: RequestOptions): AsyncIterable<T.LedgerEntryData>;
+  /**
    * Liveness: `GET /livez`.
    *
    * Answers as long as the process serves requests. Needs no key and costs no quota.
@@ -205,6 +223,24 @@ export interface Operations {
      * An order and its services. The password of each service is final once the order is COMPLETED and does not change between polls.
      */
     get(orderId: string, options?: RequestOptions): Promise<T.Data_OrderResponse>;
+    /**
+     * List Orders: `GET /api/v1/orders`.
+     *
+     * The account's orders in the calling key's mode, newest first, without their services (read one with Get Order for those and their passwords).
+     */
+    list(query?: {
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100: larger values are clamped. Default: 10. */
+      limit?: number;
+    }, options?: RequestOptions): Promise<T.Data_OrderListData>;
+    /** Every item of `list` across all pages (`page` is ignored). */
+    listAll(query?: Omit<{
+      /** Page number. Default: 1. */
+      page?: number;
+      /** Results per page, max 100: larger values are clamped. Default: 10. */
+      limit?: number;
+    }, "page">, options?: RequestOptions): AsyncIterable<T.OrderData>;
   };
   keys: {
     /**

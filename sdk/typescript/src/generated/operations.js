@@ -7,6 +7,9 @@ const enc = encodeURIComponent;
 export function bindOperations(c) {
   return {
     me: (options) => c.request({ operationId: "getMe", method: "GET", path: `/api/v1/me` }, options),
+    wallet: (query, options) => c.request({ operationId: "getWallet", method: "GET", path: `/api/v1/wallet`, query }, options),
+    walletAll: (query, options) =>
+      c.paginate((query, options) => c.request({ operationId: "getWallet", method: "GET", path: `/api/v1/wallet`, query }, options), "entries", query, options),
     livez: (options) => c.request({ operationId: "getLivez", method: "GET", path: `/livez` }, options),
     health: (options) => c.request({ operationId: "getHealth", method: "GET", path: `/health` }, options),
     services: {
@@ -43,6 +46,9 @@ export function bindOperations(c) {
     },
     orders: {
       get: (orderId, options) => c.request({ operationId: "getOrder", method: "GET", path: `/api/v1/purchase/${enc(orderId)}` }, options),
+      list: (query, options) => c.request({ operationId: "listOrders", method: "GET", path: `/api/v1/orders`, query }, options),
+      listAll: (query, options) =>
+        c.paginate((query, options) => c.request({ operationId: "listOrders", method: "GET", path: `/api/v1/orders`, query }, options), "orders", query, options),
     },
     keys: {
       list: (options) => c.request({ operationId: "listKeys", method: "GET", path: `/api/v1/keys` }, options),
@@ -89,10 +95,12 @@ export const OPERATIONS = [
   { operationId: "purchaseLinux", name: "purchase.linux", method: "POST", path: "/api/v1/purchase/linux" },
   { operationId: "purchaseVps", name: "purchase.vps", method: "POST", path: "/api/v1/purchase/vps" },
   { operationId: "getOrder", name: "orders.get", method: "GET", path: "/api/v1/purchase/{orderId}" },
+  { operationId: "listOrders", name: "orders.list", method: "GET", path: "/api/v1/orders" },
   { operationId: "getMe", name: "me", method: "GET", path: "/api/v1/me" },
   { operationId: "listKeys", name: "keys.list", method: "GET", path: "/api/v1/keys" },
   { operationId: "createKey", name: "keys.create", method: "POST", path: "/api/v1/keys" },
   { operationId: "revokeKey", name: "keys.revoke", method: "DELETE", path: "/api/v1/keys/{keyId}" },
+  { operationId: "getWallet", name: "wallet", method: "GET", path: "/api/v1/wallet" },
   { operationId: "getLivez", name: "livez", method: "GET", path: "/livez" },
   { operationId: "getHealth", name: "health", method: "GET", path: "/health" },
   { operationId: "listWebhooks", name: "webhooks.list", method: "GET", path: "/api/v1/webhooks" },

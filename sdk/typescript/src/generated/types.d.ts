@@ -115,6 +115,17 @@ export interface ApiResponse_MetricsData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_OrderListData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_OrderListData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_OrderResponse {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -214,6 +225,17 @@ export interface ApiResponse_ServiceListData {
 }
 
 /** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_SessionData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_SessionData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
 export interface ApiResponse_StatusData {
   status: SuccessWord;
   /** `true` on rebuild answers only, as the reference's rebuild example shows. */
@@ -253,6 +275,17 @@ export interface ApiResponse_TaskData {
   success?: boolean | null;
   message: string;
   data: Data_TaskData;
+  /** RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+}
+
+/** The success envelope of an authenticated endpoint. */
+export interface ApiResponse_WalletData {
+  status: SuccessWord;
+  /** `true` on rebuild answers only, as the reference's rebuild example shows. */
+  success?: boolean | null;
+  message: string;
+  data: Data_WalletData;
   /** RFC 3339 UTC with milliseconds. */
   timestamp: string;
 }
@@ -493,6 +526,18 @@ export interface Data_MetricsData {
  * `data` of an authenticated success: the endpoint's own fields, then the
  * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
  */
+export interface Data_OrderListData {
+  orders: Array<OrderData>;
+  pagination: PageInfo;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
 export interface Data_OrderResponse {
   order: OrderData;
   services: Array<OrderService>;
@@ -612,6 +657,23 @@ export interface Data_ServiceListData {
  * `data` of an authenticated success: the endpoint's own fields, then the
  * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
  */
+export interface Data_SessionData {
+  /** Echo it in `X-CSRF-Token` on every request that changes something. */
+  csrfToken: string;
+  account: string;
+  keyId: string;
+  keyLast4: string;
+  /** The session ends after this many seconds without a request. */
+  idleSeconds: number;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
 export interface Data_StatusData {
   serviceId: string;
   serviceType: ServiceTypeWord;
@@ -669,6 +731,23 @@ export interface Data_TaskData {
   error?: string | null;
   createdAt: string;
   finishedAt?: string | null;
+  mode: ApiMode;
+  /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
+  requestId: string;
+}
+
+/**
+ * `data` of an authenticated success: the endpoint's own fields, then the
+ * caller's `mode` and the `requestId` (also sent as `X-Request-Id`).
+ */
+export interface Data_WalletData {
+  /** What orders and renewals can spend now. */
+  balance: number;
+  /** The currency of the newest ledger entry (the sandbox's when there is none). */
+  currency: string;
+  /** Newest first. */
+  entries: Array<LedgerEntryData>;
+  pagination: PageInfo;
   mode: ApiMode;
   /** `req_<epoch ms>_<9 lowercase alphanumerics>`, unique per request. */
   requestId: string;
@@ -785,6 +864,22 @@ export interface KeyListData {
   keys: Array<KeyData>;
 }
 
+/** One movement of the balance. */
+export interface LedgerEntryData {
+  id: number;
+  /** Signed: negative for a charge. */
+  amount: number;
+  currency: string;
+  kind: LedgerKind;
+  /** The order it paid, renewed or refunded, if any. */
+  reference?: string | null;
+  note?: string | null;
+  createdAt: string;
+}
+
+/** What moved the balance. */
+export type LedgerKind = "credit" | "purchase" | "renewal" | "refund";
+
 /** `data` of liveness. */
 export interface LivezData {
   /** Always `ok`. */
@@ -853,6 +948,12 @@ export interface OrderData {
   error?: string | null;
   createdAt: string;
   updatedAt: string;
+}
+
+/** A page of orders, newest first. */
+export interface OrderListData {
+  orders: Array<OrderData>;
+  pagination: PageInfo;
 }
 
 /** `data` of purchases and order reads. */
@@ -1118,6 +1219,23 @@ export interface ServiceValidity {
   validity: number;
 }
 
+/** What the page learns about its session. */
+export interface SessionData {
+  /** Echo it in `X-CSRF-Token` on every request that changes something. */
+  csrfToken: string;
+  account: string;
+  keyId: string;
+  keyLast4: string;
+  /** The session ends after this many seconds without a request. */
+  idleSeconds: number;
+}
+
+/** Body of a sign-in. */
+export interface SignInRequest {
+  /** A test or live key of the account; it is not kept by the browser. */
+  apiKey: string;
+}
+
 /** `data` of service status. */
 export interface StatusData {
   serviceId: string;
@@ -1223,6 +1341,17 @@ export interface VmStatus {
 
 /** `vmType` of a product: `VPS` for virtual machines, `LXC` for containers. */
 export type VmTypeWord = "VPS" | "LXC";
+
+/** The balance and a page of the ledger. */
+export interface WalletData {
+  /** What orders and renewals can spend now. */
+  balance: number;
+  /** The currency of the newest ledger entry (the sandbox's when there is none). */
+  currency: string;
+  /** Newest first. */
+  entries: Array<LedgerEntryData>;
+  pagination: PageInfo;
+}
 
 /** A webhook endpoint. */
 export interface WebhookData {
