@@ -2,7 +2,12 @@
 // Chromium: sign in with the printed test key, stop and start vps_service_1
 // and see its state change, rebuild it in the sandbox and watch the bar
 // reach 100 %, open the charts, generate a password, create and revoke a
-// key, open the (simulated) console and run `echo` through the terminal.
+// key, open the (simulated) console and run `echo` through the terminal;
+// buy a container and follow the order to its password, see the wallet's
+// balance and ledger and the orders list account for it, and see a webhook
+// to a loopback address refused. A second server, which lets webhooks reach
+// loopback, gets an endpoint aimed at a local receiver: a power change is
+// delivered there, redelivered, the secret rotated, the endpoint deleted.
 // The page must load nothing from elsewhere and break no rule of its
 // Content-Security-Policy; a form posted from another origin must be
 // refused. Screenshots of each page go to target/panel-*.png (also at
@@ -284,6 +289,11 @@ async function main() {
     await page.waitForFunction((n) => document.querySelectorAll("#keys tbody tr").length === n, before);
     steps.push("key create/revoke");
 
+    // The wallet before buying.
+    await page.click('a[href="#/orders"]');
+    await page.waitForSelector("#balance [data-amount]");
+    const balanceBefore = Number(await page.locator("#balance [data-amount]").getAttribute("data-amount"));
+
     // Buy one container: the order is followed to COMPLETED and the new
     // service's password is shown once; the service is then listed.
     await page.click('a[href="#/buy"]');
@@ -303,6 +313,8 @@ async function main() {
     const bought = (await page.locator("#buy-result h2").first().innerText()).replace("Order ", "");
     if (!/^LXC\d{6}-\d{4}$/.test(bought)) fail("order id " + bought);
     if (buyPosts.length !== 1 || !/^[0-9a-f-]{36}$/.test(buyPosts[0] || "")) fail("purchase POSTs " + JSON.stringify(buyPosts));
+    const paid = Number(await page.locator("#order-status").getAttribute("data-total"));
+    if (!(paid > 0)) fail("order total " + paid);
     const newService = await page.locator("#order-services [data-service]").first().getAttribute("data-service");
     const newPassword = await page.locator(`[data-password="${newService}"]`).innerText();
     if (newPassword.length < 12) fail("purchase password " + newPassword);
@@ -327,14 +339,34 @@ async function main() {
     if (await page.locator("#webhooks tr[data-webhook]").count()) fail("a refused webhook is listed");
     steps.push("webhook refused");
 
-    // Orders: an unknown order shows the API's message.
+    // Orders & wallet: the balance went down by the order's total, the
+    // ledger's newest entry is that purchase, the orders list has it and
+    // opens it.
     await page.click('a[href="#/orders"]');
+    await page.waitForSelector("#balance [data-amount]");
+    const balanceAfter = Number(await page.locator("#balance [data-amount]").getAttribute("data-amount"));
+    if (Math.abs(balanceBefore - paid - balanceAfter) > 0.001) fail(`balance ${balanceBefore} - ${paid} shows ${balanceAfter}`);
+    const shownBalance = await page.locator("#balance").innerText();
+    if (!shownBalance.includes(balanceAfter.toFixed(2))) fail("balance reads " + shownBalance);
+    const latest = page.locator("#ledger tbody tr").first();
+    const entry = { kind: await latest.getAttribute("data-kind"), text: await latest.innerText(),
+      amount: Number(await latest.locator("td[data-amount]").getAttribute("data-amount")) };
+    if (entry.kind !== "purchase" || !entry.text.includes(bought) || Math.abs(entry.amount + paid) > 0.001) fail("newest ledger entry " + JSON.stringify(entry));
+    const listedOrder = page.locator(`#orders tr[data-order="${bought}"]`);
+    if (!(await listedOrder.count())) fail("orders table lacks " + bought);
+    if (!(await listedOrder.innerText()).includes("COMPLETED")) fail("order row " + (await listedOrder.innerText()));
+    await listedOrder.locator("button[data-open-order]").click();
+    await page.waitForFunction((id) => (document.querySelector("#order h2") || {}).textContent === `Order ${id}`, bought);
+    if (!(await page.locator(`#order a[href="#/service/${newService}"]`).count())) fail("opened order lacks " + newService);
+    await page.screenshot({ path: join(shots, "panel-orders.png"), fullPage: true });
+    steps.push("wallet and orders");
+
+    // An unknown order shows the API's message.
     await page.fill("#order-id", "VPS000000-0000");
     await page.click("#order-form button[type=submit]");
     await page.waitForSelector("#flash:not([hidden])");
     const notFound = await page.locator("#flash").innerText();
-    if (!/not found/i.test(notFound)) fail("order message " + notFound);
-    await page.screenshot({ path: join(shots, "panel-orders.png") });
+    if (!/Order not found/.test(notFound)) fail("order message " + notFound);
     steps.push("orders");
 
     // Readable at 375 px: nothing wider than the screen.
