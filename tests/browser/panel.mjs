@@ -4,10 +4,13 @@
 // reach 100 %, open the charts, generate a password, create and revoke a
 // key, open the (simulated) console and run `echo` through the terminal;
 // buy a container and follow the order to its password, see the wallet's
-// balance and ledger and the orders list account for it, and see a webhook
-// to a loopback address refused. A second server, which lets webhooks reach
-// loopback, gets an endpoint aimed at a local receiver: a power change is
-// delivered there, redelivered, the secret rotated, the endpoint deleted.
+// balance and ledger and the orders list account for it, buy a VPS whose
+// first answer is lost and see it bought once, and see a webhook to a
+// loopback address refused. A second server, which lets webhooks reach
+// loopback, refuses a RAM size it does not sell (the page then offers the
+// sizes it does), and gets an endpoint aimed at a local receiver: a power
+// change is delivered there, redelivered, the secret rotated, the endpoint
+// deleted.
 // The page must load nothing from elsewhere and break no rule of its
 // Content-Security-Policy; a form posted from another origin must be
 // refused. Screenshots of each page go to target/panel-*.png (also at
@@ -97,10 +100,11 @@ async function signIn(page, base, key) {
   await page.waitForSelector("#services tbody tr");
 }
 
-// Webhooks on a server that lets them reach loopback: create one (its
-// secret shown once), see a power change delivered to it and redeliver
-// that delivery, rotate its secret, delete it.
-async function webhookFlow(browser, steps) {
+// A second server, which lets webhooks reach loopback: a purchase refused
+// for its RAM size and bought on the second try; then a webhook created
+// (its secret shown once), a power change delivered to it and redelivered,
+// its secret rotated, the webhook deleted.
+async function secondServer(browser, steps) {
   const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-hooks-"));
   const { server: receiver, received } = await startReceiver();
   const { child, base, key } = await startServer(bin, dataDir, {
@@ -111,6 +115,26 @@ async function webhookFlow(browser, steps) {
     const page = await context.newPage();
     const { foreign, problems } = await watch(page, base);
     await signIn(page, base, key);
+
+    // A RAM size the product is not sold in: the server's refusal shows,
+    // the form offers the sizes it named, and buying again (under a new
+    // Idempotency-Key, the refusal being stored under the old one) works.
+    await page.click('a[href="#/buy"]');
+    await page.waitForSelector("#buy-form");
+    await page.selectOption("#buy-product", "prod_abc123");
+    await page.evaluate(() => {
+      const ram = document.getElementById("buy-ram");
+      ram.append(new Option("3 GB", "3 GB"));
+      ram.value = "3 GB";
+    });
+    await page.click("#buy");
+    await page.waitForFunction(() => /RAM size 3 GB is not available/.test(document.getElementById("flash").textContent));
+    const offered = await page.locator("#buy-ram option").evaluateAll((os) => os.map((o) => o.value));
+    if (offered.join() !== "4 GB") fail("RAM sizes offered after the refusal: " + offered);
+    await page.click("#buy");
+    await page.waitForSelector("#order-status[data-status=COMPLETED]", { timeout: 60000 });
+    steps.push("RAM refusal, then bought");
+
     const target = `http://127.0.0.1:${receiver.address().port}/hook`;
 
     await page.click('a[href="#/webhooks"]');
@@ -434,7 +458,7 @@ async function main() {
     if (foreign.length) fail("the page tried to load from elsewhere: " + foreign.join(", "));
     if (problems.length) fail(problems.join("\n"));
 
-    await webhookFlow(browser, steps);
+    await secondServer(browser, steps);
     console.log("panel OK: " + steps.join(", "));
     console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,service-375}.png");
   } finally {

@@ -83,9 +83,9 @@ export async function buyPage() {
     email.required = vps;
   }
 
-  // One key per filled-in form: a second click (or a retry after a lost
-  // answer) replays the first purchase instead of buying again; any change
-  // to the form makes it a new purchase.
+  // One key per purchase: a retry after a lost answer replays the first
+  // purchase instead of buying again; any change to the form, and any
+  // answer, makes the next one a new purchase.
   let key = newKey();
   const form = h("form", { class: "card", id: "buy-form" },
     h("h2", {}, "Order"),
@@ -113,6 +113,12 @@ export async function buyPage() {
       try {
         data = await api.post(`/purchase/${kind}`, body, { "Idempotency-Key": key });
       } catch (e) {
+        // An answer the server gave is stored under the key and would be
+        // replayed (a refusal too, even once it no longer holds): the next
+        // try gets a new key. Only a lost answer, or one still being made,
+        // keeps it, so that trying again cannot buy twice.
+        const pending = e.status === 0 || (e.status === 409 && /still being processed/.test(e.message));
+        if (!pending) key = newKey();
         const available = e.body && e.body.errors && e.body.errors.available;
         if (Array.isArray(available) && available.length) {
           sizes.set(p.id, available);
