@@ -8,7 +8,8 @@
 // first answer is lost and see it bought once, and see a webhook to a
 // loopback address refused. A second server, which lets webhooks reach
 // loopback, refuses a RAM size it does not sell (the page then offers the
-// sizes it does), and gets an endpoint aimed at a local receiver: a power
+// sizes it does), pages the ledger and the orders list after ten more
+// purchases, and gets an endpoint aimed at a local receiver: a power
 // change is delivered there, redelivered, the secret rotated, the endpoint
 // deleted.
 // The page must load nothing from elsewhere and break no rule of its
@@ -101,7 +102,8 @@ async function signIn(page, base, key) {
 }
 
 // A second server, which lets webhooks reach loopback: a purchase refused
-// for its RAM size and bought on the second try; then a webhook created
+// for its RAM size and bought on the second try; ten more bought through
+// the API, so that the ledger and the orders list page; then a webhook created
 // (its secret shown once), a power change delivered to it and redelivered,
 // its secret rotated, the webhook deleted.
 async function secondServer(browser, steps) {
@@ -134,6 +136,34 @@ async function secondServer(browser, steps) {
     await page.click("#buy");
     await page.waitForSelector("#order-status[data-status=COMPLETED]", { timeout: 60000 });
     steps.push("RAM refusal, then bought");
+    const firstOrder = await page.locator("#buy-result h2[data-order]").getAttribute("data-order");
+
+    // Ten more orders, through the API: the ledger (12 entries) and the
+    // orders (11) then take two pages each.
+    for (let i = 0; i < 10; i++) {
+      const r = await fetch(`${base}/api/v1/purchase/linux`, {
+        method: "POST", headers: { "x-api-key": key, "content-type": "application/json" },
+        body: JSON.stringify({ productId: "prod_abc123", ram: "4 GB" }),
+      });
+      if (!r.ok) fail("API purchase answered " + r.status);
+    }
+    await page.click('a[href="#/orders"]');
+    await page.waitForSelector("#ledger tbody tr");
+    const rowsOf = (id) => page.locator(`#${id} tbody tr`).count();
+    if ((await rowsOf("ledger")) !== 10 || (await rowsOf("orders")) !== 10) fail("first pages are not 10 rows each");
+    if (await page.locator("#ledger-prev").isEnabled()) fail("Previous enabled on page 1");
+    await page.click("#ledger-next");
+    await page.waitForFunction(() => document.getElementById("ledger-page").textContent === "page 2 of 2");
+    if ((await rowsOf("ledger")) !== 2) fail("ledger page 2 has " + (await rowsOf("ledger")) + " rows");
+    if ((await page.locator("#ledger tbody tr").last().getAttribute("data-kind")) !== "credit") fail("the oldest entry is not the starting credit");
+    if (await page.locator("#ledger-next").isEnabled()) fail("Next enabled on the last page");
+    await page.click("#orders-next");
+    await page.waitForFunction(() => document.getElementById("orders-page").textContent === "page 2 of 2");
+    const oldest = await page.locator("#orders tr[data-order]").evaluateAll((rows) => rows.map((r) => r.dataset.order));
+    if (oldest.join() !== firstOrder) fail(`orders page 2 is ${oldest}, not ${firstOrder}`);
+    await page.click("#ledger-prev");
+    await page.waitForFunction(() => document.getElementById("ledger-page").textContent === "page 1 of 2");
+    steps.push("ledger and orders paged");
 
     const target = `http://127.0.0.1:${receiver.address().port}/hook`;
 
@@ -359,8 +389,10 @@ async function main() {
     // Webhooks: a loopback address is refused with the server's message.
     await page.click('a[href="#/webhooks"]');
     await page.waitForSelector("#webhook-form");
-    await page.fill("#webhook-url", "http://127.0.0.1:9/x");
-    await page.click("#create-webhook");
+    // By keyboard: type the URL, Enter sends the form.
+    await page.focus("#webhook-url");
+    await page.keyboard.type("http://127.0.0.1:9/x");
+    await page.keyboard.press("Enter");
     await page.waitForSelector("#flash:not([hidden])");
     const privateRefused = await page.locator("#flash").innerText();
     if (!privateRefused.includes("private or loopback address")) fail("webhook refusal " + privateRefused);

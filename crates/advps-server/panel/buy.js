@@ -180,6 +180,5 @@ export async function buyPage() {
     h("p", { class: "muted" }, "Orders are paid from the account's wallet; see Orders & wallet for its balance."),
     form, result,
     h("section", { class: "card" }, h("h2", {}, "Stock"), h("div", { class: "table-wrap" }, table)));
-  productSelect.focus();
   return () => { stopped = true; };
 }

@@ -120,6 +120,5 @@ export async function webhooksPage() {
     h("section", { class: "card" }, h("h2", {}, "Endpoints"), list),
     deliveries);
   await load();
-  url.focus();
   return null;
 }
