@@ -492,7 +492,7 @@ async function main() {
 
     await secondServer(browser, steps);
     console.log("panel OK: " + steps.join(", "));
-    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,service-375}.png");
+    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,service-375,webhooks-375}.png");
   } finally {
     await browser.close();
     attacker.close();
