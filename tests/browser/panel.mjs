@@ -2,7 +2,16 @@
 // Chromium: sign in with the printed test key, stop and start vps_service_1
 // and see its state change, rebuild it in the sandbox and watch the bar
 // reach 100 %, open the charts, generate a password, create and revoke a
-// key, open the (simulated) console and run `echo` through the terminal.
+// key, open the (simulated) console and run `echo` through the terminal;
+// buy a container and follow the order to its password, see the wallet's
+// balance and ledger and the orders list account for it, buy a VPS whose
+// first answer is lost and see it bought once, and see a webhook to a
+// loopback address refused. A second server, which lets webhooks reach
+// loopback, refuses a RAM size it does not sell (the page then offers the
+// sizes it does), pages the ledger and the orders list after ten more
+// purchases, and gets an endpoint aimed at a local receiver: a power
+// change is delivered there, redelivered, the secret rotated, the endpoint
+// deleted.
 // The page must load nothing from elsewhere and break no rule of its
 // Content-Security-Policy; a form posted from another origin must be
 // refused. Screenshots of each page go to target/panel-*.png (also at
@@ -46,6 +55,180 @@ async function stateIs(page, state) {
   await page.waitForSelector(`#state [data-state="${state}"]`, { timeout: 20000 });
 }
 
+// Aborts and records every request of `page` to another origin, and
+// records page errors and console errors (an API refusal the page expects,
+// 400 to 404, is logged by the browser too and is no problem).
+async function watch(page, base) {
+  const foreign = [];
+  const problems = [];
+  // Console errors a step provokes on purpose (a dropped answer).
+  const expected = [];
+  await page.route("**/*", (route) => {
+    const url = route.request().url();
+    if (url.startsWith(base + "/") || url.startsWith(base.replace("http", "ws") + "/")) return route.continue();
+    foreign.push(url);
+    return route.abort();
+  });
+  page.on("pageerror", (e) => problems.push("page error: " + e.message));
+  page.on("console", (m) => {
+    if (m.type() !== "error" || /status of 40[0134]/.test(m.text())) return;
+    if (expected.some((re) => re.test(m.text()))) return;
+    problems.push("console: " + m.text());
+  });
+  return { foreign, problems, expected };
+}
+
+// A webhook receiver on loopback: answers 200 and keeps what it was sent.
+function startReceiver() {
+  return new Promise((ok) => {
+    const received = [];
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => { body += d; });
+      req.on("end", () => {
+        received.push({ id: req.headers["webhook-id"], signature: req.headers["webhook-signature"], body });
+        res.end("ok");
+      });
+    });
+    server.listen(0, "127.0.0.1", () => ok({ server, received }));
+  });
+}
+
+async function signIn(page, base, key) {
+  await page.goto(base + "/panel", { waitUntil: "load" });
+  await page.fill("#api-key", key);
+  await page.click("#sign-in button[type=submit]");
+  await page.waitForSelector("#services tbody tr");
+}
+
+// A second server, which lets webhooks reach loopback: a purchase refused
+// for its RAM size and bought on the second try; ten more bought through
+// the API, so that the ledger and the orders list page; then a webhook created
+// (its secret shown once), a power change delivered to it and redelivered,
+// its secret rotated, the webhook deleted.
+async function secondServer(browser, steps) {
+  const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-hooks-"));
+  const { server: receiver, received } = await startReceiver();
+  const { child, base, key } = await startServer(bin, dataDir, {
+    env: { ADVPS_SANDBOX_TASK_SECONDS: "3", ADVPS_WEBHOOK_ALLOW_PRIVATE: "true" },
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const { foreign, problems } = await watch(page, base);
+    await signIn(page, base, key);
+
+    // A RAM size the product is not sold in: the server's refusal shows,
+    // the form offers the sizes it named, and buying again (under a new
+    // Idempotency-Key, the refusal being stored under the old one) works.
+    await page.click('a[href="#/buy"]');
+    await page.waitForSelector("#buy-form");
+    await page.selectOption("#buy-product", "prod_abc123");
+    await page.evaluate(() => {
+      const ram = document.getElementById("buy-ram");
+      ram.append(new Option("3 GB", "3 GB"));
+      ram.value = "3 GB";
+    });
+    await page.click("#buy");
+    await page.waitForFunction(() => /RAM size 3 GB is not available/.test(document.getElementById("flash").textContent));
+    const offered = await page.locator("#buy-ram option").evaluateAll((os) => os.map((o) => o.value));
+    if (offered.join() !== "4 GB") fail("RAM sizes offered after the refusal: " + offered);
+    await page.click("#buy");
+    await page.waitForSelector("#order-status[data-status=COMPLETED]", { timeout: 60000 });
+    steps.push("RAM refusal, then bought");
+    const firstOrder = await page.locator("#buy-result h2[data-order]").getAttribute("data-order");
+
+    // Ten more orders, through the API: the ledger (12 entries) and the
+    // orders (11) then take two pages each.
+    for (let i = 0; i < 10; i++) {
+      const r = await fetch(`${base}/api/v1/purchase/linux`, {
+        method: "POST", headers: { "x-api-key": key, "content-type": "application/json" },
+        body: JSON.stringify({ productId: "prod_abc123", ram: "4 GB" }),
+      });
+      if (!r.ok) fail("API purchase answered " + r.status);
+    }
+    await page.click('a[href="#/orders"]');
+    await page.waitForSelector("#ledger tbody tr");
+    const rowsOf = (id) => page.locator(`#${id} tbody tr`).count();
+    if ((await rowsOf("ledger")) !== 10 || (await rowsOf("orders")) !== 10) fail("first pages are not 10 rows each");
+    if (await page.locator("#ledger-prev").isEnabled()) fail("Previous enabled on page 1");
+    await page.click("#ledger-next");
+    await page.waitForFunction(() => document.getElementById("ledger-page").textContent === "page 2 of 2");
+    if ((await rowsOf("ledger")) !== 2) fail("ledger page 2 has " + (await rowsOf("ledger")) + " rows");
+    if ((await page.locator("#ledger tbody tr").last().getAttribute("data-kind")) !== "credit") fail("the oldest entry is not the starting credit");
+    if (await page.locator("#ledger-next").isEnabled()) fail("Next enabled on the last page");
+    await page.click("#orders-next");
+    await page.waitForFunction(() => document.getElementById("orders-page").textContent === "page 2 of 2");
+    const oldest = await page.locator("#orders tr[data-order]").evaluateAll((rows) => rows.map((r) => r.dataset.order));
+    if (oldest.join() !== firstOrder) fail(`orders page 2 is ${oldest}, not ${firstOrder}`);
+    await page.click("#ledger-prev");
+    await page.waitForFunction(() => document.getElementById("ledger-page").textContent === "page 1 of 2");
+    steps.push("ledger and orders paged");
+
+    const target = `http://127.0.0.1:${receiver.address().port}/hook`;
+
+    await page.click('a[href="#/webhooks"]');
+    await page.waitForSelector("#webhook-form");
+    await page.fill("#webhook-url", target);
+    await page.fill("#webhook-description", "panel check");
+    await page.check("#event-service\\.power_state_changed");
+    await page.click("#create-webhook");
+    await page.waitForSelector("#webhook-secret");
+    const secret = await page.locator("#webhook-secret").innerText();
+    if (!/^whsec_/.test(secret)) fail("webhook secret " + secret);
+    const row = page.locator("#webhooks tr[data-webhook]");
+    await row.first().waitFor();
+    if ((await row.count()) !== 1) fail("webhooks listed: " + (await row.count()));
+    const listed = await row.first().innerText();
+    if (!listed.includes(target) || !listed.includes("service.power_state_changed")) fail("webhook row " + listed);
+    if (listed.includes(secret)) fail("the list shows the secret");
+    const hookId = await row.first().getAttribute("data-webhook");
+    steps.push("webhook created");
+
+    // A power change is delivered; the delivery is listed and sent again.
+    await page.goto(base + "/panel#/service/vps_service_1");
+    await stateIs(page, "RUNNING");
+    await page.click("#stop");
+    await stateIs(page, "STOPPED");
+    await page.click('a[href="#/webhooks"]');
+    await page.click(`button[data-deliveries="${hookId}"]`);
+    for (let i = 0; i < 30; i++) {
+      if (await page.locator('#deliveries td[data-status="delivered"]').count()) break;
+      await page.waitForTimeout(500);
+      await page.click("#deliveries-refresh");
+    }
+    if (!(await page.locator('#deliveries td[data-status="delivered"]').count())) fail("no delivered delivery listed");
+    if (received.length !== 1) fail("receiver got " + received.length + " requests");
+    const deliveryId = await page.locator("#deliveries tr[data-delivery]").first().getAttribute("data-delivery");
+    if (deliveryId !== received[0].id) fail(`delivery ${deliveryId} arrived as ${received[0].id}`);
+    await page.screenshot({ path: join(shots, "panel-webhooks.png"), fullPage: true });
+    await page.click(`button[data-redeliver="${deliveryId}"]`);
+    for (let i = 0; i < 30 && received.length < 2; i++) await page.waitForTimeout(300);
+    if (received.length !== 2 || received[1].id !== deliveryId) fail("redelivery: " + JSON.stringify(received.map((r) => r.id)));
+    steps.push("webhook delivered and redelivered");
+
+    // Rotate: a new secret, shown once.
+    await page.click(`button[data-rotate="${hookId}"]`);
+    await page.waitForFunction((old) => {
+      const el = document.getElementById("webhook-secret");
+      return el && el.textContent !== old && el.textContent.startsWith("whsec_");
+    }, secret);
+
+    // Delete: the list is empty again.
+    await page.click(`button[data-delete="${hookId}"]`);
+    await page.waitForFunction(() => !document.querySelector("#webhooks tr[data-webhook]"));
+    steps.push("webhook rotated and deleted");
+
+    if (foreign.length) fail("the webhooks page loaded from elsewhere: " + foreign.join(", "));
+    if (problems.length) fail(problems.join("\n"));
+    await context.close();
+  } finally {
+    child.kill("SIGTERM");
+    receiver.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
   const dataDir = mkdtempSync(join(tmpdir(), "advps-panel-"));
   const { child, base, key } = await startServer(bin, dataDir, {
@@ -65,18 +248,7 @@ async function main() {
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
-    const foreign = [];
-    const problems = [];
-    await page.route("**/*", (route) => {
-      const url = route.request().url();
-      if (url.startsWith(base + "/") || url.startsWith(base.replace("http", "ws") + "/")) return route.continue();
-      foreign.push(url);
-      return route.abort();
-    });
-    page.on("pageerror", (e) => problems.push("page error: " + e.message));
-    page.on("console", (m) => {
-      if (m.type() === "error" && !/status of 40[134]/.test(m.text())) problems.push("console: " + m.text());
-    });
+    const { foreign, problems, expected } = await watch(page, base);
 
     // Sign in; the key is nowhere in the browser's storage afterwards.
     const resp = await page.goto(base + "/panel", { waitUntil: "load" });
@@ -175,15 +347,120 @@ async function main() {
     await page.waitForFunction((n) => document.querySelectorAll("#keys tbody tr").length === n, before);
     steps.push("key create/revoke");
 
-    // Orders: an unknown order shows the API's message.
+    // The wallet before buying.
     await page.click('a[href="#/orders"]');
+    await page.waitForSelector("#balance [data-amount]");
+    const balanceBefore = Number(await page.locator("#balance [data-amount]").getAttribute("data-amount"));
+
+    // Buy one container: the order is followed to COMPLETED and the new
+    // service's password is shown once; the service is then listed.
+    await page.click('a[href="#/buy"]');
+    await page.waitForSelector("#buy-form");
+    await page.selectOption("#buy-product", "prod_abc123");
+    if (await page.locator("#buy-vps-fields").isVisible()) fail("name/email asked for a container");
+    const osFamilies = await page.locator("#buy-os option").evaluateAll((os) => os.map((o) => o.value));
+    if (!osFamilies.includes("debian-12") || osFamilies.some((v) => /windows/i.test(v))) fail("container OS list " + osFamilies);
+    await page.selectOption("#buy-os", "debian-12");
+    await page.fill("#buy-validity", "30");
+    const buyPosts = [];
+    page.on("request", (r) => {
+      if (r.method() === "POST" && r.url().includes("/panel/api/v1/purchase/")) buyPosts.push(r.headers()["idempotency-key"]);
+    });
+    await page.click("#buy");
+    await page.waitForSelector("#order-status[data-status=COMPLETED]", { timeout: 60000 });
+    const bought = (await page.locator("#buy-result h2").first().innerText()).replace("Order ", "");
+    if (!/^LXC\d{6}-\d{4}$/.test(bought)) fail("order id " + bought);
+    if (buyPosts.length !== 1 || !/^[0-9a-f-]{36}$/.test(buyPosts[0] || "")) fail("purchase POSTs " + JSON.stringify(buyPosts));
+    const paid = Number(await page.locator("#order-status").getAttribute("data-total"));
+    if (!(paid > 0)) fail("order total " + paid);
+    const newService = await page.locator("#order-services [data-service]").first().getAttribute("data-service");
+    const newPassword = await page.locator(`[data-password="${newService}"]`).innerText();
+    if (newPassword.length < 12) fail("purchase password " + newPassword);
+    const address = await page.locator(`#order-services [data-service="${newService}"] dd`).first().innerText();
+    if (!/^\d+\.\d+\.\d+\.\d+$/.test(address)) fail("purchase address " + address);
+    await page.screenshot({ path: join(shots, "panel-buy.png"), fullPage: true });
+    // A VPS needs a name and an email: the form asks for them.
+    await page.selectOption("#buy-product", "prod_stu901");
+    if (!(await page.locator("#buy-email").isVisible()) || !(await page.locator("#buy-email").evaluate((e) => e.required))) fail("no email field for a VPS");
+    await page.click('a[href="#/services"]');
+    await page.waitForSelector(`#services tr[data-service="${newService}"]`);
+    steps.push("buy " + bought);
+
+    // Webhooks: a loopback address is refused with the server's message.
+    await page.click('a[href="#/webhooks"]');
+    await page.waitForSelector("#webhook-form");
+    // By keyboard: type the URL, Enter sends the form.
+    await page.focus("#webhook-url");
+    await page.keyboard.type("http://127.0.0.1:9/x");
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#flash:not([hidden])");
+    const privateRefused = await page.locator("#flash").innerText();
+    if (!privateRefused.includes("private or loopback address")) fail("webhook refusal " + privateRefused);
+    if (await page.locator("#webhooks tr[data-webhook]").count()) fail("a refused webhook is listed");
+    steps.push("webhook refused");
+
+    // Orders & wallet: the balance went down by the order's total, the
+    // ledger's newest entry is that purchase, the orders list has it and
+    // opens it.
+    await page.click('a[href="#/orders"]');
+    await page.waitForSelector("#balance [data-amount]");
+    const balanceAfter = Number(await page.locator("#balance [data-amount]").getAttribute("data-amount"));
+    if (Math.abs(balanceBefore - paid - balanceAfter) > 0.001) fail(`balance ${balanceBefore} - ${paid} shows ${balanceAfter}`);
+    const shownBalance = await page.locator("#balance").innerText();
+    if (!shownBalance.includes(balanceAfter.toFixed(2))) fail("balance reads " + shownBalance);
+    const latest = page.locator("#ledger tbody tr").first();
+    const entry = { kind: await latest.getAttribute("data-kind"), text: await latest.innerText(),
+      amount: Number(await latest.locator("td[data-amount]").getAttribute("data-amount")) };
+    if (entry.kind !== "purchase" || !entry.text.includes(bought) || Math.abs(entry.amount + paid) > 0.001) fail("newest ledger entry " + JSON.stringify(entry));
+    const listedOrder = page.locator(`#orders tr[data-order="${bought}"]`);
+    if (!(await listedOrder.count())) fail("orders table lacks " + bought);
+    if (!(await listedOrder.innerText()).includes("COMPLETED")) fail("order row " + (await listedOrder.innerText()));
+    await listedOrder.locator("button[data-open-order]").click();
+    await page.waitForFunction((id) => (document.querySelector("#order h2") || {}).textContent === `Order ${id}`, bought);
+    if (!(await page.locator(`#order a[href="#/service/${newService}"]`).count())) fail("opened order lacks " + newService);
+    await page.screenshot({ path: join(shots, "panel-orders.png"), fullPage: true });
+    steps.push("wallet and orders");
+
+    // An unknown order shows the API's message.
     await page.fill("#order-id", "VPS000000-0000");
     await page.click("#order-form button[type=submit]");
     await page.waitForSelector("#flash:not([hidden])");
     const notFound = await page.locator("#flash").innerText();
-    if (!/not found/i.test(notFound)) fail("order message " + notFound);
-    await page.screenshot({ path: join(shots, "panel-orders.png") });
+    if (!/Order not found/.test(notFound)) fail("order message " + notFound);
     steps.push("orders");
+
+    // A VPS, whose first answer is lost on the way back: buying again with
+    // the same form sends the same Idempotency-Key, and the server replays
+    // the first order instead of placing a second.
+    await page.click('a[href="#/buy"]');
+    await page.waitForSelector("#buy-form");
+    await page.selectOption("#buy-product", "prod_stu901");
+    await page.fill("#buy-name", "Jane Doe");
+    await page.fill("#buy-email", "jane@example.com");
+    const vpsKeys = [];
+    let dropped = 0;
+    expected.push(/ERR_CONNECTION_RESET|ERR_FAILED/);
+    await page.route("**/panel/api/v1/purchase/vps", async (route) => {
+      vpsKeys.push(route.request().headers()["idempotency-key"]);
+      if (dropped++ > 0) return route.continue();
+      await route.fetch();
+      return route.abort("connectionreset");
+    });
+    await page.click("#buy");
+    await page.waitForFunction(() => /cannot be reached/.test(document.getElementById("flash").textContent));
+    const replayed = page.waitForResponse((r) => r.url().endsWith("/panel/api/v1/purchase/vps"));
+    await page.click("#buy");
+    if ((await (await replayed).headerValue("idempotent-replayed")) !== "true") fail("the second purchase POST was not a replay");
+    await page.waitForSelector("#order-status[data-status=COMPLETED]", { timeout: 60000 });
+    await page.unroute("**/panel/api/v1/purchase/vps");
+    expected.pop();
+    if (vpsKeys.length !== 2 || vpsKeys[0] !== vpsKeys[1]) fail("VPS purchase keys " + JSON.stringify(vpsKeys));
+    const vpsOrder = await page.locator("#buy-result h2[data-order]").getAttribute("data-order");
+    await page.click('a[href="#/orders"]');
+    await page.waitForSelector(`#orders tr[data-order="${vpsOrder}"]`);
+    const orderIds = await page.locator("#orders tr[data-order]").evaluateAll((rows) => rows.map((r) => r.dataset.order));
+    if (orderIds.length !== 2 || orderIds[0] !== vpsOrder || orderIds[1] !== bought) fail("orders after the VPS retry " + orderIds);
+    steps.push("VPS bought once despite a retry");
 
     // Readable at 375 px: nothing wider than the screen.
     await page.setViewportSize({ width: 375, height: 800 });
@@ -194,6 +471,13 @@ async function main() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
     if (overflow > 380) fail("page is " + overflow + " px wide at 375");
     await page.screenshot({ path: join(shots, "panel-service-375.png") });
+    for (const [hash, ready] of [["#/buy", "#buy-form"], ["#/orders", "#order-form"], ["#/webhooks", "#webhook-form"]]) {
+      await page.click(`a[href="${hash}"]`);
+      await page.waitForSelector(ready);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      if (wide > 380) fail(`${hash} is ${wide} px wide at 375`);
+    }
+    await page.screenshot({ path: join(shots, "panel-webhooks-375.png") });
     steps.push("375 px");
 
     // Sign out: the API through the page is closed again.
@@ -205,8 +489,10 @@ async function main() {
 
     if (foreign.length) fail("the page tried to load from elsewhere: " + foreign.join(", "));
     if (problems.length) fail(problems.join("\n"));
+
+    await secondServer(browser, steps);
     console.log("panel OK: " + steps.join(", "));
-    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,orders,service-375}.png");
+    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,service-375,webhooks-375}.png");
   } finally {
     await browser.close();
     attacker.close();

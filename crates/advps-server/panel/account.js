@@ -1,8 +1,9 @@
-// The account's pages: orders (look one up, renew its services inside the
+// The account's pages: orders and wallet (the balance, the ledger and the
+// orders page by page; an order shown, its services renewed inside the
 // renewal window) and API keys (list, create, revoke).
 
 import * as api from "./api.js";
-import { h, render, flash, busy, stateText, date, facts, copyButton } from "./ui.js";
+import { h, render, flash, busy, stateText, date, facts, copyButton, money, pager } from "./ui.js";
 
 const DAY = 86400000;
 
@@ -16,6 +17,51 @@ function renewable(expiry) {
 export async function ordersPage() {
   const input = h("input", { id: "order-id", name: "order-id", required: true, placeholder: "VPS040426-0008" });
   const result = h("div", { id: "order" });
+  const balance = h("p", { id: "balance", class: "balance" }, "Loading…");
+  const ledger = h("div", { id: "ledger" });
+  const orders = h("div", { id: "orders" });
+
+  // Shows one order (with its renewal form) below the tables.
+  async function open(orderId) {
+    showOrder(result, await api.get(`/purchase/${encodeURIComponent(orderId)}`));
+    result.scrollIntoView({ block: "nearest" });
+  }
+  const orderLink = (orderId) => {
+    const b = h("button", { type: "button", class: "link", "data-open-order": orderId }, orderId);
+    b.addEventListener("click", () => busy(b, () => open(orderId)));
+    return b;
+  };
+
+  // The balance and one page of the ledger, newest first.
+  async function loadWallet(page) {
+    const w = await api.get(`/wallet?page=${page}&limit=10`);
+    balance.replaceChildren(h("span", { class: "muted" }, "Balance "),
+      h("strong", { "data-amount": w.balance }, money(w.balance, w.currency)));
+    ledger.replaceChildren(w.entries.length ? h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Date", "Kind", "Amount", "Reference", "Note"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, w.entries.map((e) => h("tr", { "data-entry": e.id, "data-kind": e.kind },
+        h("td", {}, date(e.createdAt)),
+        h("td", {}, e.kind),
+        h("td", { class: e.amount < 0 ? "debit" : "credit", "data-amount": e.amount }, money(e.amount, e.currency)),
+        h("td", {}, e.reference && e.kind !== "credit" ? orderLink(e.reference) : e.reference || "—"),
+        h("td", {}, e.note || "—")))))) : h("p", { class: "muted" }, "No wallet entries yet."),
+    pager("ledger", w.pagination, loadWallet));
+  }
+
+  // One page of the account's orders, newest first.
+  async function loadOrders(page) {
+    const data = await api.get(`/orders?page=${page}&limit=10`);
+    orders.replaceChildren(data.orders.length ? h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Order", "Status", "Product", "Total", "Placed"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, data.orders.map((o) => h("tr", { "data-order": o.orderId },
+        h("td", {}, orderLink(o.orderId)),
+        h("td", { "data-status": o.status }, o.status),
+        h("td", {}, `${o.productId} (${o.ram})`, h("div", { class: "muted" }, `${o.quantity} × ${o.validity} days`)),
+        h("td", {}, money(o.totalAmount, o.currency)),
+        h("td", {}, date(o.createdAt))))))) : h("p", { class: "muted" }, "No orders yet."),
+    pager("orders", data.pagination, loadOrders));
+  }
+
   const form = h("form", { class: "card", id: "order-form" },
     h("h2", {}, "Look up an order"),
     h("label", { for: "order-id" }, "Order id"),
@@ -23,17 +69,27 @@ export async function ordersPage() {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      showOrder(result, await api.get(`/purchase/${encodeURIComponent(input.value.trim())}`));
+      await open(input.value.trim());
     } catch (e) {
       flash(e.message);
     }
   });
   render(h("h1", {}, "Orders & wallet"),
-    h("p", { class: "card muted" },
-      "Orders and renewals are paid from the account's wallet. An answer that the wallet cannot pay shows ",
-      "“Insufficient wallet balance”; the operator tops the wallet up."),
+    h("section", { class: "card", "aria-labelledby": "wallet-h" },
+      h("h2", { id: "wallet-h" }, "Wallet"), balance,
+      h("p", { class: "muted" },
+        "Orders and renewals are paid from the account's wallet. An answer that the wallet cannot pay shows ",
+        "“Insufficient wallet balance”; the operator tops the wallet up."),
+      ledger),
+    h("section", { class: "card", "aria-labelledby": "orders-h" },
+      h("h2", { id: "orders-h" }, "Orders"), orders),
     form, result);
-  input.focus();
+  // Each part shows its own failure; the rest of the page still works.
+  await Promise.all([
+    loadWallet(1).catch((e) => { balance.textContent = "—"; flash(e.message); }),
+    loadOrders(1).catch((e) => flash(e.message)),
+  ]);
+  input.focus({ preventScroll: true });
   return null;
 }
 
@@ -54,14 +110,14 @@ function showOrder(box, data) {
       serviceIds: ids,
       serviceValidities: ids.map((serviceId) => ({ serviceId, validity: days })),
     });
-    out.replaceChildren(h("p", {}, `Renewed for ${res.totalAmount} ${res.currency}: `,
+    out.replaceChildren(h("p", {}, `Renewed for ${money(res.totalAmount, res.currency)}: `,
       res.services.map((s) => `${s.serviceId} until ${date(s.expiryDate)}`).join(", ")));
   }));
   box.replaceChildren(h("section", { class: "card" },
     h("h2", {}, `Order ${o.orderId}`),
     facts([["Status", o.status], ["Product", `${o.productId} (${o.ram})`], ["OS", o.os.name],
       ["Quantity", o.quantity], ["Validity", `${o.validity} days`],
-      ["Total", `${o.totalAmount} ${o.currency}`], ["Placed", date(o.createdAt)]]),
+      ["Total", money(o.totalAmount, o.currency)], ["Placed", date(o.createdAt)]]),
     h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Renew", "Service", "State", "Address", "Expires"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, data.services.map((s, i) => h("tr", {},

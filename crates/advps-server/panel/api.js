@@ -61,9 +61,10 @@ export async function get(path) {
   return (await call("GET", path)).body.data;
 }
 
-// The `data` of a successful POST (or DELETE) with an optional JSON body.
-export async function post(path, body) {
-  return (await call("POST", path, { body })).body.data;
+// The `data` of a successful POST (or DELETE) with an optional JSON body;
+// `headers` adds request headers (an Idempotency-Key, say).
+export async function post(path, body, headers = {}) {
+  return (await call("POST", path, { body, headers })).body.data;
 }
 
 export async function del(path) {

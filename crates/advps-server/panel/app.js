@@ -1,7 +1,9 @@
 // The panel's entry: the session, the hash routes and the page frame.
 //   #/services           the services list
 //   #/service/{id}       one service
+//   #/buy                buy containers and virtual machines
 //   #/orders             orders, renewal and the wallet
+//   #/webhooks           webhook endpoints and their deliveries
 //   #/keys               API keys
 // Without a session every route shows the sign-in form.
 
@@ -10,6 +12,8 @@ import { h, render, flash, clearFlash } from "./ui.js";
 import { servicesPage } from "./services.js";
 import { servicePage } from "./service.js";
 import { ordersPage, keysPage } from "./account.js";
+import { buyPage } from "./buy.js";
+import { webhooksPage } from "./webhooks.js";
 
 let session = null;
 // Each page may leave something running (polling, a console): it returns a
@@ -69,7 +73,9 @@ async function route() {
   try {
     switch (page) {
       case "service": leave = await servicePage(decodeURIComponent(arg || ""), session); break;
+      case "buy": leave = await buyPage(session); break;
       case "orders": leave = await ordersPage(session); break;
+      case "webhooks": leave = await webhooksPage(session); break;
       case "keys": leave = await keysPage(session); break;
       default: leave = await servicesPage(session);
     }

@@ -100,3 +100,20 @@ export function copyButton(text, label = "Copy") {
   });
   return button;
 }
+
+// 87.5, "USD" -> "87.50 USD"; a debit keeps its minus sign.
+export function money(amount, currency) {
+  if (amount === null || amount === undefined) return "—";
+  return `${Number(amount).toFixed(2)} ${currency || ""}`.trim();
+}
+
+// Previous/Next buttons for a paginated answer; `go(page)` loads a page.
+export function pager(idPrefix, pagination, go) {
+  const p = pagination || { page: 1, totalPages: 1, hasPrev: false, hasNext: false };
+  const prev = h("button", { type: "button", id: `${idPrefix}-prev`, disabled: !p.hasPrev }, "Previous");
+  const next = h("button", { type: "button", id: `${idPrefix}-next`, disabled: !p.hasNext }, "Next");
+  prev.addEventListener("click", () => busy(prev, () => go(p.page - 1)));
+  next.addEventListener("click", () => busy(next, () => go(p.page + 1)));
+  return h("div", { class: "row" }, prev,
+    h("span", { class: "muted", id: `${idPrefix}-page` }, `page ${p.page} of ${Math.max(p.totalPages, 1)}`), next);
+}

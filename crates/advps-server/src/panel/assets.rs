@@ -15,6 +15,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("charts.js", JS, include_bytes!("../../panel/charts.js")),
     ("console.js", JS, include_bytes!("../../panel/console.js")),
     ("account.js", JS, include_bytes!("../../panel/account.js")),
+    ("buy.js", JS, include_bytes!("../../panel/buy.js")),
+    ("webhooks.js", JS, include_bytes!("../../panel/webhooks.js")),
     ("panel.css", CSS, include_bytes!("../../panel/panel.css")),
     (
         "vendor/xterm/xterm.mjs",
