@@ -82,7 +82,11 @@ async function route() {
   } catch (e) {
     flash(e.message);
   }
-  main.focus({ preventScroll: true });
+  // Focus goes to the new page for keyboard and screen-reader users, unless
+  // the user is already in it (typing while the page's data still loaded, or
+  // the page focused its own first field): taking focus away then would
+  // send their keys elsewhere.
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 window.addEventListener("hashchange", () => { clearFlash(); route(); });
