@@ -10,7 +10,8 @@
 //! guest that ignores ACPI and has no agent forced off after the timeout (uptime null then),
 //! a reboot that changes the boot id, a rebuild across a killed server that removes a marker
 //! file and keeps the address, MAC, UUID and password, and a stopped libvirtd that gives a
-//! clear error and leaves nothing stuck. Usage in status is checked against the guest's own
+//! clear error and leaves nothing stuck; the VM bound again as a PROVISIONAL_VPS, then sold:
+//! a VPS purchase reinstalls it with the pool address and the order's password. Usage in status is checked against the guest's own
 //! /proc/meminfo and traffic (a ping of the bridge's gateway), and zero when stopped; the
 //! serial console is opened through the API, logged into with the generated password, and
 //! runs a command.
@@ -294,7 +295,11 @@ fn bind(server: &TestServer, vm: &TestVm) -> (String, String) {
 async fn api_status(server: &TestServer, key: &str, id: &str) -> (String, String, Value) {
     let resp = server.status(key, id).await;
     let data = assert_api_success(&resp, "Service status retrieved successfully", LIVE).clone();
-    assert_eq!(data["serviceType"], "VPS", "{data}");
+    // Both kinds of VM service are bound in the suite.
+    assert!(
+        matches!(data["serviceType"].as_str(), Some("VPS" | "PROVISIONAL_VPS")),
+        "{data}"
+    );
     assert_eq!(data["uptime"], data["vmStatus"]["uptime"], "{data}");
     (
         data["runningStatus"]
@@ -707,5 +712,109 @@ async fn live_vm_is_driven_through_the_api() {
     let data = assert_api_success(&resp, "VPS service stopped successfully", LIVE);
     assert_eq!(data["powerMode"], "forced", "{data}");
     assert_eq!(domstate(name), "shut off");
+
+    // Unbound, the same VM is bound again as a PROVISIONAL_VPS and driven like a VPS.
+    server.cli_ok(&["services", "remove", "--account", "acme", id]);
+    let out = server.cli_ok(&[
+        "services",
+        "create",
+        "--account",
+        "acme",
+        "--node",
+        NODE,
+        "--instance",
+        name,
+        "--type",
+        "PROVISIONAL_VPS",
+        "--os",
+        "debian-12",
+    ]);
+    let pid_service = last_line(&out);
+    let resp = power(&server, key, &pid_service, "start", json!({})).await;
+    let data = assert_api_success(&resp, "Provisional VPS service started successfully", LIVE);
+    assert_eq!(data["serviceType"], "PROVISIONAL_VPS", "{data}");
+    wait_ready(name);
+    let (running, _, _) = api_status(&server, key, &pid_service).await;
+    assert_eq!(running, "RUNNING");
+    // A marker, so that the reinstall of the purchase below can be told from a machine
+    // handed over as it was.
+    let marker = "/root/bought-over-this";
+    guest_ok(name, &format!("touch {marker} && sync"));
+    let resp = power(&server, key, &pid_service, "stop", json!({"mode": "force"})).await;
+    assert_api_success(&resp, "Provisional VPS service stopped successfully", LIVE);
+    server.cli_ok(&["services", "remove", "--account", "acme", &pid_service]);
+
+    // Then it is stock of a VPS product, and a purchase provisions it: reinstalled from the
+    // image, given a pool address and a fresh root password, and started.
+    server.cli_ok(&[
+        "products",
+        "create",
+        "--id",
+        "kvm-768",
+        "--name",
+        "KVM 768",
+        "--pack-name",
+        "768MB KVM Pack",
+        "--type",
+        "vps",
+        "--default-os",
+        "debian-12",
+    ]);
+    server.cli_ok(&[
+        "products", "add-size", "kvm-768", "--ram", "768 MB", "--price", "3.00",
+    ]);
+    server.cli_ok(&["accounts", "credit", "acme", "100"]);
+    let out = server.cli_ok(&[
+        "nodes",
+        "set-product",
+        "--node",
+        NODE,
+        "--instance",
+        name,
+        "--product",
+        "kvm-768",
+    ]);
+    assert!(out.contains("counts as stock of kvm-768"), "{out}");
+    let resp = server
+        .post_json(
+            "/api/v1/purchase/vps",
+            key,
+            &json!({"productId": "kvm-768", "ram": "768 MB", "osId": "debian-12", "quantity": 1,
+                    "validity": 30, "name": "Jane Doe", "email": "jane@example.com"}),
+        )
+        .await;
+    let data = assert_api_success(&resp, "Order placed successfully", LIVE);
+    let order_id = data["order"]["orderId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + BOOT_TIMEOUT * 2;
+    let done = loop {
+        let resp = server
+            .get(&format!("/api/v1/purchase/{order_id}"), key)
+            .await;
+        let data = assert_api_success(&resp, "Order retrieved successfully", LIVE).clone();
+        if data["order"]["status"] != "PENDING" {
+            break data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {order_id} still pending: {data}\n{}",
+            server.stderr_log()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert_eq!(done["order"]["status"], "COMPLETED", "{done}");
+    let bought = &done["services"][0];
+    let password = bought["password"].as_str().expect("password").to_string();
+    let address = bought["ip"].as_str().expect("address").to_string();
+    assert!(address.starts_with("198.51.100.24"), "{done}");
+    assert_eq!(domstate(name), "running");
+    wait_ready(name);
+    assert!(
+        root_password_is(name, &password),
+        "the order's password is not root's"
+    );
+    let shown = guest_ok(name, "ip -4 -o addr show dev eth0");
+    assert!(shown.contains(&format!("{address}/24")), "{shown}");
+    let gone = guest_sh(name, &format!("test -e {marker}")).map(|(code, _)| code);
+    assert_eq!(gone, Some(1), "the machine was not reinstalled");
     eprintln!("live VM suite: {:.0} s", began.elapsed().as_secs_f64());
 }
