@@ -297,7 +297,10 @@ async fn api_status(server: &TestServer, key: &str, id: &str) -> (String, String
     let data = assert_api_success(&resp, "Service status retrieved successfully", LIVE).clone();
     // Both kinds of VM service are bound in the suite.
     assert!(
-        matches!(data["serviceType"].as_str(), Some("VPS" | "PROVISIONAL_VPS")),
+        matches!(
+            data["serviceType"].as_str(),
+            Some("VPS" | "PROVISIONAL_VPS")
+        ),
         "{data}"
     );
     assert_eq!(data["uptime"], data["vmStatus"]["uptime"], "{data}");
