@@ -51,7 +51,7 @@ export async function auditPage(session, serviceId = "") {
       },
         h("td", {}, seconds(e.time)),
         h("td", {}, e.method),
-        h("td", { class: "path" }, h("code", {}, e.path)),
+        h("td", { class: "path" }, h("code", {}, breakable(e.path))),
         h("td", {}, e.serviceId
           ? h("a", { href: `#/service/${encodeURIComponent(e.serviceId)}` }, e.serviceId) : "—"),
         h("td", { class: e.status < 400 ? "ok" : "bad" }, String(e.status)),
@@ -103,4 +103,9 @@ export async function auditPage(session, serviceId = "") {
 function seconds(iso) {
   const d = new Date(iso);
   return isNaN(d) ? date(iso) : d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
+// A path that may wrap after each "/" only, never inside a word.
+function breakable(path) {
+  return path.split(/(?<=\/)/).flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
 }
