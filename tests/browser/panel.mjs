@@ -150,7 +150,9 @@ async function secondServer(browser, steps) {
       if (!r.ok) fail("API purchase answered " + r.status);
     }
     await page.click('a[href="#/orders"]');
+    // The ledger and the orders load side by side: wait for both.
     await page.waitForSelector("#ledger tbody tr");
+    await page.waitForSelector("#orders tbody tr");
     const rowsOf = (id) => page.locator(`#${id} tbody tr`).count();
     if ((await rowsOf("ledger")) !== 10 || (await rowsOf("orders")) !== 10) fail("first pages are not 10 rows each");
     if (await page.locator("#ledger-prev").isEnabled()) fail("Previous enabled on page 1");
@@ -334,11 +336,12 @@ async function main() {
     await page.screenshot({ path: join(shots, "panel-rebuild.png"), fullPage: true });
     steps.push("rebuild 100%");
 
-    // Six more calls about the service through the API, so that its audit
+    // Calls through the API: one about another service, so that a filter
+    // has something to leave out, and six about this one, so that its audit
     // log takes two pages of ten.
-    for (let i = 0; i < 6; i++) {
-      const r = await fetch(`${base}/api/v1/services/vps_service_1/get-ip`, { method: "POST", headers: { "x-api-key": key } });
-      if (!r.ok) fail("API get-ip answered " + r.status);
+    for (const [id, action] of [["lxc_service_1", "generate-password"], ...Array(6).fill(["vps_service_1", "get-ip"])]) {
+      const r = await fetch(`${base}/api/v1/services/${id}/${action}`, { method: "POST", headers: { "x-api-key": key } });
+      if (!r.ok) fail(`API ${action} of ${id} answered ${r.status}`);
     }
 
     // A new MAC address, after the confirmation; the old one is gone.
@@ -392,6 +395,7 @@ async function main() {
     // entries leave the table.
     await page.click('a[href="#/audit"]');
     await page.waitForFunction(() => document.getElementById("audit").dataset.service === "");
+    if (!(await servicesOn()).includes("lxc_service_1")) fail("the whole audit log lacks lxc_service_1");
     await page.selectOption("#audit-service", "vps_service_1");
     await page.click("#audit-form button[type=submit]");
     await page.waitForSelector('#audit[data-service="vps_service_1"] tbody tr');
