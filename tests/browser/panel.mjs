@@ -1,8 +1,10 @@
 // Drives the customer panel (/panel) of a fresh `advps serve` in headless
 // Chromium: sign in with the printed test key, stop and start vps_service_1
 // and see its state change, rebuild it in the sandbox and watch the bar
-// reach 100 %, open the charts, generate a password, create and revoke a
-// key, open the (simulated) console and run `echo` through the terminal;
+// reach 100 %, reset its MAC address (a second reset the same day is
+// refused), find those calls in the audit log, all of it and the service's
+// alone, page by page; open the charts, generate a password, create and
+// revoke a key and see the key's quota as /me reports it, open the (simulated) console and run `echo` through the terminal;
 // buy a container and follow the order to its password, see the wallet's
 // balance and ledger and the orders list account for it, buy a VPS whose
 // first answer is lost and see it bought once, and see a webhook to a
@@ -148,7 +150,9 @@ async function secondServer(browser, steps) {
       if (!r.ok) fail("API purchase answered " + r.status);
     }
     await page.click('a[href="#/orders"]');
+    // The ledger and the orders load side by side: wait for both.
     await page.waitForSelector("#ledger tbody tr");
+    await page.waitForSelector("#orders tbody tr");
     const rowsOf = (id) => page.locator(`#${id} tbody tr`).count();
     if ((await rowsOf("ledger")) !== 10 || (await rowsOf("orders")) !== 10) fail("first pages are not 10 rows each");
     if (await page.locator("#ledger-prev").isEnabled()) fail("Previous enabled on page 1");
@@ -332,6 +336,75 @@ async function main() {
     await page.screenshot({ path: join(shots, "panel-rebuild.png"), fullPage: true });
     steps.push("rebuild 100%");
 
+    // Calls through the API: one about another service, so that a filter
+    // has something to leave out, and six about this one, so that its audit
+    // log takes two pages of ten.
+    for (const [id, action] of [["lxc_service_1", "generate-password"], ...Array(6).fill(["vps_service_1", "get-ip"])]) {
+      const r = await fetch(`${base}/api/v1/services/${id}/${action}`, { method: "POST", headers: { "x-api-key": key } });
+      if (!r.ok) fail(`API ${action} of ${id} answered ${r.status}`);
+    }
+
+    // A new MAC address, after the confirmation; the old one is gone.
+    const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+    await page.click("#reset-mac");
+    if (!(await page.locator("#reset-mac-ask").isVisible())) fail("no confirmation before the MAC reset");
+    await page.click("#reset-mac-confirm");
+    await page.waitForSelector("#mac");
+    const mac = await page.locator("#mac").innerText();
+    if (!macPattern.test(mac)) fail("new MAC " + mac);
+    steps.push("MAC reset " + mac);
+
+    // The audit log: that reset is its newest entry, answered 200.
+    await page.click('a[href="#/audit"]');
+    await page.waitForSelector("#audit tbody tr");
+    const auditRow = async (i) => {
+      const row = page.locator("#audit tbody tr").nth(i);
+      return { path: await row.getAttribute("data-path"), status: await row.getAttribute("data-status"),
+        service: await row.getAttribute("data-service"), text: await row.innerText() };
+    };
+    const newestCall = await auditRow(0);
+    if (newestCall.path !== "/api/v1/services/vps_service_1/reset-mac" || newestCall.status !== "200"
+      || !newestCall.text.includes("POST") || !/req_/.test(newestCall.text)) fail("newest audit entry " + JSON.stringify(newestCall));
+
+    // A second reset the same day is refused, with the API's message.
+    await page.goto(base + "/panel#/service/vps_service_1");
+    await stateIs(page, "RUNNING");
+    expected.push(/status of 429/);
+    await page.click("#reset-mac");
+    await page.click("#reset-mac-confirm");
+    await page.waitForFunction(() => /once every 24 hours/.test(document.getElementById("flash").textContent));
+    expected.pop();
+    steps.push("second MAC reset refused");
+
+    // The service's own log from its page: only its entries, two pages.
+    await page.click("#service-audit");
+    await page.waitForSelector('#audit[data-service="vps_service_1"] tbody tr');
+    if ((await page.locator("#audit-service").inputValue()) !== "vps_service_1") fail("the audit filter is not the service");
+    const servicesOn = () => page.locator("#audit tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.service));
+    const first = await servicesOn();
+    if (first.length !== 10 || first.some((s) => s !== "vps_service_1")) fail("service audit page 1: " + first);
+    const refusedCall = await auditRow(0);
+    if (!refusedCall.path.endsWith("/reset-mac") || refusedCall.status !== "429") fail("newest service entry " + JSON.stringify(refusedCall));
+    await page.click("#audit-next");
+    await page.waitForFunction(() => document.getElementById("audit-page").textContent === "page 2 of 2");
+    const second = await servicesOn();
+    if (!second.length || second.some((s) => s !== "vps_service_1")) fail("service audit page 2: " + second);
+    if (await page.locator("#audit-next").isEnabled()) fail("audit Next enabled on the last page");
+
+    // All services, then the filter chosen by hand: another service's
+    // entries leave the table.
+    await page.click('a[href="#/audit"]');
+    await page.waitForFunction(() => document.getElementById("audit").dataset.service === "");
+    if (!(await servicesOn()).includes("lxc_service_1")) fail("the whole audit log lacks lxc_service_1");
+    await page.selectOption("#audit-service", "vps_service_1");
+    await page.click("#audit-form button[type=submit]");
+    await page.waitForSelector('#audit[data-service="vps_service_1"] tbody tr');
+    const filtered = await servicesOn();
+    if (filtered.length !== 10 || filtered.some((s) => s !== "vps_service_1")) fail("filtered audit: " + filtered);
+    if (!page.url().endsWith("#/audit/vps_service_1")) fail("filtered audit at " + page.url());
+    await page.screenshot({ path: join(shots, "panel-audit.png"), fullPage: true });
+    steps.push("audit log");
+
     // Keys: create (shown once) and revoke it.
     await page.click('a[href="#/keys"]');
     await page.waitForSelector("#keys tbody tr");
@@ -346,6 +419,19 @@ async function main() {
     await newest.locator("button[data-revoke]").click();
     await page.waitForFunction((n) => document.querySelectorAll("#keys tbody tr").length === n, before);
     steps.push("key create/revoke");
+
+    // The key's quota as /me reports it (asking costs nothing, so the
+    // figures still match).
+    await page.waitForSelector("#quota[data-remaining]");
+    const me = await page.evaluate(async () => (await (await fetch("/panel/api/v1/me")).json()).data);
+    const shownQuota = await page.locator("#quota").evaluate((el) => ({ ...el.dataset, text: el.innerText }));
+    const q = me.rateLimit;
+    if (Number(shownQuota.limit) !== q.limit || Number(shownQuota.remaining) !== q.remaining
+      || !shownQuota.text.includes(`${q.remaining} of ${q.limit}`) || !shownQuota.text.includes(me.keyLast4)
+      || !(Number(shownQuota.reset) > 0 && Number(shownQuota.reset) <= q.windowSeconds)) {
+      fail(`quota shown ${JSON.stringify(shownQuota)}, /me says ${JSON.stringify(me)}`);
+    }
+    steps.push(`quota ${q.remaining}/${q.limit}`);
 
     // The wallet before buying.
     await page.click('a[href="#/orders"]');
@@ -478,6 +564,11 @@ async function main() {
       if (wide > 380) fail(`${hash} is ${wide} px wide at 375`);
     }
     await page.screenshot({ path: join(shots, "panel-webhooks-375.png") });
+    await page.click('a[href="#/audit"]');
+    await page.waitForSelector("#audit tbody tr");
+    const auditWide = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (auditWide > 380) fail(`#/audit is ${auditWide} px wide at 375`);
+    await page.screenshot({ path: join(shots, "panel-audit-375.png"), fullPage: true });
     steps.push("375 px");
 
     // Sign out: the API through the page is closed again.
@@ -492,7 +583,7 @@ async function main() {
 
     await secondServer(browser, steps);
     console.log("panel OK: " + steps.join(", "));
-    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,service-375,webhooks-375}.png");
+    console.log("screenshots: target/panel-{sign-in,services,service,console,rebuild,keys,buy,orders,webhooks,audit,service-375,webhooks-375,audit-375}.png");
   } finally {
     await browser.close();
     attacker.close();

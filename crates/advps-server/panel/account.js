@@ -1,6 +1,7 @@
 // The account's pages: orders and wallet (the balance, the ledger and the
 // orders page by page; an order shown, its services renewed inside the
-// renewal window) and API keys (list, create, revoke).
+// renewal window) and API keys (list, create, revoke, and the calling key's
+// quota from GET /me, which itself costs none).
 
 import * as api from "./api.js";
 import { h, render, flash, busy, stateText, date, facts, copyButton, money, pager } from "./ui.js";
@@ -132,7 +133,29 @@ function showOrder(box, data) {
     out));
 }
 
+// The calling key and what is left of its quota in the current window.
+async function loadQuota(box) {
+  const me = await api.get("/me");
+  const q = me.rateLimit;
+  const resetAt = new Date(Date.now() + q.resetSeconds * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  box.dataset.limit = q.limit;
+  box.dataset.remaining = q.remaining;
+  box.dataset.reset = q.resetSeconds;
+  box.replaceChildren(facts([
+    ["Key", h("span", {}, h("code", {}, `${me.keyPrefix}…${me.keyLast4}`), " ", h("span", { class: "muted" }, me.keyId))],
+    ["Account", me.account],
+    ["Requests left", h("span", { id: "quota-remaining" }, `${q.remaining} of ${q.limit}`)],
+    ["Window", `${q.windowSeconds} s (policy “${q.policy}”)`],
+    ["Window resets", h("span", { id: "quota-reset" }, `in ${q.resetSeconds} s, at ${resetAt}`)],
+    ["Created", date(me.createdAt)],
+    ["Last used", date(me.lastUsedAt)],
+  ]));
+}
+
 export async function keysPage() {
+  const quota = h("div", { id: "quota" }, "Loading…");
+  const refreshQuota = h("button", { type: "button", id: "quota-refresh" }, "Refresh");
+  refreshQuota.addEventListener("click", () => busy(refreshQuota, () => loadQuota(quota)));
   const list = h("div", { id: "keys" });
   const created = h("div", { id: "new-key" });
   const create = h("button", { type: "button", id: "create-key", class: "primary" }, "Create key");
@@ -154,6 +177,8 @@ export async function keysPage() {
           h("td", {}, date(k.lastUsedAt)),
           h("td", {}, revoke));
       })))));
+    // After the list, so the figures include the call that read it.
+    await loadQuota(quota).catch((e) => { quota.textContent = "—"; flash(e.message); });
   }
 
   create.addEventListener("click", () => busy(create, async () => {
@@ -166,6 +191,10 @@ export async function keysPage() {
 
   render(h("h1", {}, "API keys"),
     h("p", { class: "muted" }, "Keys of this account in this mode. Revoking a key ends its panel sessions too; the last key cannot be revoked."),
+    h("section", { class: "card", "aria-labelledby": "quota-h" },
+      h("h2", { id: "quota-h" }, "This session's key and its quota"), quota,
+      h("p", { class: "muted" }, "Every API call but this one counts against the key's quota, the panel's own too."),
+      h("div", { class: "row" }, refreshQuota)),
     h("div", { class: "row" }, create), created,
     h("section", { class: "card" }, list));
   await load();

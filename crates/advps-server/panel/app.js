@@ -4,7 +4,8 @@
 //   #/buy                buy containers and virtual machines
 //   #/orders             orders, renewal and the wallet
 //   #/webhooks           webhook endpoints and their deliveries
-//   #/keys               API keys
+//   #/audit[/{id}]       the audit log, of every service or of one
+//   #/keys               API keys and the key's quota
 // Without a session every route shows the sign-in form.
 
 import * as api from "./api.js";
@@ -14,6 +15,7 @@ import { servicePage } from "./service.js";
 import { ordersPage, keysPage } from "./account.js";
 import { buyPage } from "./buy.js";
 import { webhooksPage } from "./webhooks.js";
+import { auditPage } from "./audit.js";
 
 let session = null;
 // Each page may leave something running (polling, a console): it returns a
@@ -76,6 +78,7 @@ async function route() {
       case "buy": leave = await buyPage(session); break;
       case "orders": leave = await ordersPage(session); break;
       case "webhooks": leave = await webhooksPage(session); break;
+      case "audit": leave = await auditPage(session, decodeURIComponent(arg || "")); break;
       case "keys": leave = await keysPage(session); break;
       default: leave = await servicesPage(session);
     }

@@ -1,5 +1,6 @@
 // One service: power, status with live usage, charts, address, password,
-// rebuild with its progress, and the console.
+// rebuild with its progress, a new MAC address (VPS only), the console, and
+// a link to the service's audit log.
 
 import * as api from "./api.js";
 import { h, render, flash, busy, stateText, badge, date, bytes, facts, copyButton } from "./ui.js";
@@ -89,6 +90,34 @@ export async function servicePage(id, session) {
         copyButton(data.password)));
   }));
 
+  // MAC address (VPS only): a new one, after a confirmation, since the
+  // guest restarts for it and anything keyed to the old one stops working.
+  const macOut = h("div", { id: "mac-result", "aria-live": "polite" });
+  const macButton = h("button", { type: "button", id: "reset-mac", class: "danger" }, "Reset MAC address");
+  const macYes = h("button", { type: "button", id: "reset-mac-confirm", class: "danger" }, "Yes, reset it");
+  const macNo = h("button", { type: "button", id: "reset-mac-cancel" }, "Cancel");
+  const macAsk = h("div", { id: "reset-mac-ask", hidden: true },
+    h("p", { class: "warning" },
+      "The machine gets a new MAC address: a running guest restarts, and a network setup or licence tied to the old address stops matching. This can be done once a day."),
+    h("div", { class: "row" }, macYes, macNo));
+  const askMac = (open) => {
+    macAsk.hidden = !open;
+    macButton.hidden = open;
+    (open ? macYes : macButton).focus();
+  };
+  macButton.addEventListener("click", () => askMac(true));
+  macNo.addEventListener("click", () => askMac(false));
+  macYes.addEventListener("click", () => busy(macYes, async () => {
+    try {
+      const data = await api.post(`${path}/reset-mac`);
+      macOut.replaceChildren(h("p", {}, "New MAC address: ",
+        h("code", { class: "mac", id: "mac" }, data.mac)));
+      flash(`${id}: MAC address reset`, "info");
+    } finally {
+      askMac(false);
+    }
+  }));
+
   // Rebuild.
   const osSelect = h("select", { id: "rebuild-os" });
   const bar = h("progress", { id: "rebuild-progress", max: 100, value: 0, hidden: true });
@@ -164,8 +193,12 @@ export async function servicePage(id, session) {
         h("p", { class: "warning" }, "Rebuilding erases the disk."),
         h("label", { for: "rebuild-os" }, "Operating system"),
         h("div", { class: "row" }, osSelect, rebuildButton),
-        bar, barText)),
-    terminal.element);
+        bar, barText),
+      current.serviceType === "VPS" ? h("section", { class: "card", "aria-labelledby": "mac-h" },
+        h("h2", { id: "mac-h" }, "Network card"),
+        h("div", { class: "row" }, macButton), macAsk, macOut) : null),
+    terminal.element,
+    h("p", {}, h("a", { id: "service-audit", href: `#/audit/${encodeURIComponent(id)}` }, "Audit log of this service")));
 
   return () => {
     stopped = true;

@@ -17,6 +17,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("account.js", JS, include_bytes!("../../panel/account.js")),
     ("buy.js", JS, include_bytes!("../../panel/buy.js")),
     ("webhooks.js", JS, include_bytes!("../../panel/webhooks.js")),
+    ("audit.js", JS, include_bytes!("../../panel/audit.js")),
     ("panel.css", CSS, include_bytes!("../../panel/panel.css")),
     (
         "vendor/xterm/xterm.mjs",
