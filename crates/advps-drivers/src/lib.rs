@@ -10,6 +10,7 @@
 
 pub mod libvirt;
 pub mod lxd;
+mod private_dir;
 pub mod proxmox;
 pub mod tls;
 

@@ -27,6 +27,15 @@ use crate::ApiError;
 /// The 400 of a body that is JSON but not an object where one is required.
 pub const NOT_AN_OBJECT: &str = "The request body must be a JSON object";
 
+/// The 400 of a body that cannot be read as the request, with the parser's
+/// words in `errors.body`.
+fn malformed(e: serde_json::Error) -> ApiError {
+    ApiError::BadRequest {
+        message: "Malformed JSON body".into(),
+        errors: Some(serde_json::json!({ "body": e.to_string() })),
+    }
+}
+
 /// A JSON request body: `JsonBody` for the raw value, `JsonBody<Object<T>>`
 /// for a typed request.
 pub struct JsonBody<T = Value>(pub T);
@@ -64,12 +73,7 @@ impl<T: RequestBody> FromJson for Object<T> {
         };
         // Fields are `Field`s, which take any value: what fails here is a
         // required plain field, reported like a malformed body.
-        T::deserialize(value)
-            .map(Object)
-            .map_err(|e| ApiError::BadRequest {
-                message: "Malformed JSON body".into(),
-                errors: Some(serde_json::json!({ "body": e.to_string() })),
-            })
+        T::deserialize(value).map(Object).map_err(malformed)
     }
 }
 
@@ -166,10 +170,7 @@ impl<S: Send + Sync, T: FromJson> FromRequest<S> for JsonBody<T> {
             Some(ct) if is_json(&ct) => {}
             _ => return Err(ApiError::UnsupportedMediaType),
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
-            message: "Malformed JSON body".into(),
-            errors: Some(serde_json::json!({ "body": e.to_string() })),
-        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
         T::from_json(value).map(JsonBody)
     }
 }

@@ -43,8 +43,6 @@
 //! key they do not know instead of refusing it.
 
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -56,6 +54,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::private_dir::PrivateDir;
 use crate::proxmox::ssh::{check_known_hosts, check_private_key, SshHosts, SshTarget};
 use crate::{DriverError, DriverResult};
 
@@ -252,14 +251,12 @@ impl fmt::Debug for Access {
 /// points at, removed when this is dropped.
 pub struct Connection {
     uri: String,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<PrivateDir>,
 }
 
 impl Connection {
     /// The URI to give virsh, with `command=` or `pkipath=` when files were
     /// written.
-    /// The node's URI as registered (without the parameters a call adds
-    /// for its credentials).
     pub fn uri(&self) -> &str {
         &self.uri
     }
@@ -278,12 +275,7 @@ impl Access {
                 "cannot write the node's credentials to a private directory: {e}"
             ))
         };
-        let dir = tempfile::Builder::new()
-            .prefix("advps-virsh-")
-            .tempdir()
-            .map_err(failed)?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(failed)?;
+        let dir = PrivateDir::create("advps-virsh-").map_err(failed)?;
         let dir_text = dir.path().to_str().unwrap_or_default().to_string();
         // The paths go into a shell script between single quotes.
         let unquotable = |text: &str| text.is_empty() || text.contains(['\'', '"', '\n', '\r']);
@@ -295,16 +287,7 @@ impl Access {
                 self.ssh_program.display()
             )));
         }
-        let write = |name: &str, text: &str, mode: u32| -> std::io::Result<PathBuf> {
-            let path = dir.path().join(name);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&path)?;
-            file.write_all(text.as_bytes())?;
-            Ok(path)
-        };
+        let write = |name: &str, text: &str, mode: u32| dir.write(name, text, mode);
         let mut uri = base.to_string();
         if let Some(ssh) = &self.credentials.ssh {
             write("id", &file_text(&ssh.private_key), 0o600).map_err(failed)?;
@@ -785,6 +768,7 @@ fn agent_return(out: &str) -> DriverResult<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn errors_are_sorted_by_their_message() {

@@ -24,9 +24,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::io::Write;
 use std::net::Ipv6Addr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -35,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::private_dir::PrivateDir;
 use crate::{DriverError, DriverResult};
 
 /// The port of sshd when a host names none.
@@ -588,7 +587,7 @@ impl PctExec {
         let input = chpasswd_input(username, password)?;
         let target = self.target_for(node)?;
         let destination = format!("{}@{target}", self.user);
-        let dir = PrivateDir::create(&self.private_key, &self.known_hosts)?;
+        let dir = KeyFiles::create(&self.private_key, &self.known_hosts)?;
         let args = ssh_arguments(
             &self.user,
             target,
@@ -648,38 +647,25 @@ impl PctExec {
 
 /// The key and host keys of one call, in a directory only this user can
 /// read, removed when dropped.
-struct PrivateDir {
-    dir: tempfile::TempDir,
+struct KeyFiles {
+    dir: PrivateDir,
     identity: PathBuf,
     known_hosts: PathBuf,
 }
 
-impl PrivateDir {
-    fn create(private_key: &str, known_hosts: &str) -> DriverResult<PrivateDir> {
+impl KeyFiles {
+    fn create(private_key: &str, known_hosts: &str) -> DriverResult<KeyFiles> {
         let failed = |e: std::io::Error| {
             DriverError::Engine(format!(
                 "cannot write the SSH key to a temporary directory: {e}"
             ))
         };
-        let dir = tempfile::Builder::new()
-            .prefix("advps-ssh-")
-            .tempdir()
+        let dir = PrivateDir::create("advps-ssh-").map_err(failed)?;
+        let identity = dir.write("id", private_key, 0o600).map_err(failed)?;
+        let known_hosts = dir
+            .write("known_hosts", known_hosts, 0o600)
             .map_err(failed)?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(failed)?;
-        let write = |name: &str, text: &str, mode: u32| -> std::io::Result<PathBuf> {
-            let path = dir.path().join(name);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&path)?;
-            file.write_all(text.as_bytes())?;
-            Ok(path)
-        };
-        let identity = write("id", private_key, 0o600).map_err(failed)?;
-        let known_hosts = write("known_hosts", known_hosts, 0o600).map_err(failed)?;
-        Ok(PrivateDir {
+        Ok(KeyFiles {
             dir,
             identity,
             known_hosts,

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use advps_domain::{time, PageRequest, Pagination};
+use advps_domain::{time, Pagination};
 
 use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
@@ -79,11 +79,7 @@ pub async fn list_audit(
     ctx: RequestContext,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Success, ApiError> {
-    let page = PageRequest::parse(
-        query.get("page").map(String::as_str),
-        query.get("limit").map(String::as_str),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = super::page_of(&query)?;
     let from = parse_time("from", query.get("from"))?;
     let to = parse_time("to", query.get("to"))?;
     let service = query.get("serviceId").filter(|s| !s.is_empty()).cloned();

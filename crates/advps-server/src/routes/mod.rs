@@ -21,10 +21,24 @@ pub mod usage;
 pub mod wallet;
 pub mod webhooks;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use advps_domain::{OsType, ServiceType, StockStatus, TaskKind, TaskStatus, VmType};
+use advps_domain::{OsType, PageRequest, ServiceType, StockStatus, TaskKind, TaskStatus, VmType};
+
+use crate::ApiError;
+
+/// The `page` and `limit` of a list's query, with the reference's 400 for
+/// a value that is not a positive integer.
+pub fn page_of(query: &HashMap<String, String>) -> Result<PageRequest, ApiError> {
+    PageRequest::parse(
+        query.get("page").map(String::as_str),
+        query.get("limit").map(String::as_str),
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))
+}
 
 /// `serviceType`: `VPS` (a virtual machine), `LINUX` (an LXC container) or `PROVISIONAL_VPS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

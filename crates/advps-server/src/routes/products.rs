@@ -11,7 +11,7 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use advps_domain::{PageRequest, Pagination, StockStatus, VmType};
+use advps_domain::{Pagination, StockStatus, VmType};
 use advps_store::ProductStock;
 
 use super::{StockStatusWord, VmTypeWord};
@@ -154,11 +154,7 @@ pub async fn list_product_stock(
             ApiError::bad_request("Invalid type value — must be 'linux' or 'vps'")
         })?),
     };
-    let page = PageRequest::parse(
-        query.get("page").map(String::as_str),
-        query.get("limit").map(String::as_str),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = super::page_of(&query)?;
     let result = state.ops.list_stock(caller.scope(), vm_type, page).await?;
     let rows = result
         .products

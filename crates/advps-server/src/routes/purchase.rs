@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use advps_domain::{money, time, PageRequest, Pagination};
+use advps_domain::{money, time, Pagination};
 use advps_store::OrderRecord;
 
 use super::{OsRef, ServiceTypeWord};
@@ -303,11 +303,7 @@ pub async fn list_orders(
     ctx: RequestContext,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Success, ApiError> {
-    let page = PageRequest::parse(
-        query.get("page").map(String::as_str),
-        query.get("limit").map(String::as_str),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = super::page_of(&query)?;
     let (orders, total) = state.ops.orders(caller.scope(), page).await?;
     let data = OrderListData {
         orders: orders.iter().map(order_data).collect(),

@@ -10,7 +10,7 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use advps_domain::{time, PageRequest, Pagination, PowerState, ServiceType};
+use advps_domain::{time, Pagination, PowerState, ServiceType};
 
 use super::products::PageInfo;
 use super::{OsRef, ServiceTypeWord};
@@ -217,11 +217,7 @@ pub async fn list_services(
                 .map_err(|_| ApiError::bad_request(LIST_STATUS_ERROR))?,
         ),
     };
-    let page = PageRequest::parse(
-        query.get("page").map(String::as_str),
-        query.get("limit").map(String::as_str),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = super::page_of(&query)?;
     let (services, total) = state
         .ops
         .list_own_services(caller.scope(), service_type, power, page)

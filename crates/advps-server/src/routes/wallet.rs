@@ -10,7 +10,7 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use advps_domain::{money, sandbox, time, PageRequest, Pagination};
+use advps_domain::{money, sandbox, time, Pagination};
 use advps_store::LedgerEntry;
 
 use crate::auth::Caller;
@@ -107,11 +107,7 @@ pub async fn get_wallet(
     ctx: RequestContext,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Success, ApiError> {
-    let page = PageRequest::parse(
-        query.get("page").map(String::as_str),
-        query.get("limit").map(String::as_str),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = super::page_of(&query)?;
     let wallet = state.ops.wallet(caller.scope(), page).await?;
     let currency = wallet
         .entries

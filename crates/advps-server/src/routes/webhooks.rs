@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use advps_domain::{time, PageRequest, Pagination};
+use advps_domain::{time, Pagination};
 use advps_store::{WebhookDelivery, WebhookEndpoint};
 
 use crate::auth::Caller;
@@ -303,11 +303,7 @@ pub async fn list_deliveries(
     Path(webhook_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Success, ApiError> {
-    let page = PageRequest::parse(
-        query.get("page").map(String::as_str),
-        query.get("limit").map(String::as_str),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = super::page_of(&query)?;
     let (deliveries, total) = state
         .ops
         .webhook_deliveries(caller.scope(), &webhook_id, page)
