@@ -44,7 +44,9 @@ const REBUILD_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shell run inside the guest to apply and persist an IPv4 address on eth0.
 /// Arguments: address/prefix, gateway (may be empty). It writes the
 /// configuration for whichever network stack the guest has, so the address
-/// comes back after a reboot, and applies it at once with `ip`.
+/// comes back after a reboot, and applies it at once with `ip`. ifupdown's
+/// `allow-hotplug` beside `auto` brings eth0 up when its device appears after
+/// networking.service ran (a virtual machine's NIC driver, late on a busy host).
 pub(crate) const CONFIGURE_ADDRESS_SCRIPT: &str = r#"set -e
 addr="$1"; gw="$2"
 ip link set eth0 up
@@ -58,7 +60,7 @@ if [ -d /etc/network ] && command -v ifup >/dev/null 2>&1; then
   fi
   sed -i '/^[^#]*eth0/d' /etc/network/interfaces 2>/dev/null || true
   {
-    printf 'auto eth0\niface eth0 inet static\n    address %s\n' "$addr"
+    printf 'auto eth0\nallow-hotplug eth0\niface eth0 inet static\n    address %s\n' "$addr"
     if [ -n "$gw" ]; then printf '    gateway %s\n' "$gw"; fi
   } > /etc/network/interfaces.d/advps-eth0
 elif [ -d /etc/systemd/network ]; then
