@@ -1,20 +1,27 @@
 //! Webhook endpoints and the audit log, as the service layer offers them:
 //! every endpoint and entry is bounded by the caller's account and mode.
 
-use serde_json::Value;
-
 use advps_domain::{ids, time, PageRequest};
 use advps_store::{
     AuditEntry, AuditFilter, NewWebhookEndpoint, Scope, WebhookDelivery, WebhookEndpoint,
 };
 
 use super::Operations;
-use crate::webhooks::{self, EVENT_TYPES, ROTATION_OVERLAP_MS};
+use crate::webhooks::{self, ROTATION_OVERLAP_MS};
 use crate::ApiError;
 
 const WEBHOOK_NOT_FOUND: &str = "Webhook endpoint not found";
 /// Endpoints one account may register per mode.
 pub const MAX_ENDPOINTS: usize = 20;
+
+/// An endpoint to register, its body checked: the URL (trimmed, not yet
+/// resolved), the event types it wants (empty: all), its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+}
 
 impl Operations {
     async fn own_webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
@@ -28,52 +35,14 @@ impl Operations {
     pub async fn create_webhook(
         &self,
         scope: Scope,
-        body: &Value,
+        webhook: NewWebhook,
     ) -> Result<(WebhookEndpoint, String), ApiError> {
-        let url = body
-            .get("url")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| ApiError::bad_request("url is required"))?;
-        if url.len() > 2048 {
-            return Err(ApiError::bad_request("url must be at most 2048 characters"));
-        }
-        let events = match body.get("events").filter(|v| !v.is_null()) {
-            None => Vec::new(),
-            Some(v) => {
-                let list = v
-                    .as_array()
-                    .ok_or_else(|| ApiError::bad_request("events must be a list of event types"))?;
-                let mut events = Vec::new();
-                for e in list {
-                    let name = e.as_str().unwrap_or_default();
-                    if !EVENT_TYPES.contains(&name) {
-                        return Err(ApiError::BadRequest {
-                            message: format!("Unknown event type '{name}'"),
-                            errors: Some(serde_json::json!({ "known": EVENT_TYPES })),
-                        });
-                    }
-                    if !events.iter().any(|x: &String| x == name) {
-                        events.push(name.to_string());
-                    }
-                }
-                events
-            }
-        };
-        let description = match body.get("description").filter(|v| !v.is_null()) {
-            None => None,
-            Some(v) => Some(
-                v.as_str()
-                    .filter(|d| d.len() <= 200)
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "description must be a string of at most 200 characters",
-                        )
-                    })?
-                    .to_string(),
-            ),
-        };
+        let NewWebhook {
+            url,
+            events,
+            description,
+        } = webhook;
+        let url = url.as_str();
         webhooks::check_url(url, self.config.webhook_allow_private)
             .await
             .map_err(ApiError::bad_request)?;

@@ -7,7 +7,7 @@
 //! service and gets the error that its new state calls for.
 
 mod console;
-mod events;
+pub mod events;
 mod keys;
 pub use keys::issue_api_key;
 mod live;
