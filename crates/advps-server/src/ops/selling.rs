@@ -7,9 +7,6 @@
 //! and provisioning runs as one task per service (simulated in the sandbox,
 //! by the worker on live nodes).
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use advps_domain::{
     money, sandbox as catalogue, time, Mode, OsChoice, OsType, PageRequest, PowerState,
     ServiceType, VmType,
@@ -82,6 +79,47 @@ impl PurchaseKind {
         }
     }
 }
+
+/// Which OS a purchase asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsWanted {
+    /// None named: the product's default.
+    ProductDefault,
+    Choice(OsChoice),
+    /// Something that names no OS at all; refused like an OS of another
+    /// family, once the product and size are known to be right.
+    Unknown,
+}
+
+/// A purchase, its body checked: what is left to check needs the store
+/// (the product, its sizes, its stock, the OS list, the wallet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub kind: PurchaseKind,
+    pub product_id: String,
+    pub ram_mb: i64,
+    pub os: OsWanted,
+    pub quantity: i64,
+    pub validity_days: i64,
+    pub remark: Option<String>,
+    /// VPS purchases only.
+    pub customer_name: Option<String>,
+    /// VPS purchases only.
+    pub customer_email: Option<String>,
+}
+
+/// A renewal, its body checked: the order, the services in the order they
+/// were named (each once, at most [`MAX_RENEW`]), and the days of those
+/// that do not take the order's validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewServices {
+    pub order_id: String,
+    pub service_ids: Vec<String>,
+    pub validities: std::collections::HashMap<String, i64>,
+}
+
+/// Services one renewal may name.
+pub const MAX_RENEW: usize = 50;
 
 /// An order with its services, as `GET /purchase/{id}` shows it.
 pub struct OrderView {
@@ -179,75 +217,19 @@ impl Operations {
         }))
     }
 
-    pub async fn purchase(
-        &self,
-        scope: Scope,
-        kind: PurchaseKind,
-        body: &Value,
-    ) -> Result<OrderView, ApiError> {
-        if !body.is_object() {
-            return Err(bad("The request body must be a JSON object"));
-        }
-        let field = |name: &str| body.get(name).filter(|v| !v.is_null());
-        let product_id = field("productId")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("productId is required"))?;
-        let ram = field("ram")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("ram is required, e.g. \"4 GB\""))?;
-        let ram_mb = money::parse_ram(ram)
-            .ok_or_else(|| bad(format!("Invalid ram value '{ram}': write it like \"4 GB\"")))?;
-        let quantity = match field("quantity") {
-            None => 1,
-            Some(v) => v
-                .as_i64()
-                .filter(|q| (1..=MAX_QUANTITY).contains(q))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "quantity must be a whole number from 1 to {MAX_QUANTITY}"
-                    ))
-                })?,
-        };
-        let validity = match field("validity") {
-            None => 30,
-            Some(v) => v
-                .as_i64()
-                .filter(|d| (1..=MAX_VALIDITY_DAYS).contains(d))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "validity must be a whole number of days from 1 to {MAX_VALIDITY_DAYS}"
-                    ))
-                })?,
-        };
-        let remark = match field("remark") {
-            None => None,
-            Some(v) => Some(
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("remark must be a string"))?,
-            ),
-        };
-        if remark.as_ref().is_some_and(|r| r.len() > 500) {
-            return Err(bad("remark must be at most 500 characters"));
-        }
-        let (name, email) = if kind == PurchaseKind::Vps {
-            let name = field("name")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| bad("name is required"))?;
-            let email = field("email")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| is_email(s))
-                .ok_or_else(|| bad("email is required and must be an email address"))?;
-            (Some(name.to_string()), Some(email.to_string()))
-        } else {
-            (None, None)
-        };
-
+    pub async fn purchase(&self, scope: Scope, purchase: Purchase) -> Result<OrderView, ApiError> {
+        let Purchase {
+            kind,
+            product_id,
+            ram_mb,
+            os,
+            quantity,
+            validity_days: validity,
+            remark,
+            customer_name,
+            customer_email,
+        } = purchase;
+        let product_id = product_id.as_str();
         let product = self
             .store
             .find_product(scope.mode, product_id, Some(scope.account_id))
@@ -270,15 +252,14 @@ impl Operations {
                 "available": sizes.iter().map(|s| money::format_ram(s.ram_mb)).collect::<Vec<_>>()
             })),
         })?;
-        let os = match field("osId") {
-            Some(wanted) => {
-                let unknown = || bad("Unknown osId for this product type");
-                let wanted = OsChoice::deserialize(wanted).map_err(|_| unknown())?;
-                self.resolve_os(scope.mode, kind.os_type(), &wanted)
-                    .await?
-                    .ok_or_else(unknown)?
-            }
-            None => {
+        let unknown = || bad("Unknown osId for this product type");
+        let os = match os {
+            OsWanted::Unknown => return Err(unknown()),
+            OsWanted::Choice(wanted) => self
+                .resolve_os(scope.mode, kind.os_type(), &wanted)
+                .await?
+                .ok_or_else(unknown)?,
+            OsWanted::ProductDefault => {
                 let default = product
                     .default_os
                     .clone()
@@ -339,8 +320,8 @@ impl Operations {
             amount_minor: amount,
             currency: size.currency.clone(),
             remark,
-            customer_name: name,
-            customer_email: email,
+            customer_name,
+            customer_email,
             task_params: params,
             due_at,
             sandbox_credentials: credentials,
@@ -468,59 +449,14 @@ impl Operations {
     pub async fn renew(
         &self,
         scope: Scope,
-        body: &Value,
+        renewal: RenewServices,
     ) -> Result<(String, Vec<ServiceRecord>, i64, String), ApiError> {
-        let order_id = body
-            .get("orderId")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("orderId is required"))?;
-        let ids: Vec<&str> = body
-            .get("serviceIds")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .filter(|v: &Vec<&str>| !v.is_empty())
-            .ok_or_else(|| bad("serviceIds must be a non-empty list of service ids"))?;
-        if ids.len() > 50 {
-            return Err(bad("At most 50 services can be renewed at once"));
-        }
-        // A service named twice would be charged and extended twice.
-        let mut seen = std::collections::HashSet::new();
-        let mut repeated: Vec<&str> = Vec::new();
-        for id in &ids {
-            if !seen.insert(*id) && !repeated.contains(id) {
-                repeated.push(id);
-            }
-        }
-        if !repeated.is_empty() {
-            return Err(ApiError::BadRequest {
-                message: "serviceIds must not name a service more than once".into(),
-                errors: Some(serde_json::json!({ "duplicateServiceIds": repeated })),
-            });
-        }
-        let mut validities = std::collections::HashMap::new();
-        if let Some(list) = body.get("serviceValidities").filter(|v| !v.is_null()) {
-            let list = list
-                .as_array()
-                .ok_or_else(|| bad("serviceValidities must be a list"))?;
-            for item in list {
-                let id = item
-                    .get("serviceId")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("serviceValidities[].serviceId is required"))?;
-                let days = item
-                    .get("validity")
-                    .and_then(Value::as_i64)
-                    .filter(|d| (1..=MAX_VALIDITY_DAYS).contains(d))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "serviceValidities[].validity must be 1 to {MAX_VALIDITY_DAYS} days"
-                        ))
-                    })?;
-                validities.insert(id.to_string(), days);
-            }
-        }
+        let RenewServices {
+            order_id,
+            service_ids: ids,
+            validities,
+        } = renewal;
+        let order_id = order_id.as_str();
         let order = self
             .store
             .find_order(scope, order_id)
@@ -562,7 +498,7 @@ impl Operations {
                 .find(|s| s.ram_mb == ram_mb)
                 .ok_or_else(|| bad(format!("Service {id} has no price to renew at")))?;
             currency = size.currency.clone();
-            let days = validities.get(*id).copied().unwrap_or(order.validity_days);
+            let days = validities.get(id).copied().unwrap_or(order.validity_days);
             items.push(RenewItem {
                 service_pk: service.pk,
                 validity_days: days,
@@ -661,7 +597,7 @@ fn sandbox_address() -> String {
     format!("203.0.113.{}", rng.gen_range(2..255))
 }
 
-fn is_email(s: &str) -> bool {
+pub fn is_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
