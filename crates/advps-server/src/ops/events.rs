@@ -7,8 +7,8 @@ use advps_store::{
 };
 
 use super::Operations;
+use super::OpsError;
 use crate::webhooks::{self, ROTATION_OVERLAP_MS};
-use crate::ApiError;
 
 const WEBHOOK_NOT_FOUND: &str = "Webhook endpoint not found";
 /// Endpoints one account may register per mode.
@@ -24,10 +24,10 @@ pub struct NewWebhook {
 }
 
 impl Operations {
-    async fn own_webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    async fn own_webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, OpsError> {
         match self.store.find_webhook(id).await? {
             Some(e) if e.account_id == scope.account_id && e.mode == scope.mode => Ok(e),
-            _ => Err(ApiError::NotFound(WEBHOOK_NOT_FOUND)),
+            _ => Err(OpsError::NotFound(WEBHOOK_NOT_FOUND)),
         }
     }
 
@@ -36,7 +36,7 @@ impl Operations {
         &self,
         scope: Scope,
         webhook: NewWebhook,
-    ) -> Result<(WebhookEndpoint, String), ApiError> {
+    ) -> Result<(WebhookEndpoint, String), OpsError> {
         let NewWebhook {
             url,
             events,
@@ -45,9 +45,9 @@ impl Operations {
         let url = url.as_str();
         webhooks::check_url(url, self.config.webhook_allow_private)
             .await
-            .map_err(ApiError::bad_request)?;
+            .map_err(OpsError::invalid)?;
         if self.store.list_webhooks(scope).await?.len() >= MAX_ENDPOINTS {
-            return Err(ApiError::Conflict {
+            return Err(OpsError::Conflict {
                 message: format!("At most {MAX_ENDPOINTS} webhook endpoints per account and mode"),
                 errors: None,
             });
@@ -68,15 +68,15 @@ impl Operations {
         Ok((endpoint, secret))
     }
 
-    pub async fn webhooks(&self, scope: Scope) -> Result<Vec<WebhookEndpoint>, ApiError> {
+    pub async fn webhooks(&self, scope: Scope) -> Result<Vec<WebhookEndpoint>, OpsError> {
         Ok(self.store.list_webhooks(scope).await?)
     }
 
-    pub async fn webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    pub async fn webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, OpsError> {
         self.own_webhook(scope, id).await
     }
 
-    pub async fn delete_webhook(&self, scope: Scope, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_webhook(&self, scope: Scope, id: &str) -> Result<(), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         self.store.delete_webhook(&endpoint.id).await?;
         Ok(())
@@ -87,7 +87,7 @@ impl Operations {
         &self,
         scope: Scope,
         id: &str,
-    ) -> Result<(WebhookEndpoint, String, i64), ApiError> {
+    ) -> Result<(WebhookEndpoint, String, i64), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         let secret = webhooks::new_secret();
         let until = time::now_millis() + ROTATION_OVERLAP_MS;
@@ -102,7 +102,7 @@ impl Operations {
         scope: Scope,
         id: &str,
         page: PageRequest,
-    ) -> Result<(Vec<WebhookDelivery>, u64), ApiError> {
+    ) -> Result<(Vec<WebhookDelivery>, u64), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         Ok(self
             .store
@@ -115,14 +115,14 @@ impl Operations {
         scope: Scope,
         id: &str,
         delivery_id: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         if !self
             .store
             .redeliver(&endpoint.id, delivery_id, time::now_millis())
             .await?
         {
-            return Err(ApiError::NotFound("Delivery not found"));
+            return Err(OpsError::NotFound("Delivery not found"));
         }
         Ok(())
     }
@@ -135,7 +135,7 @@ impl Operations {
         from: Option<i64>,
         to: Option<i64>,
         page: PageRequest,
-    ) -> Result<(Vec<AuditEntry>, u64), ApiError> {
+    ) -> Result<(Vec<AuditEntry>, u64), OpsError> {
         Ok(self
             .store
             .list_audit(&AuditFilter {

@@ -7,6 +7,8 @@
 //! service and gets the error that its new state calls for.
 
 mod console;
+mod error;
+pub use error::OpsError;
 pub mod events;
 mod keys;
 pub use keys::issue_api_key;
