@@ -57,7 +57,7 @@ pub enum OpsError {
     /// error kept as the source.
     #[error("Failed to {action}: {}", describe(.source))]
     Driver {
-        action: &'static str,
+        action: String,
         #[source]
         source: DriverError,
     },
@@ -79,8 +79,11 @@ impl OpsError {
     }
 
     /// An engine call for `action` that failed.
-    pub fn driver(action: &'static str, source: DriverError) -> OpsError {
-        OpsError::Driver { action, source }
+    pub fn driver(action: impl Into<String>, source: DriverError) -> OpsError {
+        OpsError::Driver {
+            action: action.into(),
+            source,
+        }
     }
 }
 

@@ -16,9 +16,8 @@ use advps_store::{
     DAY_MS,
 };
 
-use super::{Operations, SERVICE_NOT_FOUND};
+use super::{Operations, OpsError, SERVICE_NOT_FOUND};
 use crate::tasks::ProvisionParams;
-use crate::ApiError;
 
 const ORDER_NOT_FOUND: &str = "Order not found or not accessible";
 /// Renewal is allowed from this long before expiry...
@@ -139,8 +138,8 @@ pub struct Wallet {
     pub total: u64,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(message)
+fn bad(message: impl Into<String>) -> OpsError {
+    OpsError::invalid(message)
 }
 
 impl Operations {
@@ -149,7 +148,7 @@ impl Operations {
         &self,
         mode: Mode,
         family: Option<OsType>,
-    ) -> Result<Vec<OsEntry>, ApiError> {
+    ) -> Result<Vec<OsEntry>, OpsError> {
         let mut entries = Vec::new();
         match mode {
             Mode::Test => {
@@ -209,7 +208,7 @@ impl Operations {
         mode: Mode,
         family: OsType,
         wanted: &OsChoice,
-    ) -> Result<Option<OsEntry>, ApiError> {
+    ) -> Result<Option<OsEntry>, OpsError> {
         let all = self.os_catalogue(mode, Some(family)).await?;
         Ok(all.into_iter().find(|e| match wanted {
             OsChoice::Id(id) => e.id == *id,
@@ -217,7 +216,7 @@ impl Operations {
         }))
     }
 
-    pub async fn purchase(&self, scope: Scope, purchase: Purchase) -> Result<OrderView, ApiError> {
+    pub async fn purchase(&self, scope: Scope, purchase: Purchase) -> Result<OrderView, OpsError> {
         let Purchase {
             kind,
             product_id,
@@ -234,7 +233,7 @@ impl Operations {
             .store
             .find_product(scope.mode, product_id, Some(scope.account_id))
             .await?
-            .ok_or(ApiError::NotFound("Product not found"))?;
+            .ok_or(OpsError::NotFound("Product not found"))?;
         if product.vm_type != kind.vm_type() {
             return Err(bad(format!(
                 "Product {product_id} is not a {} product",
@@ -246,7 +245,7 @@ impl Operations {
             )));
         }
         let sizes = self.store.product_sizes(scope.mode, product_id).await?;
-        let size = sizes.iter().find(|s| s.ram_mb == ram_mb).ok_or_else(|| ApiError::BadRequest {
+        let size = sizes.iter().find(|s| s.ram_mb == ram_mb).ok_or_else(|| OpsError::Validation {
             message: format!("RAM size {} is not available for this product", money::format_ram(ram_mb)),
             errors: Some(serde_json::json!({
                 "available": sizes.iter().map(|s| money::format_ram(s.ram_mb)).collect::<Vec<_>>()
@@ -267,9 +266,7 @@ impl Operations {
                 self.resolve_os(scope.mode, kind.os_type(), &OsChoice::Slug(default))
                     .await?
                     .ok_or_else(|| {
-                        ApiError::OperationFailed(
-                            "No OS templates available for the selected OS".into(),
-                        )
+                        OpsError::Failed("No OS templates available for the selected OS".into())
                     })?
             }
         };
@@ -303,8 +300,7 @@ impl Operations {
             os: os_slug,
             os_name: os.name.clone(),
             image: os.image.clone(),
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        })?;
         let order = NewOrder {
             scope,
             prefix: kind.prefix(),
@@ -339,11 +335,11 @@ impl Operations {
                     passwords,
                 })
             }
-            PlaceOrder::OutOfStock { available } => Err(ApiError::Conflict {
+            PlaceOrder::OutOfStock { available } => Err(OpsError::Conflict {
                 message: "Product is out of stock".into(),
                 errors: Some(serde_json::json!({ "available": available, "requested": quantity })),
             }),
-            PlaceOrder::InsufficientFunds { balance } => Err(ApiError::PaymentRequired {
+            PlaceOrder::InsufficientFunds { balance } => Err(OpsError::Unpaid {
                 message: "Insufficient wallet balance".into(),
                 errors: Some(serde_json::json!({
                     "balance": money::as_decimal(balance),
@@ -354,18 +350,18 @@ impl Operations {
         }
     }
 
-    pub async fn order(&self, scope: Scope, order_id: &str) -> Result<OrderView, ApiError> {
+    pub async fn order(&self, scope: Scope, order_id: &str) -> Result<OrderView, OpsError> {
         let mut order = self
             .store
             .find_order(scope, order_id)
             .await?
-            .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
+            .ok_or(OpsError::NotFound(ORDER_NOT_FOUND))?;
         if self.settle_sandbox_order(scope, &order).await? {
             order = self
                 .store
                 .find_order(scope, order_id)
                 .await?
-                .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
+                .ok_or(OpsError::NotFound(ORDER_NOT_FOUND))?;
         }
         let services = self.store.order_services(order_id).await?;
         let passwords = services
@@ -394,7 +390,7 @@ impl Operations {
         &self,
         scope: Scope,
         order: &OrderRecord,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, OpsError> {
         if order.status != "PENDING" || scope.mode != Mode::Test {
             return Ok(false);
         }
@@ -413,7 +409,7 @@ impl Operations {
         &self,
         scope: Scope,
         page: PageRequest,
-    ) -> Result<(Vec<OrderRecord>, u64), ApiError> {
+    ) -> Result<(Vec<OrderRecord>, u64), OpsError> {
         let (mut orders, total) = self
             .store
             .page_orders(scope, page.offset(), page.limit)
@@ -429,7 +425,7 @@ impl Operations {
     }
 
     /// `GET /wallet`: the balance and a page of the ledger, newest first.
-    pub async fn wallet(&self, scope: Scope, page: PageRequest) -> Result<Wallet, ApiError> {
+    pub async fn wallet(&self, scope: Scope, page: PageRequest) -> Result<Wallet, OpsError> {
         let balance_minor = self
             .store
             .wallet_balance(scope.account_id, scope.mode)
@@ -450,7 +446,7 @@ impl Operations {
         &self,
         scope: Scope,
         renewal: RenewServices,
-    ) -> Result<(String, Vec<ServiceRecord>, i64, String), ApiError> {
+    ) -> Result<(String, Vec<ServiceRecord>, i64, String), OpsError> {
         let RenewServices {
             order_id,
             service_ids: ids,
@@ -461,7 +457,7 @@ impl Operations {
             .store
             .find_order(scope, order_id)
             .await?
-            .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
+            .ok_or(OpsError::NotFound(ORDER_NOT_FOUND))?;
         let now = time::now_millis();
         let mut items = Vec::new();
         let mut services = Vec::new();
@@ -478,7 +474,7 @@ impl Operations {
             }
             let expires = service.expires_at.unwrap_or(now);
             if now < expires - RENEW_BEFORE_MS || now > expires + RENEW_AFTER_MS {
-                return Err(ApiError::BadRequest {
+                return Err(OpsError::Validation {
                     message: format!(
                         "Service {id} can be renewed from 5 days before to 1 day after its expiry ({})",
                         time::format_millis(expires)
@@ -514,7 +510,7 @@ impl Operations {
         {
             Renewal::Renewed(renewed) => renewed,
             Renewal::InsufficientFunds { balance } => {
-                return Err(ApiError::PaymentRequired {
+                return Err(OpsError::Unpaid {
                     message: "Insufficient wallet balance".into(),
                     errors: Some(serde_json::json!({
                         "balance": money::as_decimal(balance),
@@ -542,10 +538,10 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-    ) -> Result<(ServiceRecord, String), ApiError> {
+    ) -> Result<(ServiceRecord, String), OpsError> {
         let service = self.service(scope, service_id).await?;
         if service.service_type != ServiceType::Vps {
-            return Err(ApiError::NotFound(SERVICE_NOT_FOUND));
+            return Err(OpsError::NotFound(SERVICE_NOT_FOUND));
         }
         self.usable(&service).await?;
         let now = time::now_millis();
@@ -555,7 +551,7 @@ impl Operations {
             .claim_mac_reset(service.pk, now, MAC_RESET_INTERVAL_MS)
             .await?
         {
-            return Err(ApiError::TooManyRequests {
+            return Err(OpsError::TooSoon {
                 message: "The MAC address can be reset once every 24 hours".into(),
                 retry_after_secs: ((next - now + 999) / 1000).max(1) as u64,
             });
