@@ -86,23 +86,19 @@ fn whole_in(field: Field<Whole>, max: i64, message: &str) -> Result<Option<i64>,
     }
 }
 
-/// A 400 for a body field.
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(message)
-}
-
 impl PurchaseRequest {
     /// The purchase asked for, checked field by field in the reference's
     /// order, each bad field with its own message.
     pub fn into_purchase(self, kind: PurchaseKind) -> Result<Purchase, ApiError> {
         let product_id = self
             .product_id
-            .required_text(|| bad("productId is required"))?;
+            .required_text(|| ApiError::bad_request("productId is required"))?;
         let ram = self
             .ram
-            .required(|| bad("ram is required, e.g. \"4 GB\""))?;
-        let ram_mb = money::parse_ram(&ram)
-            .ok_or_else(|| bad(format!("Invalid ram value '{ram}': write it like \"4 GB\"")))?;
+            .required(|| ApiError::bad_request("ram is required, e.g. \"4 GB\""))?;
+        let ram_mb = money::parse_ram(&ram).ok_or_else(|| {
+            ApiError::bad_request(format!("Invalid ram value '{ram}': write it like \"4 GB\""))
+        })?;
         let quantity = whole_in(
             self.quantity,
             MAX_QUANTITY,
@@ -115,16 +111,21 @@ impl PurchaseRequest {
             &format!("validity must be a whole number of days from 1 to {MAX_VALIDITY_DAYS}"),
         )?
         .unwrap_or(30);
-        let remark = self.remark.optional(|| bad("remark must be a string"))?;
+        let remark = self
+            .remark
+            .optional(|| ApiError::bad_request("remark must be a string"))?;
         if remark.as_ref().is_some_and(|r| r.len() > MAX_REMARK) {
-            return Err(bad(format!(
+            return Err(ApiError::bad_request(format!(
                 "remark must be at most {MAX_REMARK} characters"
             )));
         }
         let (customer_name, customer_email) = match kind {
             PurchaseKind::Vps => {
-                let name = self.name.required_text(|| bad("name is required"))?;
-                let no_email = || bad("email is required and must be an email address");
+                let name = self
+                    .name
+                    .required_text(|| ApiError::bad_request("name is required"))?;
+                let no_email =
+                    || ApiError::bad_request("email is required and must be an email address");
                 let email = self.email.required_text(no_email)?;
                 if !is_email(&email) {
                     return Err(no_email());

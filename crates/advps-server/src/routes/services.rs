@@ -651,23 +651,22 @@ impl RequestBody for RenewRequest {
     }
 }
 
-/// A 400 for a body field.
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(message)
-}
-
 impl RenewRequest {
     /// The renewal asked for, checked in the reference's order: the order,
     /// the services (a list of ids, each named once, at most
     /// [`MAX_RENEW`]), then the days per service.
     pub fn into_renewal(self) -> Result<RenewServices, ApiError> {
-        let order_id = self.order_id.required_text(|| bad(ORDER_ID_REQUIRED))?;
-        let service_ids = self.service_ids.required(|| bad(SERVICE_IDS_REQUIRED))?;
+        let order_id = self
+            .order_id
+            .required_text(|| ApiError::bad_request(ORDER_ID_REQUIRED))?;
+        let service_ids = self
+            .service_ids
+            .required(|| ApiError::bad_request(SERVICE_IDS_REQUIRED))?;
         if service_ids.is_empty() {
-            return Err(bad(SERVICE_IDS_REQUIRED));
+            return Err(ApiError::bad_request(SERVICE_IDS_REQUIRED));
         }
         if service_ids.len() > MAX_RENEW {
-            return Err(bad(format!(
+            return Err(ApiError::bad_request(format!(
                 "At most {MAX_RENEW} services can be renewed at once"
             )));
         }
@@ -688,14 +687,14 @@ impl RenewRequest {
         let mut validities = HashMap::new();
         let entries = self
             .service_validities
-            .optional(|| bad("serviceValidities must be a list"))?
+            .optional(|| ApiError::bad_request("serviceValidities must be a list"))?
             .unwrap_or_default();
         for entry in entries {
-            let no_id = || bad("serviceValidities[].serviceId is required");
+            let no_id = || ApiError::bad_request("serviceValidities[].serviceId is required");
             let Object(entry) = entry.required(no_id)?;
             let id = entry.service_id.required(no_id)?;
             let out_of_range = || {
-                bad(format!(
+                ApiError::bad_request(format!(
                     "serviceValidities[].validity must be 1 to {MAX_VALIDITY_DAYS} days"
                 ))
             };

@@ -69,23 +69,22 @@ impl RequestBody for CreateWebhookRequest {
     }
 }
 
-/// A 400 for a body field.
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(message)
-}
-
 impl CreateWebhookRequest {
     /// The endpoint asked for, checked field by field; the address itself
     /// (its scheme, where it resolves) is checked by the service layer.
     pub fn into_webhook(self) -> Result<NewWebhook, ApiError> {
-        let url = self.url.required_text(|| bad(URL_REQUIRED))?;
+        let url = self
+            .url
+            .required_text(|| ApiError::bad_request(URL_REQUIRED))?;
         if url.len() > MAX_URL {
-            return Err(bad(format!("url must be at most {MAX_URL} characters")));
+            return Err(ApiError::bad_request(format!(
+                "url must be at most {MAX_URL} characters"
+            )));
         }
         let mut events: Vec<String> = Vec::new();
         let listed = self
             .events
-            .optional(|| bad("events must be a list of event types"))?
+            .optional(|| ApiError::bad_request("events must be a list of event types"))?
             .unwrap_or_default();
         for entry in listed {
             // An entry that is not a string names no event type.
@@ -104,7 +103,7 @@ impl CreateWebhookRequest {
             }
         }
         let too_long = || {
-            bad(format!(
+            ApiError::bad_request(format!(
                 "description must be a string of at most {MAX_DESCRIPTION} characters"
             ))
         };
