@@ -616,6 +616,98 @@ async fn a_failing_receiver_gets_the_event_after_retries_and_a_restart_loses_not
 }
 
 #[tokio::test]
+async fn webhook_bodies_of_the_wrong_shape_get_their_field_message() {
+    // Loopback receivers allowed, so that only the body decides.
+    let server = TestServer::start_with_env(WEBHOOK_ENV);
+    let key = &server.test_key;
+    const URL: &str = "http://127.0.0.1:9/h";
+    const EVENTS: &str = "events must be a list of event types";
+    const DESCRIPTION: &str = "description must be a string of at most 200 characters";
+    let with = |extra: Value| {
+        let mut body = json!({ "url": URL });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        Some(body)
+    };
+    let long_url = format!("{URL}/{}", "a".repeat(2048));
+    let cases: Vec<(Option<Value>, u16, &str)> = vec![
+        (None, 400, "url is required"),
+        (Some(json!([])), 400, "url is required"),
+        (Some(json!([URL])), 400, "url is required"),
+        (Some(json!(URL)), 400, "url is required"),
+        (with(json!({"url": 5})), 400, "url is required"),
+        (with(json!({"url": "   "})), 400, "url is required"),
+        (with(json!({"url": null})), 400, "url is required"),
+        (
+            with(json!({ "url": long_url })),
+            400,
+            "url must be at most 2048 characters",
+        ),
+        (
+            with(json!({"url": "ftp://example.com/x"})),
+            400,
+            "Webhook URL must use http or https",
+        ),
+        (with(json!({"events": "task.completed"})), 400, EVENTS),
+        (
+            with(json!({"events": {"task.completed": true}})),
+            400,
+            EVENTS,
+        ),
+        (
+            with(json!({"events": ["task.completed", 5]})),
+            400,
+            "Unknown event type ''",
+        ),
+        (
+            with(json!({"events": ["task.failed", null]})),
+            400,
+            "Unknown event type ''",
+        ),
+        (
+            with(json!({"events": ["nope"]})),
+            400,
+            "Unknown event type 'nope'",
+        ),
+        (with(json!({"description": 5})), 400, DESCRIPTION),
+        (
+            with(json!({"description": "d".repeat(201)})),
+            400,
+            DESCRIPTION,
+        ),
+    ];
+    for (body, status, message) in &cases {
+        let resp = match body {
+            Some(body) => server.post_json("/api/v1/webhooks", key, body).await,
+            None => server.post("/api/v1/webhooks", key).await,
+        };
+        assert_eq!(
+            (resp.status, resp.body["message"].as_str()),
+            (*status, Some(*message)),
+            "{body:?}: {}",
+            resp.text
+        );
+    }
+    assert_eq!(
+        server.get("/api/v1/webhooks", key).await.data()["webhooks"],
+        json!([]),
+        "nothing was registered"
+    );
+    // The URL is kept trimmed, each event type once.
+    let made = server
+        .post_json(
+            "/api/v1/webhooks",
+            key,
+            &json!({"url": format!(" {URL} "), "events": ["task.failed", "task.failed"], "description": "d".repeat(200)}),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    assert_eq!(made.data()["url"], URL);
+    assert_eq!(made.data()["events"], json!(["task.failed"]));
+}
+
+#[tokio::test]
 async fn webhook_endpoints_are_validated_and_private_to_their_account() {
     // Without the operator's leave, loopback destinations are refused.
     let server = TestServer::start();

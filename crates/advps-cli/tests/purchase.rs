@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const FAST: &[(&str, &str)] = &[
@@ -282,6 +282,280 @@ async fn purchases_are_validated_before_anything_is_charged() {
         wallet(&server, "demo"),
         "demo test wallet: 1000.00",
         "nothing was charged"
+    );
+}
+
+/// `base` with the keys of `extra` added or replaced.
+fn merged(mut base: Value, extra: Value) -> Option<Value> {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    Some(base)
+}
+
+/// A POST with its raw body: `None` sends none at all.
+async fn post_body(server: &TestServer, key: &str, path: &str, body: Option<&Value>) -> Resp {
+    match body {
+        Some(body) => server.post_json(path, key, body).await,
+        None => server.post(path, key).await,
+    }
+}
+
+#[tokio::test]
+async fn purchase_and_renew_bodies_of_the_wrong_shape_get_their_field_message() {
+    let server = TestServer::start();
+    let key = &server.test_key;
+    const LINUX: &str = "/api/v1/purchase/linux";
+    const VPS: &str = "/api/v1/purchase/vps";
+    const RENEW: &str = "/api/v1/services/renew";
+    const NOT_AN_OBJECT: &str = "The request body must be a JSON object";
+    const QUANTITY: &str = "quantity must be a whole number from 1 to 10";
+    const VALIDITY: &str = "validity must be a whole number of days from 1 to 365";
+    const EMAIL: &str = "email is required and must be an email address";
+    const SERVICE_IDS: &str = "serviceIds must be a non-empty list of service ids";
+    const DAYS: &str = "serviceValidities[].validity must be 1 to 365 days";
+    const ENTRY_ID: &str = "serviceValidities[].serviceId is required";
+    let linux = |extra: Value| merged(json!({"productId": "prod_abc123", "ram": "4 GB"}), extra);
+    let vps = |extra: Value| {
+        merged(
+            json!({"productId": "prod_stu901", "ram": "1 GB", "name": "Ops", "email": "ops@example.com"}),
+            extra,
+        )
+    };
+    // Renewals of an order that does not exist: every body check comes first.
+    let renew = |extra: Value| {
+        merged(
+            json!({"orderId": "LXC010101-9999", "serviceIds": ["KYOFMI"]}),
+            extra,
+        )
+    };
+    let fifty_one: Vec<String> = (0..51).map(|i| format!("S{i}")).collect();
+    let cases: Vec<(&str, Option<Value>, u16, &str)> = vec![
+        // Not an object at all.
+        (LINUX, None, 400, NOT_AN_OBJECT),
+        (LINUX, Some(json!([])), 400, NOT_AN_OBJECT),
+        (
+            LINUX,
+            Some(json!(["prod_abc123", "4 GB"])),
+            400,
+            NOT_AN_OBJECT,
+        ),
+        (LINUX, Some(json!("prod_abc123")), 400, NOT_AN_OBJECT),
+        (VPS, None, 400, NOT_AN_OBJECT),
+        (VPS, Some(json!([])), 400, NOT_AN_OBJECT),
+        (VPS, Some(json!(42)), 400, NOT_AN_OBJECT),
+        // Wrong types, blank text, fractions, values out of bounds.
+        (
+            LINUX,
+            linux(json!({"productId": 5})),
+            400,
+            "productId is required",
+        ),
+        (
+            LINUX,
+            linux(json!({"productId": "   "})),
+            400,
+            "productId is required",
+        ),
+        (
+            LINUX,
+            linux(json!({"productId": null})),
+            400,
+            "productId is required",
+        ),
+        (
+            LINUX,
+            linux(json!({"ram": 4})),
+            400,
+            "ram is required, e.g. \"4 GB\"",
+        ),
+        (LINUX, linux(json!({"quantity": 1.5})), 400, QUANTITY),
+        (LINUX, linux(json!({"quantity": "2"})), 400, QUANTITY),
+        (LINUX, linux(json!({"quantity": -1})), 400, QUANTITY),
+        (LINUX, linux(json!({"quantity": 10.5})), 400, QUANTITY),
+        (LINUX, linux(json!({"validity": 29.5})), 400, VALIDITY),
+        (LINUX, linux(json!({"validity": 366.0})), 400, VALIDITY),
+        (LINUX, linux(json!({"validity": [30]})), 400, VALIDITY),
+        (
+            LINUX,
+            linux(json!({"remark": 7})),
+            400,
+            "remark must be a string",
+        ),
+        (
+            LINUX,
+            linux(json!({"remark": "x".repeat(501)})),
+            400,
+            "remark must be at most 500 characters",
+        ),
+        (
+            LINUX,
+            linux(json!({"osId": true})),
+            400,
+            "Unknown osId for this product type",
+        ),
+        (
+            LINUX,
+            linux(json!({"osId": [1]})),
+            400,
+            "Unknown osId for this product type",
+        ),
+        (
+            LINUX,
+            linux(json!({"osId": 1.5})),
+            400,
+            "Unknown osId for this product type",
+        ),
+        // The OS is checked after the product, as before.
+        (
+            LINUX,
+            linux(json!({"productId": "prod_nope", "osId": true})),
+            404,
+            "Product not found",
+        ),
+        (VPS, vps(json!({"name": 5})), 400, "name is required"),
+        (VPS, vps(json!({"name": "  "})), 400, "name is required"),
+        (VPS, vps(json!({"email": ["ops@example.com"]})), 400, EMAIL),
+        (VPS, vps(json!({"email": "  "})), 400, EMAIL),
+        (VPS, vps(json!({"quantity": 0.5})), 400, QUANTITY),
+        // Renewal: not an object, wrong types, a repeated id, too many ids.
+        (RENEW, None, 400, "orderId is required"),
+        (RENEW, Some(json!([])), 400, "orderId is required"),
+        (
+            RENEW,
+            Some(json!("LXC010101-9999")),
+            400,
+            "orderId is required",
+        ),
+        (
+            RENEW,
+            renew(json!({"orderId": 5})),
+            400,
+            "orderId is required",
+        ),
+        (
+            RENEW,
+            renew(json!({"orderId": " "})),
+            400,
+            "orderId is required",
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceIds": "KYOFMI"})),
+            400,
+            SERVICE_IDS,
+        ),
+        (RENEW, renew(json!({"serviceIds": []})), 400, SERVICE_IDS),
+        (
+            RENEW,
+            renew(json!({"serviceIds": ["KYOFMI", 5]})),
+            400,
+            SERVICE_IDS,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceIds": [null]})),
+            400,
+            SERVICE_IDS,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceIds": fifty_one})),
+            400,
+            "At most 50 services can be renewed at once",
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceIds": ["A", "B", "A"]})),
+            400,
+            "serviceIds must not name a service more than once",
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": {"KYOFMI": 30}})),
+            400,
+            "serviceValidities must be a list",
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [5]})),
+            400,
+            ENTRY_ID,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [["KYOFMI", 30]]})),
+            400,
+            ENTRY_ID,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [{"serviceId": 5, "validity": 30}]})),
+            400,
+            ENTRY_ID,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [{"serviceId": "KYOFMI", "validity": 1.5}]})),
+            400,
+            DAYS,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [{"serviceId": "KYOFMI", "validity": 366}]})),
+            400,
+            DAYS,
+        ),
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [{"serviceId": "KYOFMI"}]})),
+            400,
+            DAYS,
+        ),
+        // 30.0 is the whole number 30: the body passes, the order is unknown.
+        (
+            RENEW,
+            renew(json!({"serviceValidities": [{"serviceId": "KYOFMI", "validity": 30.0}]})),
+            404,
+            "Order not found or not accessible",
+        ),
+    ];
+    for (path, body, status, message) in &cases {
+        let resp = post_body(&server, key, path, body.as_ref()).await;
+        assert_eq!(
+            (resp.status, resp.body["message"].as_str()),
+            (*status, Some(*message)),
+            "POST {path} {body:?}: {}",
+            resp.text
+        );
+    }
+    let twice = post_body(
+        &server,
+        key,
+        RENEW,
+        renew(json!({"serviceIds": ["A", "B", "A", "B", "A"]})).as_ref(),
+    )
+    .await;
+    assert_eq!(
+        twice.body["errors"]["duplicateServiceIds"],
+        json!(["A", "B"])
+    );
+    assert_eq!(
+        wallet(&server, "demo"),
+        "demo test wallet: 1000.00",
+        "nothing was charged"
+    );
+    // Whole numbers written with a fraction of zero are whole numbers.
+    let resp = buy_linux(
+        &server,
+        key,
+        linux(json!({"quantity": 2.0, "validity": 30.0})).unwrap(),
+    )
+    .await;
+    let data = assert_api_success(&resp, "Order placed successfully", "test");
+    assert_eq!(
+        (&data["order"]["quantity"], &data["order"]["validity"]),
+        (&json!(2), &json!(30))
     );
 }
 

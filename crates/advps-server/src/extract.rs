@@ -5,15 +5,18 @@
 //! `Malformed JSON body`). An absent body reads as `null`, so each endpoint
 //! decides what a missing field means. `JsonBody` alone gives the JSON
 //! value; `JsonBody<Object<T>>` gives a typed request `T`, deserialized
-//! from an object (an absent body reads as `{}`; an array or a scalar is
-//! refused rather than read by position).
+//! from an object (an absent body reads as `{}` unless the request says
+//! otherwise; an array or a scalar is refused rather than read by position,
+//! and so is a non-object entry read as a `Field<Object<T>>`).
 //!
 //! Request structs hold their fields as [`Field`]s, whose deserialization
 //! never fails: a field is absent, null, a valid `T`, or the invalid value
 //! as sent. So a bad field never turns into serde's wording: each
 //! endpoint's `into_command()`-style conversion answers with the exact
 //! message the reference gives for that field, and the struct's schema (the
-//! field as `Option<T>`) documents what is accepted.
+//! field as `Option<T>`) documents what is accepted. The common rule of a
+//! required text field (a string, not blank, trimmed) is
+//! [`Field::required_text`], written once.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -58,6 +61,10 @@ pub trait RequestBody: DeserializeOwned {
     fn not_an_object() -> ApiError {
         ApiError::bad_request(NOT_AN_OBJECT)
     }
+
+    /// Whether an absent body reads as `{}`; when not, it is refused like a
+    /// body that is not an object.
+    const MAY_BE_ABSENT: bool = true;
 }
 
 /// A request that must be a JSON object: absent reads as `{}`.
@@ -67,7 +74,7 @@ pub struct Object<T>(pub T);
 impl<T: RequestBody> FromJson for Object<T> {
     fn from_json(value: Value) -> Result<Self, ApiError> {
         let value = match value {
-            Value::Null => Value::Object(Default::default()),
+            Value::Null if T::MAY_BE_ABSENT => Value::Object(Default::default()),
             Value::Object(_) => value,
             _ => return Err(T::not_an_object()),
         };
@@ -118,6 +125,43 @@ impl<T> Field<T> {
             Field::Valid(v) => Ok(v),
             _ => Err(missing()),
         }
+    }
+}
+
+impl Field<String> {
+    /// Text that must be sent: present, a string, and not blank once
+    /// trimmed; `missing()` otherwise (absent, null, not a string, blank).
+    /// The value comes back trimmed.
+    pub fn required_text(self, missing: impl FnOnce() -> ApiError) -> Result<String, ApiError> {
+        match self {
+            Field::Valid(s) if !s.trim().is_empty() => Ok(trimmed(s)),
+            _ => Err(missing()),
+        }
+    }
+}
+
+/// The string without its surrounding whitespace, reusing its buffer when
+/// there is none.
+fn trimmed(s: String) -> String {
+    if s.trim().len() == s.len() {
+        s
+    } else {
+        s.trim().to_string()
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Object<T> {
+    /// An object nested in a request (an entry of a list): anything else is
+    /// refused, so that a `Field<Object<T>>` reads an array as invalid
+    /// rather than as `T`'s fields by position.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        if !value.is_object() {
+            return Err(serde::de::Error::custom("not an object"));
+        }
+        T::deserialize(value)
+            .map(Object)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -235,6 +279,36 @@ mod tests {
         assert!(Field::<u8>::Absent.required(missing).is_err());
         assert!(Field::<u8>::Null.required(missing).is_err());
         assert_eq!(Field::Valid(3u8).required(missing).unwrap(), 3);
+    }
+
+    #[test]
+    fn required_text_is_a_trimmed_non_blank_string() {
+        let missing = || ApiError::bad_request("url is required");
+        let text = |v: Value| serde_json::from_value::<Field<String>>(v).unwrap();
+        assert_eq!(
+            text(json!("  https://a.example "))
+                .required_text(missing)
+                .unwrap(),
+            "https://a.example"
+        );
+        assert_eq!(text(json!("x")).required_text(missing).unwrap(), "x");
+        for bad in [json!(""), json!("   "), json!(7), json!(["x"]), json!(null)] {
+            let err = text(bad.clone()).required_text(missing).unwrap_err();
+            assert_eq!(err.to_string(), "url is required", "{bad}");
+        }
+        assert!(Field::<String>::Absent.required_text(missing).is_err());
+    }
+
+    #[test]
+    fn a_nested_object_is_never_read_by_position() {
+        let entry = |v: Value| serde_json::from_value::<Field<Object<Sample>>>(v).unwrap();
+        match entry(json!({"name": "a", "count": 2})) {
+            Field::Valid(Object(s)) => assert_eq!(s.name, Field::Valid("a".into())),
+            other => panic!("{other:?}"),
+        }
+        for bad in [json!(["a", 2]), json!("a"), json!(2)] {
+            assert!(matches!(entry(bad), Field::Invalid(_)));
+        }
     }
 
     #[test]

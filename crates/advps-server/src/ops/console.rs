@@ -5,10 +5,8 @@ use advps_domain::{Mode, PowerState};
 use advps_drivers::{ConsoleStream, DriverError, PowerStatus, TerminalSize};
 use advps_store::{Scope, ServiceRecord};
 
-use super::Operations;
+use super::{Operations, OpsError};
 use crate::console::{self, SimulatedMachine};
-use crate::drivers::describe;
-use crate::ApiError;
 
 /// The 400 for a console on a service that is not running.
 pub const CONSOLE_NOT_RUNNING: &str = "Service must be running to open a console";
@@ -21,14 +19,14 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-    ) -> Result<ServiceRecord, ApiError> {
+    ) -> Result<ServiceRecord, OpsError> {
         let service = self.service(scope, service_id).await?;
         self.usable(&service).await?;
         if service.power_state != PowerState::Running {
-            return Err(ApiError::bad_request(CONSOLE_NOT_RUNNING));
+            return Err(OpsError::invalid(CONSOLE_NOT_RUNNING));
         }
         if service.mode == Mode::Live && self.stopped_on_engine(&service).await {
-            return Err(ApiError::bad_request(CONSOLE_NOT_RUNNING));
+            return Err(OpsError::invalid(CONSOLE_NOT_RUNNING));
         }
         Ok(service)
     }
@@ -55,7 +53,7 @@ impl Operations {
         &self,
         service: &ServiceRecord,
         size: TerminalSize,
-    ) -> Result<ConsoleStream, ApiError> {
+    ) -> Result<ConsoleStream, OpsError> {
         if service.mode == Mode::Test {
             return Ok(console::simulated(
                 SimulatedMachine {
@@ -67,10 +65,10 @@ impl Operations {
             ));
         }
         let failed = |e: DriverError| match e {
-            DriverError::NotRunning => ApiError::bad_request(CONSOLE_NOT_RUNNING),
+            DriverError::NotRunning => OpsError::invalid(CONSOLE_NOT_RUNNING),
             e => {
                 tracing::warn!(service = %service.service_id, error = %e, "console not opened");
-                ApiError::OperationFailed(format!("Failed to open console: {}", describe(&e)))
+                OpsError::driver("open console", e)
             }
         };
         let node = service.node.as_deref().unwrap_or_default();

@@ -1,26 +1,33 @@
 //! Webhook endpoints and the audit log, as the service layer offers them:
 //! every endpoint and entry is bounded by the caller's account and mode.
 
-use serde_json::Value;
-
 use advps_domain::{ids, time, PageRequest};
 use advps_store::{
     AuditEntry, AuditFilter, NewWebhookEndpoint, Scope, WebhookDelivery, WebhookEndpoint,
 };
 
 use super::Operations;
-use crate::webhooks::{self, EVENT_TYPES, ROTATION_OVERLAP_MS};
-use crate::ApiError;
+use super::OpsError;
+use crate::webhooks::{self, ROTATION_OVERLAP_MS};
 
 const WEBHOOK_NOT_FOUND: &str = "Webhook endpoint not found";
 /// Endpoints one account may register per mode.
 pub const MAX_ENDPOINTS: usize = 20;
 
+/// An endpoint to register, its body checked: the URL (trimmed, not yet
+/// resolved), the event types it wants (empty: all), its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+}
+
 impl Operations {
-    async fn own_webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    async fn own_webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, OpsError> {
         match self.store.find_webhook(id).await? {
             Some(e) if e.account_id == scope.account_id && e.mode == scope.mode => Ok(e),
-            _ => Err(ApiError::NotFound(WEBHOOK_NOT_FOUND)),
+            _ => Err(OpsError::NotFound(WEBHOOK_NOT_FOUND)),
         }
     }
 
@@ -28,57 +35,19 @@ impl Operations {
     pub async fn create_webhook(
         &self,
         scope: Scope,
-        body: &Value,
-    ) -> Result<(WebhookEndpoint, String), ApiError> {
-        let url = body
-            .get("url")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| ApiError::bad_request("url is required"))?;
-        if url.len() > 2048 {
-            return Err(ApiError::bad_request("url must be at most 2048 characters"));
-        }
-        let events = match body.get("events").filter(|v| !v.is_null()) {
-            None => Vec::new(),
-            Some(v) => {
-                let list = v
-                    .as_array()
-                    .ok_or_else(|| ApiError::bad_request("events must be a list of event types"))?;
-                let mut events = Vec::new();
-                for e in list {
-                    let name = e.as_str().unwrap_or_default();
-                    if !EVENT_TYPES.contains(&name) {
-                        return Err(ApiError::BadRequest {
-                            message: format!("Unknown event type '{name}'"),
-                            errors: Some(serde_json::json!({ "known": EVENT_TYPES })),
-                        });
-                    }
-                    if !events.iter().any(|x: &String| x == name) {
-                        events.push(name.to_string());
-                    }
-                }
-                events
-            }
-        };
-        let description = match body.get("description").filter(|v| !v.is_null()) {
-            None => None,
-            Some(v) => Some(
-                v.as_str()
-                    .filter(|d| d.len() <= 200)
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "description must be a string of at most 200 characters",
-                        )
-                    })?
-                    .to_string(),
-            ),
-        };
+        webhook: NewWebhook,
+    ) -> Result<(WebhookEndpoint, String), OpsError> {
+        let NewWebhook {
+            url,
+            events,
+            description,
+        } = webhook;
+        let url = url.as_str();
         webhooks::check_url(url, self.config.webhook_allow_private)
             .await
-            .map_err(ApiError::bad_request)?;
+            .map_err(OpsError::invalid)?;
         if self.store.list_webhooks(scope).await?.len() >= MAX_ENDPOINTS {
-            return Err(ApiError::Conflict {
+            return Err(OpsError::Conflict {
                 message: format!("At most {MAX_ENDPOINTS} webhook endpoints per account and mode"),
                 errors: None,
             });
@@ -99,15 +68,15 @@ impl Operations {
         Ok((endpoint, secret))
     }
 
-    pub async fn webhooks(&self, scope: Scope) -> Result<Vec<WebhookEndpoint>, ApiError> {
+    pub async fn webhooks(&self, scope: Scope) -> Result<Vec<WebhookEndpoint>, OpsError> {
         Ok(self.store.list_webhooks(scope).await?)
     }
 
-    pub async fn webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, ApiError> {
+    pub async fn webhook(&self, scope: Scope, id: &str) -> Result<WebhookEndpoint, OpsError> {
         self.own_webhook(scope, id).await
     }
 
-    pub async fn delete_webhook(&self, scope: Scope, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_webhook(&self, scope: Scope, id: &str) -> Result<(), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         self.store.delete_webhook(&endpoint.id).await?;
         Ok(())
@@ -118,7 +87,7 @@ impl Operations {
         &self,
         scope: Scope,
         id: &str,
-    ) -> Result<(WebhookEndpoint, String, i64), ApiError> {
+    ) -> Result<(WebhookEndpoint, String, i64), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         let secret = webhooks::new_secret();
         let until = time::now_millis() + ROTATION_OVERLAP_MS;
@@ -133,7 +102,7 @@ impl Operations {
         scope: Scope,
         id: &str,
         page: PageRequest,
-    ) -> Result<(Vec<WebhookDelivery>, u64), ApiError> {
+    ) -> Result<(Vec<WebhookDelivery>, u64), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         Ok(self
             .store
@@ -146,14 +115,14 @@ impl Operations {
         scope: Scope,
         id: &str,
         delivery_id: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), OpsError> {
         let endpoint = self.own_webhook(scope, id).await?;
         if !self
             .store
             .redeliver(&endpoint.id, delivery_id, time::now_millis())
             .await?
         {
-            return Err(ApiError::NotFound("Delivery not found"));
+            return Err(OpsError::NotFound("Delivery not found"));
         }
         Ok(())
     }
@@ -166,7 +135,7 @@ impl Operations {
         from: Option<i64>,
         to: Option<i64>,
         page: PageRequest,
-    ) -> Result<(Vec<AuditEntry>, u64), ApiError> {
+    ) -> Result<(Vec<AuditEntry>, u64), OpsError> {
         Ok(self
             .store
             .list_audit(&AuditFilter {

@@ -6,8 +6,7 @@
 use advps_domain::{api_key, ids, time, Mode};
 use advps_store::{ApiKeyRecord, KeyRevocation, NewApiKey, Scope, Store, StoreResult};
 
-use super::Operations;
-use crate::ApiError;
+use super::{Operations, OpsError};
 
 const KEY_NOT_FOUND: &str = "API key not found";
 /// Unrevoked keys one account may hold per mode.
@@ -36,7 +35,7 @@ pub async fn issue_api_key(
 
 impl Operations {
     /// The unrevoked keys of the caller's account and mode, oldest first.
-    pub async fn keys(&self, scope: Scope) -> Result<Vec<ApiKeyRecord>, ApiError> {
+    pub async fn keys(&self, scope: Scope) -> Result<Vec<ApiKeyRecord>, OpsError> {
         Ok(self
             .store
             .list_api_keys(scope.account_id)
@@ -48,10 +47,10 @@ impl Operations {
 
     /// Creates a key in the caller's account and mode; returns its record
     /// and its plaintext, which is never stored and never shown again.
-    pub async fn create_key(&self, scope: Scope) -> Result<(ApiKeyRecord, String), ApiError> {
+    pub async fn create_key(&self, scope: Scope) -> Result<(ApiKeyRecord, String), OpsError> {
         let held = self.keys(scope).await?;
         if held.len() >= MAX_KEYS {
-            return Err(ApiError::Conflict {
+            return Err(OpsError::Conflict {
                 message: format!("At most {MAX_KEYS} API keys per account and mode"),
                 errors: None,
             });
@@ -77,15 +76,15 @@ impl Operations {
 
     /// Revokes one of the caller's keys (the calling key too, if another
     /// is left): it is refused from the next request on.
-    pub async fn revoke_key(&self, scope: Scope, key_id: &str) -> Result<(), ApiError> {
+    pub async fn revoke_key(&self, scope: Scope, key_id: &str) -> Result<(), OpsError> {
         match self
             .store
             .revoke_own_api_key(scope.account_id, scope.mode, key_id, time::now_millis())
             .await?
         {
             KeyRevocation::Revoked => Ok(()),
-            KeyRevocation::NotFound => Err(ApiError::NotFound(KEY_NOT_FOUND)),
-            KeyRevocation::LastKey => Err(ApiError::Conflict {
+            KeyRevocation::NotFound => Err(OpsError::NotFound(KEY_NOT_FOUND)),
+            KeyRevocation::LastKey => Err(OpsError::Conflict {
                 message: "Cannot revoke the last API key of this account and mode".into(),
                 errors: None,
             }),

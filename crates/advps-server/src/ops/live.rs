@@ -15,10 +15,8 @@ use advps_store::{
     LockOutcome, MonthlyLimit, NewTask, Scope, ServiceRecord, StartTask, TaskRecord,
 };
 
-use super::{Operations, StatusView, SERVICE_NOT_FOUND};
-use crate::drivers::describe;
+use super::{Operations, OpsError, StatusView, SERVICE_NOT_FOUND};
 use crate::tasks::LiveRebuildParams;
-use crate::ApiError;
 
 /// How long a synchronous engine call may hold a service.
 const LOCK_TTL_MS: i64 = 180_000;
@@ -28,19 +26,19 @@ impl Operations {
         &self,
         service: &ServiceRecord,
         action: &str,
-    ) -> Result<Arc<dyn Driver>, ApiError> {
+    ) -> Result<Arc<dyn Driver>, OpsError> {
         let node = service.node.as_deref().unwrap_or_default();
         self.drivers.for_node(node).await.map_err(|e| {
             tracing::warn!(node, error = %e, "node unavailable");
-            ApiError::OperationFailed(format!("Failed to {action}: {}", describe(&e)))
+            OpsError::driver(action, e)
         })
     }
 
-    async fn lock(&self, service: &ServiceRecord) -> Result<String, ApiError> {
+    async fn lock(&self, service: &ServiceRecord) -> Result<String, OpsError> {
         self.lock_for(service, LOCK_TTL_MS).await
     }
 
-    async fn lock_for(&self, service: &ServiceRecord, ttl_ms: i64) -> Result<String, ApiError> {
+    async fn lock_for(&self, service: &ServiceRecord, ttl_ms: i64) -> Result<String, OpsError> {
         let token = ids::task_id();
         match self
             .store
@@ -61,7 +59,7 @@ impl Operations {
         from: PowerState,
         mode: StopMode,
         action: &str,
-    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
+    ) -> Result<(ServiceRecord, PowerOutcome), OpsError> {
         let driver = self.driver_for(&service, action).await?;
         // A long graceful timeout must not outlive the lock that keeps other
         // calls off the service meanwhile.
@@ -113,10 +111,10 @@ impl Operations {
                     outcome,
                 ))
             }
-            Err(DriverError::AlreadyRunning) => Err(ApiError::OperationFailed(format!(
+            Err(DriverError::AlreadyRunning) => Err(OpsError::Failed(format!(
                 "Failed to {action}: service is already running"
             ))),
-            Err(DriverError::NotRunning) => Err(ApiError::OperationFailed(format!(
+            Err(DriverError::NotRunning) => Err(OpsError::Failed(format!(
                 "Failed to {action}: {}",
                 if to == PowerState::Stopped {
                     "service is already stopped"
@@ -127,10 +125,7 @@ impl Operations {
             Err(e) => {
                 self.metrics.driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "engine call failed");
-                Err(ApiError::OperationFailed(format!(
-                    "Failed to {action}: {}",
-                    describe(&e)
-                )))
+                Err(OpsError::driver(action, e))
             }
         }
     }
@@ -227,7 +222,7 @@ impl Operations {
     pub(super) async fn live_configure_ip(
         &self,
         service: &ServiceRecord,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, OpsError> {
         let action = "configure IP";
         let driver = self.driver_for(service, action).await?;
         let token = self.lock(service).await?;
@@ -243,7 +238,7 @@ impl Operations {
                 Some(lease) => lease,
                 None => {
                     self.store.unlock_service(service.pk, &token, None).await?;
-                    return Err(ApiError::OperationFailed(
+                    return Err(OpsError::Failed(
                         "Failed to configure IP: no free address in the node's IP pools".into(),
                     ));
                 }
@@ -263,16 +258,13 @@ impl Operations {
         self.store.unlock_service(service.pk, &token, None).await?;
         match result {
             Ok(()) => Ok(lease.address),
-            Err(DriverError::NotRunning) => Err(ApiError::OperationFailed(
+            Err(DriverError::NotRunning) => Err(OpsError::Failed(
                 "Failed to configure IP: service is not running".into(),
             )),
             Err(e) => {
                 self.metrics.driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "address configuration failed");
-                Err(ApiError::OperationFailed(format!(
-                    "Failed to configure IP: {}",
-                    describe(&e)
-                )))
+                Err(OpsError::driver("configure IP", e))
             }
         }
     }
@@ -280,7 +272,7 @@ impl Operations {
     pub(super) async fn live_generate_password(
         &self,
         service: &ServiceRecord,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, OpsError> {
         let action = "generate password";
         let driver = self.driver_for(service, action).await?;
         let token = self.lock(service).await?;
@@ -306,16 +298,13 @@ impl Operations {
         stored?;
         match result {
             Ok(()) => Ok(password),
-            Err(DriverError::NotRunning) => Err(ApiError::bad_request(
+            Err(DriverError::NotRunning) => Err(OpsError::invalid(
                 "Service must be running before generating a password",
             )),
             Err(e) => {
                 self.metrics.driver_error(driver.name());
                 tracing::warn!(service = %service.service_id, error = %e, "password change failed");
-                Err(ApiError::OperationFailed(format!(
-                    "Failed to generate password: {}",
-                    describe(&e)
-                )))
+                Err(OpsError::driver("generate password", e))
             }
         }
     }
@@ -325,10 +314,10 @@ impl Operations {
         scope: Scope,
         service: &ServiceRecord,
         os: &str,
-    ) -> Result<TaskRecord, ApiError> {
+    ) -> Result<TaskRecord, OpsError> {
         let images = self.store.os_images_by_slug(os).await?;
         if images.is_empty() {
-            return Err(ApiError::bad_request(super::INVALID_OS));
+            return Err(OpsError::invalid(super::INVALID_OS));
         }
         let family = OsType::for_service(service.service_type);
         let node = service.node.as_deref().unwrap_or_default();
@@ -343,7 +332,7 @@ impl Operations {
                     .find(|i| i.os_type == family && i.node.is_none())
             })
             .ok_or_else(|| {
-                ApiError::OperationFailed("No OS templates available for the selected OS".into())
+                OpsError::Failed("No OS templates available for the selected OS".into())
             })?;
         let now = time::now_millis();
         let params = serde_json::to_string(&LiveRebuildParams {
@@ -351,8 +340,7 @@ impl Operations {
             os_name: image.name.clone(),
             image: image.image.clone(),
             username: Some(image.login_name()),
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        })?;
         let task = NewTask {
             id: ids::task_id(),
             scope,
@@ -374,21 +362,21 @@ impl Operations {
                 self.wake.notify_one();
                 Ok(*record)
             }
-            StartTask::Busy(task_id) => Err(ApiError::Busy { task_id }),
+            StartTask::Busy(task_id) => Err(OpsError::Busy { task_id }),
             StartTask::LimitReached => {
-                Err(ApiError::Forbidden("Monthly rebuild limit reached".into()))
+                Err(OpsError::Forbidden("Monthly rebuild limit reached".into()))
             }
-            StartTask::NotReady(state) => Err(ApiError::OperationFailed(format!(
+            StartTask::NotReady(state) => Err(OpsError::Failed(format!(
                 "Failed to rebuild service: service is {}",
                 state.lower()
             ))),
-            StartTask::NotFound => Err(ApiError::NotFound(SERVICE_NOT_FOUND)),
+            StartTask::NotFound => Err(OpsError::NotFound(SERVICE_NOT_FOUND)),
         }
     }
 }
 
 impl Operations {
-    pub(super) async fn live_reset_mac(&self, service: &ServiceRecord) -> Result<String, ApiError> {
+    pub(super) async fn live_reset_mac(&self, service: &ServiceRecord) -> Result<String, OpsError> {
         let action = "reset MAC address";
         let driver = self.driver_for(service, action).await?;
         let token = self.lock(service).await?;
@@ -398,7 +386,7 @@ impl Operations {
         result.map(|()| mac).map_err(|e| {
             self.metrics.driver_error(driver.name());
             tracing::warn!(service = %service.service_id, error = %e, "MAC reset failed");
-            ApiError::OperationFailed(format!("Failed to {action}: {}", describe(&e)))
+            OpsError::driver(action, e)
         })
     }
 }

@@ -1,13 +1,17 @@
 //! The service layer: every operation of the API as the rules say it goes,
 //! shared by the HTTP handlers and the background work. Handlers only turn
-//! its results into envelopes.
+//! its results into envelopes. Operations take commands whose bodies the
+//! typed edge has already checked, and answer with [`OpsError`], which the
+//! edge maps to the API's error in one place.
 //!
 //! State changes are made with the store's conditional updates, so two
 //! concurrent calls on one service cannot both win: the loser re-reads the
 //! service and gets the error that its new state calls for.
 
 mod console;
-mod events;
+mod error;
+pub use error::OpsError;
+pub mod events;
 mod keys;
 pub use keys::issue_api_key;
 mod live;
@@ -33,7 +37,7 @@ use crate::drivers::DriverRegistry;
 use crate::sandbox;
 use crate::secrets::Cipher;
 use crate::tasks::RebuildParams;
-use crate::{ApiError, Config};
+use crate::Config;
 
 const SERVICE_NOT_FOUND: &str = "Service not found or not accessible";
 const TASK_NOT_FOUND: &str = "Task not found or not accessible";
@@ -124,7 +128,7 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-    ) -> Result<(StatusView, usage::Measured), ApiError> {
+    ) -> Result<(StatusView, usage::Measured), OpsError> {
         let service = self.service(scope, service_id).await?;
         if service.mode == Mode::Live {
             let (view, resources) =
@@ -155,12 +159,12 @@ impl Operations {
 
     /// Finds a service of the caller, first finishing any sandbox task on it
     /// whose time is up so the state read is current.
-    pub async fn service(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+    pub async fn service(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, OpsError> {
         let service = self
             .store
             .find_service(scope, service_id)
             .await?
-            .ok_or(ApiError::NotFound(SERVICE_NOT_FOUND))?;
+            .ok_or(OpsError::NotFound(SERVICE_NOT_FOUND))?;
         if !service.power_state.is_busy() {
             return Ok(service);
         }
@@ -172,19 +176,19 @@ impl Operations {
                 .store
                 .find_service(scope, service_id)
                 .await?
-                .ok_or(ApiError::NotFound(SERVICE_NOT_FOUND));
+                .ok_or(OpsError::NotFound(SERVICE_NOT_FOUND));
         }
         Ok(service)
     }
 
     /// Refuses a mutating call on a service that a task holds (409) or that
     /// has expired (403).
-    async fn usable(&self, service: &ServiceRecord) -> Result<(), ApiError> {
+    async fn usable(&self, service: &ServiceRecord) -> Result<(), OpsError> {
         if service.power_state.is_busy() {
             return Err(self.busy(service).await);
         }
         if service.power_state == PowerState::Suspended {
-            return Err(ApiError::Forbidden(
+            return Err(OpsError::Forbidden(
                 "Service has expired and is suspended; renew it to use it again".into(),
             ));
         }
@@ -192,12 +196,12 @@ impl Operations {
     }
 
     /// The error for a service that a task holds.
-    async fn busy(&self, service: &ServiceRecord) -> ApiError {
+    async fn busy(&self, service: &ServiceRecord) -> OpsError {
         let task_id = match self.store.active_task(service.pk).await {
             Ok(task) => task.map(|t| t.id),
             Err(_) => None,
         };
-        ApiError::Busy { task_id }
+        OpsError::Busy { task_id }
     }
 
     /// Moves a service `from` → `to`, or explains why it could not; `mode`
@@ -213,7 +217,7 @@ impl Operations {
         mode: StopMode,
         action: &str,
         wrong_state: &str,
-    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
+    ) -> Result<(ServiceRecord, PowerOutcome), OpsError> {
         let service = self.service(scope, service_id).await?;
         self.usable(&service).await?;
         if service.mode == Mode::Live {
@@ -244,12 +248,12 @@ impl Operations {
         if current.power_state.is_busy() {
             return Err(self.busy(&current).await);
         }
-        Err(ApiError::OperationFailed(format!(
+        Err(OpsError::Failed(format!(
             "Failed to {action}: {wrong_state}"
         )))
     }
 
-    pub async fn start(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, ApiError> {
+    pub async fn start(&self, scope: Scope, service_id: &str) -> Result<ServiceRecord, OpsError> {
         self.power(
             scope,
             service_id,
@@ -268,7 +272,7 @@ impl Operations {
         scope: Scope,
         service_id: &str,
         mode: StopMode,
-    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
+    ) -> Result<(ServiceRecord, PowerOutcome), OpsError> {
         self.power(
             scope,
             service_id,
@@ -286,7 +290,7 @@ impl Operations {
         scope: Scope,
         service_id: &str,
         mode: StopMode,
-    ) -> Result<(ServiceRecord, PowerOutcome), ApiError> {
+    ) -> Result<(ServiceRecord, PowerOutcome), OpsError> {
         self.power(
             scope,
             service_id,
@@ -304,10 +308,10 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-    ) -> Result<(ServiceRecord, String), ApiError> {
+    ) -> Result<(ServiceRecord, String), OpsError> {
         let service = self.service(scope, service_id).await?;
         if !service.service_type.supports_ip_configuration() {
-            return Err(ApiError::bad_request(
+            return Err(OpsError::invalid(
                 "IP configuration not supported for this service type",
             ));
         }
@@ -321,7 +325,7 @@ impl Operations {
             .clone()
             .or_else(|| service.reserved_ip.clone())
             .ok_or_else(|| {
-                ApiError::OperationFailed("Failed to configure IP: no address is available".into())
+                OpsError::Failed("Failed to configure IP: no address is available".into())
             })?;
         match self.store.assign_ip(service.pk, &candidate).await? {
             Some(ip) => Ok((service, ip)),
@@ -336,7 +340,7 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-    ) -> Result<(ServiceRecord, String), ApiError> {
+    ) -> Result<(ServiceRecord, String), OpsError> {
         let service = self.service(scope, service_id).await?;
         self.usable(&service).await?;
         if service.mode == Mode::Live {
@@ -344,7 +348,7 @@ impl Operations {
             return Ok((service, password));
         }
         if service.power_state != PowerState::Running {
-            return Err(ApiError::bad_request(
+            return Err(OpsError::invalid(
                 "Service must be running before generating a password",
             ));
         }
@@ -360,7 +364,7 @@ impl Operations {
         if current.power_state.is_busy() {
             return Err(self.busy(&current).await);
         }
-        Err(ApiError::bad_request(
+        Err(OpsError::invalid(
             "Service must be running before generating a password",
         ))
     }
@@ -371,7 +375,7 @@ impl Operations {
         scope: Scope,
         service_id: &str,
         os: advps_domain::OsChoice,
-    ) -> Result<(ServiceRecord, TaskRecord), ApiError> {
+    ) -> Result<(ServiceRecord, TaskRecord), OpsError> {
         let service = self.service(scope, service_id).await?;
         // A slug is taken as it is (the engine checks it); an id must be
         // one the OS catalogue lists for the service's family.
@@ -382,7 +386,7 @@ impl Operations {
                 self.resolve_os(scope.mode, family, &id)
                     .await?
                     .map(|entry| entry.slug)
-                    .ok_or_else(|| ApiError::bad_request(INVALID_OS))?
+                    .ok_or_else(|| OpsError::invalid(INVALID_OS))?
             }
         };
         let os = os.as_str();
@@ -391,17 +395,16 @@ impl Operations {
             let task = self.live_rebuild(scope, &service, os).await?;
             return Ok((service, task));
         }
-        let image = catalogue::os_image(os).ok_or_else(|| ApiError::bad_request(INVALID_OS))?;
+        let image = catalogue::os_image(os).ok_or_else(|| OpsError::invalid(INVALID_OS))?;
         if !image.available_for(service.service_type) {
-            return Err(ApiError::OperationFailed(
+            return Err(OpsError::Failed(
                 "No OS templates available for the selected OS".into(),
             ));
         }
         let now = time::now_millis();
         let params = serde_json::to_string(&RebuildParams {
             os: image.slug.to_string(),
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        })?;
         let task = NewTask {
             id: advps_domain::ids::task_id(),
             scope,
@@ -418,31 +421,31 @@ impl Operations {
         };
         match self.store.start_service_task(&task, Some(limit)).await? {
             StartTask::Started(record) => Ok((service, *record)),
-            StartTask::Busy(task_id) => Err(ApiError::Busy { task_id }),
+            StartTask::Busy(task_id) => Err(OpsError::Busy { task_id }),
             StartTask::LimitReached => {
-                Err(ApiError::Forbidden("Monthly rebuild limit reached".into()))
+                Err(OpsError::Forbidden("Monthly rebuild limit reached".into()))
             }
-            StartTask::NotReady(state) => Err(ApiError::OperationFailed(format!(
+            StartTask::NotReady(state) => Err(OpsError::Failed(format!(
                 "Failed to rebuild service: service is {}",
                 state.lower()
             ))),
-            StartTask::NotFound => Err(ApiError::NotFound(SERVICE_NOT_FOUND)),
+            StartTask::NotFound => Err(OpsError::NotFound(SERVICE_NOT_FOUND)),
         }
     }
 
-    pub async fn task(&self, scope: Scope, task_id: &str) -> Result<TaskView, ApiError> {
+    pub async fn task(&self, scope: Scope, task_id: &str) -> Result<TaskView, OpsError> {
         let mut task = self
             .store
             .find_task(scope, task_id)
             .await?
-            .ok_or(ApiError::NotFound(TASK_NOT_FOUND))?;
+            .ok_or(OpsError::NotFound(TASK_NOT_FOUND))?;
         let now = time::now_millis();
         if !task.status.is_terminal() && sandbox::settle(self.store.as_ref(), &task, now).await? {
             task = self
                 .store
                 .find_task(scope, task_id)
                 .await?
-                .ok_or(ApiError::NotFound(TASK_NOT_FOUND))?;
+                .ok_or(OpsError::NotFound(TASK_NOT_FOUND))?;
         }
         let (status, progress) = sandbox::observed(&task, now);
         Ok(TaskView {
@@ -458,7 +461,7 @@ impl Operations {
         scope: Scope,
         vm_type: Option<VmType>,
         page: PageRequest,
-    ) -> Result<StockPage, ApiError> {
+    ) -> Result<StockPage, OpsError> {
         let (products, total) = self
             .store
             .list_products(
@@ -472,11 +475,11 @@ impl Operations {
         Ok(StockPage { products, total })
     }
 
-    pub async fn stock(&self, scope: Scope, product_id: &str) -> Result<ProductStock, ApiError> {
+    pub async fn stock(&self, scope: Scope, product_id: &str) -> Result<ProductStock, OpsError> {
         self.store
             .find_product(scope.mode, product_id, Some(scope.account_id))
             .await?
-            .ok_or(ApiError::NotFound(PRODUCT_NOT_FOUND))
+            .ok_or(OpsError::NotFound(PRODUCT_NOT_FOUND))
     }
 
     pub fn low_stock_threshold(&self, product: &ProductStock) -> i64 {

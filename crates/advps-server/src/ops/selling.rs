@@ -7,9 +7,6 @@
 //! and provisioning runs as one task per service (simulated in the sandbox,
 //! by the worker on live nodes).
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use advps_domain::{
     money, sandbox as catalogue, time, Mode, OsChoice, OsType, PageRequest, PowerState,
     ServiceType, VmType,
@@ -19,9 +16,8 @@ use advps_store::{
     DAY_MS,
 };
 
-use super::{Operations, SERVICE_NOT_FOUND};
+use super::{Operations, OpsError, SERVICE_NOT_FOUND};
 use crate::tasks::ProvisionParams;
-use crate::ApiError;
 
 const ORDER_NOT_FOUND: &str = "Order not found or not accessible";
 /// Renewal is allowed from this long before expiry...
@@ -83,6 +79,47 @@ impl PurchaseKind {
     }
 }
 
+/// Which OS a purchase asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsWanted {
+    /// None named: the product's default.
+    ProductDefault,
+    Choice(OsChoice),
+    /// Something that names no OS at all; refused like an OS of another
+    /// family, once the product and size are known to be right.
+    Unknown,
+}
+
+/// A purchase, its body checked: what is left to check needs the store
+/// (the product, its sizes, its stock, the OS list, the wallet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub kind: PurchaseKind,
+    pub product_id: String,
+    pub ram_mb: i64,
+    pub os: OsWanted,
+    pub quantity: i64,
+    pub validity_days: i64,
+    pub remark: Option<String>,
+    /// VPS purchases only.
+    pub customer_name: Option<String>,
+    /// VPS purchases only.
+    pub customer_email: Option<String>,
+}
+
+/// A renewal, its body checked: the order, the services in the order they
+/// were named (each once, at most [`MAX_RENEW`]), and the days of those
+/// that do not take the order's validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewServices {
+    pub order_id: String,
+    pub service_ids: Vec<String>,
+    pub validities: std::collections::HashMap<String, i64>,
+}
+
+/// Services one renewal may name.
+pub const MAX_RENEW: usize = 50;
+
 /// An order with its services, as `GET /purchase/{id}` shows it.
 pub struct OrderView {
     pub order: OrderRecord,
@@ -101,8 +138,8 @@ pub struct Wallet {
     pub total: u64,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(message)
+fn bad(message: impl Into<String>) -> OpsError {
+    OpsError::invalid(message)
 }
 
 impl Operations {
@@ -111,7 +148,7 @@ impl Operations {
         &self,
         mode: Mode,
         family: Option<OsType>,
-    ) -> Result<Vec<OsEntry>, ApiError> {
+    ) -> Result<Vec<OsEntry>, OpsError> {
         let mut entries = Vec::new();
         match mode {
             Mode::Test => {
@@ -171,7 +208,7 @@ impl Operations {
         mode: Mode,
         family: OsType,
         wanted: &OsChoice,
-    ) -> Result<Option<OsEntry>, ApiError> {
+    ) -> Result<Option<OsEntry>, OpsError> {
         let all = self.os_catalogue(mode, Some(family)).await?;
         Ok(all.into_iter().find(|e| match wanted {
             OsChoice::Id(id) => e.id == *id,
@@ -179,80 +216,24 @@ impl Operations {
         }))
     }
 
-    pub async fn purchase(
-        &self,
-        scope: Scope,
-        kind: PurchaseKind,
-        body: &Value,
-    ) -> Result<OrderView, ApiError> {
-        if !body.is_object() {
-            return Err(bad("The request body must be a JSON object"));
-        }
-        let field = |name: &str| body.get(name).filter(|v| !v.is_null());
-        let product_id = field("productId")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("productId is required"))?;
-        let ram = field("ram")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("ram is required, e.g. \"4 GB\""))?;
-        let ram_mb = money::parse_ram(ram)
-            .ok_or_else(|| bad(format!("Invalid ram value '{ram}': write it like \"4 GB\"")))?;
-        let quantity = match field("quantity") {
-            None => 1,
-            Some(v) => v
-                .as_i64()
-                .filter(|q| (1..=MAX_QUANTITY).contains(q))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "quantity must be a whole number from 1 to {MAX_QUANTITY}"
-                    ))
-                })?,
-        };
-        let validity = match field("validity") {
-            None => 30,
-            Some(v) => v
-                .as_i64()
-                .filter(|d| (1..=MAX_VALIDITY_DAYS).contains(d))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "validity must be a whole number of days from 1 to {MAX_VALIDITY_DAYS}"
-                    ))
-                })?,
-        };
-        let remark = match field("remark") {
-            None => None,
-            Some(v) => Some(
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("remark must be a string"))?,
-            ),
-        };
-        if remark.as_ref().is_some_and(|r| r.len() > 500) {
-            return Err(bad("remark must be at most 500 characters"));
-        }
-        let (name, email) = if kind == PurchaseKind::Vps {
-            let name = field("name")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| bad("name is required"))?;
-            let email = field("email")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| is_email(s))
-                .ok_or_else(|| bad("email is required and must be an email address"))?;
-            (Some(name.to_string()), Some(email.to_string()))
-        } else {
-            (None, None)
-        };
-
+    pub async fn purchase(&self, scope: Scope, purchase: Purchase) -> Result<OrderView, OpsError> {
+        let Purchase {
+            kind,
+            product_id,
+            ram_mb,
+            os,
+            quantity,
+            validity_days: validity,
+            remark,
+            customer_name,
+            customer_email,
+        } = purchase;
+        let product_id = product_id.as_str();
         let product = self
             .store
             .find_product(scope.mode, product_id, Some(scope.account_id))
             .await?
-            .ok_or(ApiError::NotFound("Product not found"))?;
+            .ok_or(OpsError::NotFound("Product not found"))?;
         if product.vm_type != kind.vm_type() {
             return Err(bad(format!(
                 "Product {product_id} is not a {} product",
@@ -264,21 +245,20 @@ impl Operations {
             )));
         }
         let sizes = self.store.product_sizes(scope.mode, product_id).await?;
-        let size = sizes.iter().find(|s| s.ram_mb == ram_mb).ok_or_else(|| ApiError::BadRequest {
+        let size = sizes.iter().find(|s| s.ram_mb == ram_mb).ok_or_else(|| OpsError::Validation {
             message: format!("RAM size {} is not available for this product", money::format_ram(ram_mb)),
             errors: Some(serde_json::json!({
                 "available": sizes.iter().map(|s| money::format_ram(s.ram_mb)).collect::<Vec<_>>()
             })),
         })?;
-        let os = match field("osId") {
-            Some(wanted) => {
-                let unknown = || bad("Unknown osId for this product type");
-                let wanted = OsChoice::deserialize(wanted).map_err(|_| unknown())?;
-                self.resolve_os(scope.mode, kind.os_type(), &wanted)
-                    .await?
-                    .ok_or_else(unknown)?
-            }
-            None => {
+        let unknown = || bad("Unknown osId for this product type");
+        let os = match os {
+            OsWanted::Unknown => return Err(unknown()),
+            OsWanted::Choice(wanted) => self
+                .resolve_os(scope.mode, kind.os_type(), &wanted)
+                .await?
+                .ok_or_else(unknown)?,
+            OsWanted::ProductDefault => {
                 let default = product
                     .default_os
                     .clone()
@@ -286,9 +266,7 @@ impl Operations {
                 self.resolve_os(scope.mode, kind.os_type(), &OsChoice::Slug(default))
                     .await?
                     .ok_or_else(|| {
-                        ApiError::OperationFailed(
-                            "No OS templates available for the selected OS".into(),
-                        )
+                        OpsError::Failed("No OS templates available for the selected OS".into())
                     })?
             }
         };
@@ -322,8 +300,7 @@ impl Operations {
             os: os_slug,
             os_name: os.name.clone(),
             image: os.image.clone(),
-        })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        })?;
         let order = NewOrder {
             scope,
             prefix: kind.prefix(),
@@ -339,8 +316,8 @@ impl Operations {
             amount_minor: amount,
             currency: size.currency.clone(),
             remark,
-            customer_name: name,
-            customer_email: email,
+            customer_name,
+            customer_email,
             task_params: params,
             due_at,
             sandbox_credentials: credentials,
@@ -358,11 +335,11 @@ impl Operations {
                     passwords,
                 })
             }
-            PlaceOrder::OutOfStock { available } => Err(ApiError::Conflict {
+            PlaceOrder::OutOfStock { available } => Err(OpsError::Conflict {
                 message: "Product is out of stock".into(),
                 errors: Some(serde_json::json!({ "available": available, "requested": quantity })),
             }),
-            PlaceOrder::InsufficientFunds { balance } => Err(ApiError::PaymentRequired {
+            PlaceOrder::InsufficientFunds { balance } => Err(OpsError::Unpaid {
                 message: "Insufficient wallet balance".into(),
                 errors: Some(serde_json::json!({
                     "balance": money::as_decimal(balance),
@@ -373,18 +350,18 @@ impl Operations {
         }
     }
 
-    pub async fn order(&self, scope: Scope, order_id: &str) -> Result<OrderView, ApiError> {
+    pub async fn order(&self, scope: Scope, order_id: &str) -> Result<OrderView, OpsError> {
         let mut order = self
             .store
             .find_order(scope, order_id)
             .await?
-            .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
+            .ok_or(OpsError::NotFound(ORDER_NOT_FOUND))?;
         if self.settle_sandbox_order(scope, &order).await? {
             order = self
                 .store
                 .find_order(scope, order_id)
                 .await?
-                .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
+                .ok_or(OpsError::NotFound(ORDER_NOT_FOUND))?;
         }
         let services = self.store.order_services(order_id).await?;
         let passwords = services
@@ -413,7 +390,7 @@ impl Operations {
         &self,
         scope: Scope,
         order: &OrderRecord,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, OpsError> {
         if order.status != "PENDING" || scope.mode != Mode::Test {
             return Ok(false);
         }
@@ -432,7 +409,7 @@ impl Operations {
         &self,
         scope: Scope,
         page: PageRequest,
-    ) -> Result<(Vec<OrderRecord>, u64), ApiError> {
+    ) -> Result<(Vec<OrderRecord>, u64), OpsError> {
         let (mut orders, total) = self
             .store
             .page_orders(scope, page.offset(), page.limit)
@@ -448,7 +425,7 @@ impl Operations {
     }
 
     /// `GET /wallet`: the balance and a page of the ledger, newest first.
-    pub async fn wallet(&self, scope: Scope, page: PageRequest) -> Result<Wallet, ApiError> {
+    pub async fn wallet(&self, scope: Scope, page: PageRequest) -> Result<Wallet, OpsError> {
         let balance_minor = self
             .store
             .wallet_balance(scope.account_id, scope.mode)
@@ -468,64 +445,19 @@ impl Operations {
     pub async fn renew(
         &self,
         scope: Scope,
-        body: &Value,
-    ) -> Result<(String, Vec<ServiceRecord>, i64, String), ApiError> {
-        let order_id = body
-            .get("orderId")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("orderId is required"))?;
-        let ids: Vec<&str> = body
-            .get("serviceIds")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .filter(|v: &Vec<&str>| !v.is_empty())
-            .ok_or_else(|| bad("serviceIds must be a non-empty list of service ids"))?;
-        if ids.len() > 50 {
-            return Err(bad("At most 50 services can be renewed at once"));
-        }
-        // A service named twice would be charged and extended twice.
-        let mut seen = std::collections::HashSet::new();
-        let mut repeated: Vec<&str> = Vec::new();
-        for id in &ids {
-            if !seen.insert(*id) && !repeated.contains(id) {
-                repeated.push(id);
-            }
-        }
-        if !repeated.is_empty() {
-            return Err(ApiError::BadRequest {
-                message: "serviceIds must not name a service more than once".into(),
-                errors: Some(serde_json::json!({ "duplicateServiceIds": repeated })),
-            });
-        }
-        let mut validities = std::collections::HashMap::new();
-        if let Some(list) = body.get("serviceValidities").filter(|v| !v.is_null()) {
-            let list = list
-                .as_array()
-                .ok_or_else(|| bad("serviceValidities must be a list"))?;
-            for item in list {
-                let id = item
-                    .get("serviceId")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("serviceValidities[].serviceId is required"))?;
-                let days = item
-                    .get("validity")
-                    .and_then(Value::as_i64)
-                    .filter(|d| (1..=MAX_VALIDITY_DAYS).contains(d))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "serviceValidities[].validity must be 1 to {MAX_VALIDITY_DAYS} days"
-                        ))
-                    })?;
-                validities.insert(id.to_string(), days);
-            }
-        }
+        renewal: RenewServices,
+    ) -> Result<(String, Vec<ServiceRecord>, i64, String), OpsError> {
+        let RenewServices {
+            order_id,
+            service_ids: ids,
+            validities,
+        } = renewal;
+        let order_id = order_id.as_str();
         let order = self
             .store
             .find_order(scope, order_id)
             .await?
-            .ok_or(ApiError::NotFound(ORDER_NOT_FOUND))?;
+            .ok_or(OpsError::NotFound(ORDER_NOT_FOUND))?;
         let now = time::now_millis();
         let mut items = Vec::new();
         let mut services = Vec::new();
@@ -542,7 +474,7 @@ impl Operations {
             }
             let expires = service.expires_at.unwrap_or(now);
             if now < expires - RENEW_BEFORE_MS || now > expires + RENEW_AFTER_MS {
-                return Err(ApiError::BadRequest {
+                return Err(OpsError::Validation {
                     message: format!(
                         "Service {id} can be renewed from 5 days before to 1 day after its expiry ({})",
                         time::format_millis(expires)
@@ -562,7 +494,7 @@ impl Operations {
                 .find(|s| s.ram_mb == ram_mb)
                 .ok_or_else(|| bad(format!("Service {id} has no price to renew at")))?;
             currency = size.currency.clone();
-            let days = validities.get(*id).copied().unwrap_or(order.validity_days);
+            let days = validities.get(id).copied().unwrap_or(order.validity_days);
             items.push(RenewItem {
                 service_pk: service.pk,
                 validity_days: days,
@@ -578,7 +510,7 @@ impl Operations {
         {
             Renewal::Renewed(renewed) => renewed,
             Renewal::InsufficientFunds { balance } => {
-                return Err(ApiError::PaymentRequired {
+                return Err(OpsError::Unpaid {
                     message: "Insufficient wallet balance".into(),
                     errors: Some(serde_json::json!({
                         "balance": money::as_decimal(balance),
@@ -606,10 +538,10 @@ impl Operations {
         &self,
         scope: Scope,
         service_id: &str,
-    ) -> Result<(ServiceRecord, String), ApiError> {
+    ) -> Result<(ServiceRecord, String), OpsError> {
         let service = self.service(scope, service_id).await?;
         if service.service_type != ServiceType::Vps {
-            return Err(ApiError::NotFound(SERVICE_NOT_FOUND));
+            return Err(OpsError::NotFound(SERVICE_NOT_FOUND));
         }
         self.usable(&service).await?;
         let now = time::now_millis();
@@ -619,7 +551,7 @@ impl Operations {
             .claim_mac_reset(service.pk, now, MAC_RESET_INTERVAL_MS)
             .await?
         {
-            return Err(ApiError::TooManyRequests {
+            return Err(OpsError::TooSoon {
                 message: "The MAC address can be reset once every 24 hours".into(),
                 retry_after_secs: ((next - now + 999) / 1000).max(1) as u64,
             });
@@ -661,7 +593,7 @@ fn sandbox_address() -> String {
     format!("203.0.113.{}", rng.gen_range(2..255))
 }
 
-fn is_email(s: &str) -> bool {
+pub fn is_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()

@@ -16,9 +16,8 @@ use advps_domain::{time, Mode, PageRequest, PowerState, ServiceType};
 use advps_drivers::UsageReading;
 use advps_store::{Scope, ServiceRecord, StoreResult, UsageCounters, UsagePoint};
 
-use super::Operations;
+use super::{Operations, OpsError};
 use crate::sandbox;
-use crate::ApiError;
 
 /// Readings closer together than this keep the older one to measure against.
 const MIN_RATE_WINDOW_MS: i64 = 1_000;
@@ -179,7 +178,7 @@ pub fn default_step_secs(range_ms: i64, sample_ms: i64) -> i64 {
 
 impl Operations {
     /// The usage of the caller's service now, for its status.
-    pub async fn resources(&self, service: &ServiceRecord) -> Result<Measured, ApiError> {
+    pub async fn resources(&self, service: &ServiceRecord) -> Result<Measured, OpsError> {
         let now = time::now_millis();
         let reading = if service.mode == Mode::Test {
             sandbox::usage(service, now)
@@ -328,7 +327,7 @@ impl Operations {
         scope: Scope,
         service_id: &str,
         range: MetricsRange,
-    ) -> Result<(ServiceRecord, Vec<UsagePoint>), ApiError> {
+    ) -> Result<(ServiceRecord, Vec<UsagePoint>), OpsError> {
         let service = self.service(scope, service_id).await?;
         let schedule = self.config.usage.schedule();
         let tier = schedule.tier_for(time::now_millis(), range.start, range.step_ms);
@@ -351,7 +350,7 @@ impl Operations {
         service_type: Option<ServiceType>,
         power: Option<PowerState>,
         page: PageRequest,
-    ) -> Result<(Vec<ServiceRecord>, u64), ApiError> {
+    ) -> Result<(Vec<ServiceRecord>, u64), OpsError> {
         Ok(self
             .store
             .page_services(scope, service_type, power, page.offset(), page.limit)

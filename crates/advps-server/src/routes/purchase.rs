@@ -6,18 +6,19 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use advps_domain::{money, time, Pagination};
+use advps_domain::{money, time, OsChoice, Pagination};
 use advps_store::OrderRecord;
 
 use super::{OsRef, ServiceTypeWord};
 use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
-use crate::extract::JsonBody;
-use crate::ops::selling::{OrderView, PurchaseKind};
+use crate::extract::{Field, JsonBody, Object, RequestBody, Whole};
+use crate::ops::selling::{
+    is_email, OrderView, OsWanted, Purchase, PurchaseKind, MAX_QUANTITY, MAX_VALIDITY_DAYS,
+};
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -29,31 +30,127 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of a purchase. Unknown extra keys are ignored.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseRequest {
-    #[schema(example = "prod_abc123")]
-    pub product_id: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "prod_abc123")]
+    pub product_id: Field<String>,
     /// RAM size, written like "4 GB" (also "4GB").
-    #[schema(example = "4 GB")]
-    pub ram: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "4 GB")]
+    pub ram: Field<String>,
     /// An OS id or slug from the OS list; null or absent for the product's default OS.
+    #[serde(default)]
     #[schema(value_type = Option<String>, required = false, example = "ubuntu-22.04")]
-    pub os_id: Option<Value>,
+    pub os_id: Field<OsChoice>,
     /// Default 1.
-    #[schema(required = false, minimum = 1, maximum = 10, example = 1)]
-    pub quantity: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, required = false, minimum = 1, maximum = 10, example = 1)]
+    pub quantity: Field<Whole>,
     /// Days, default 30.
-    #[schema(required = false, minimum = 1, maximum = 365, example = 30)]
-    pub validity: Option<u32>,
-    #[schema(required = false, max_length = 500)]
-    pub remark: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, required = false, minimum = 1, maximum = 365, example = 30)]
+    pub validity: Field<Whole>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, max_length = 500)]
+    pub remark: Field<String>,
     /// VPS purchases only (required there).
-    #[schema(required = false, example = "Jane Doe")]
-    pub name: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, example = "Jane Doe")]
+    pub name: Field<String>,
     /// VPS purchases only (required there).
-    #[schema(required = false, example = "jane@example.com")]
-    pub email: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, example = "jane@example.com")]
+    pub email: Field<String>,
+}
+
+impl RequestBody for PurchaseRequest {
+    /// A purchase names at least a product: no body is no purchase.
+    const MAY_BE_ABSENT: bool = false;
+}
+
+/// The longest remark an order keeps, in bytes.
+const MAX_REMARK: usize = 500;
+
+/// A whole number in `1..=max`, `None` when not sent.
+fn whole_in(field: Field<Whole>, max: i64, message: &str) -> Result<Option<i64>, ApiError> {
+    let refuse = || ApiError::bad_request(message);
+    match field.optional(refuse)? {
+        None => Ok(None),
+        Some(Whole(n)) => i64::try_from(n)
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .map(Some)
+            .ok_or_else(refuse),
+    }
+}
+
+impl PurchaseRequest {
+    /// The purchase asked for, checked field by field in the reference's
+    /// order, each bad field with its own message.
+    pub fn into_purchase(self, kind: PurchaseKind) -> Result<Purchase, ApiError> {
+        let product_id = self
+            .product_id
+            .required_text(|| ApiError::bad_request("productId is required"))?;
+        let ram = self
+            .ram
+            .required(|| ApiError::bad_request("ram is required, e.g. \"4 GB\""))?;
+        let ram_mb = money::parse_ram(&ram).ok_or_else(|| {
+            ApiError::bad_request(format!("Invalid ram value '{ram}': write it like \"4 GB\""))
+        })?;
+        let quantity = whole_in(
+            self.quantity,
+            MAX_QUANTITY,
+            &format!("quantity must be a whole number from 1 to {MAX_QUANTITY}"),
+        )?
+        .unwrap_or(1);
+        let validity_days = whole_in(
+            self.validity,
+            MAX_VALIDITY_DAYS,
+            &format!("validity must be a whole number of days from 1 to {MAX_VALIDITY_DAYS}"),
+        )?
+        .unwrap_or(30);
+        let remark = self
+            .remark
+            .optional(|| ApiError::bad_request("remark must be a string"))?;
+        if remark.as_ref().is_some_and(|r| r.len() > MAX_REMARK) {
+            return Err(ApiError::bad_request(format!(
+                "remark must be at most {MAX_REMARK} characters"
+            )));
+        }
+        let (customer_name, customer_email) = match kind {
+            PurchaseKind::Vps => {
+                let name = self
+                    .name
+                    .required_text(|| ApiError::bad_request("name is required"))?;
+                let no_email =
+                    || ApiError::bad_request("email is required and must be an email address");
+                let email = self.email.required_text(no_email)?;
+                if !is_email(&email) {
+                    return Err(no_email());
+                }
+                (Some(name), Some(email))
+            }
+            PurchaseKind::Linux => (None, None),
+        };
+        let os = match self.os_id {
+            Field::Absent | Field::Null => OsWanted::ProductDefault,
+            Field::Valid(choice) => OsWanted::Choice(choice),
+            Field::Invalid(_) => OsWanted::Unknown,
+        };
+        Ok(Purchase {
+            kind,
+            product_id,
+            ram_mb,
+            os,
+            quantity,
+            validity_days,
+            remark,
+            customer_name,
+            customer_email,
+        })
+    }
 }
 
 /// An order.
@@ -173,9 +270,10 @@ async fn purchase(
     caller: Caller,
     ctx: RequestContext,
     kind: PurchaseKind,
-    body: Value,
+    body: PurchaseRequest,
 ) -> Result<Success, ApiError> {
-    let view = state.ops.purchase(caller.scope(), kind, &body).await?;
+    let purchase = body.into_purchase(kind)?;
+    let view = state.ops.purchase(caller.scope(), purchase).await?;
     Ok(Success::new(
         "Order placed successfully",
         order_response(&view),
@@ -214,7 +312,7 @@ pub async fn purchase_linux(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<PurchaseRequest>>,
 ) -> Result<Success, ApiError> {
     purchase(state, caller, ctx, PurchaseKind::Linux, body).await
 }
@@ -240,7 +338,7 @@ pub async fn purchase_vps(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<PurchaseRequest>>,
 ) -> Result<Success, ApiError> {
     purchase(state, caller, ctx, PurchaseKind::Vps, body).await
 }

@@ -1,6 +1,8 @@
 //! `/api/v1/services/{serviceId}/...`: power, address, status, password and
 //! rebuild of one service, renewal and MAC reset.
 
+use std::collections::{HashMap, HashSet};
+
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,6 +19,7 @@ use crate::envelope::{
     ApiMode, ApiResponse, EntityTag, ErrorEnvelope, IfNoneMatch, RequestContext, Success,
 };
 use crate::extract::{Field, JsonBody, Object, RequestBody, Whole};
+use crate::ops::selling::{RenewServices, MAX_RENEW, MAX_VALIDITY_DAYS};
 use crate::ops::{DEFAULT_GRACEFUL_SECS, INVALID_OS};
 use crate::{ApiError, AppState};
 
@@ -612,28 +615,105 @@ pub async fn rebuild_service(
 }
 
 /// One service's validity in a renewal.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceValidity {
-    #[schema(example = "KYOFMI")]
-    pub service_id: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "KYOFMI")]
+    pub service_id: Field<String>,
     /// Days to add.
-    #[schema(example = 30, minimum = 1, maximum = 365)]
-    pub validity: u32,
+    #[serde(default)]
+    #[schema(value_type = u32, required = true, example = 30, minimum = 1, maximum = 365)]
+    pub validity: Field<Whole>,
 }
 
 /// Body of renew.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RenewRequest {
-    #[schema(example = "VPS040426-0008")]
-    pub order_id: String,
-    #[schema(example = json!(["KYOFMI"]))]
-    pub service_ids: Vec<String>,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "VPS040426-0008")]
+    pub order_id: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, required = true, example = json!(["KYOFMI"]))]
+    pub service_ids: Field<Vec<String>>,
     /// Days per service; a service not listed gets the order's validity.
-    #[schema(required = false)]
-    pub service_validities: Option<Vec<ServiceValidity>>,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<ServiceValidity>>, required = false)]
+    pub service_validities: Field<Vec<Field<Object<ServiceValidity>>>>,
 }
+
+const ORDER_ID_REQUIRED: &str = "orderId is required";
+
+impl RequestBody for RenewRequest {
+    fn not_an_object() -> ApiError {
+        ApiError::bad_request(ORDER_ID_REQUIRED)
+    }
+}
+
+impl RenewRequest {
+    /// The renewal asked for, checked in the reference's order: the order,
+    /// the services (a list of ids, each named once, at most
+    /// [`MAX_RENEW`]), then the days per service.
+    pub fn into_renewal(self) -> Result<RenewServices, ApiError> {
+        let order_id = self
+            .order_id
+            .required_text(|| ApiError::bad_request(ORDER_ID_REQUIRED))?;
+        let service_ids = self
+            .service_ids
+            .required(|| ApiError::bad_request(SERVICE_IDS_REQUIRED))?;
+        if service_ids.is_empty() {
+            return Err(ApiError::bad_request(SERVICE_IDS_REQUIRED));
+        }
+        if service_ids.len() > MAX_RENEW {
+            return Err(ApiError::bad_request(format!(
+                "At most {MAX_RENEW} services can be renewed at once"
+            )));
+        }
+        // A service named twice would be charged and extended twice.
+        let mut seen = HashSet::new();
+        let mut repeated: Vec<&str> = Vec::new();
+        for id in &service_ids {
+            if !seen.insert(id.as_str()) && !repeated.contains(&id.as_str()) {
+                repeated.push(id);
+            }
+        }
+        if !repeated.is_empty() {
+            return Err(ApiError::BadRequest {
+                message: "serviceIds must not name a service more than once".into(),
+                errors: Some(serde_json::json!({ "duplicateServiceIds": repeated })),
+            });
+        }
+        let mut validities = HashMap::new();
+        let entries = self
+            .service_validities
+            .optional(|| ApiError::bad_request("serviceValidities must be a list"))?
+            .unwrap_or_default();
+        for entry in entries {
+            let no_id = || ApiError::bad_request("serviceValidities[].serviceId is required");
+            let Object(entry) = entry.required(no_id)?;
+            let id = entry.service_id.required(no_id)?;
+            let out_of_range = || {
+                ApiError::bad_request(format!(
+                    "serviceValidities[].validity must be 1 to {MAX_VALIDITY_DAYS} days"
+                ))
+            };
+            let Whole(days) = entry.validity.required(out_of_range)?;
+            let days = i64::try_from(days)
+                .ok()
+                .filter(|d| (1..=MAX_VALIDITY_DAYS).contains(d))
+                .ok_or_else(out_of_range)?;
+            validities.insert(id, days);
+        }
+        Ok(RenewServices {
+            order_id,
+            service_ids,
+            validities,
+        })
+    }
+}
+
+const SERVICE_IDS_REQUIRED: &str = "serviceIds must be a non-empty list of service ids";
 
 /// A renewed service.
 #[derive(Debug, Serialize, ToSchema)]
@@ -685,9 +765,10 @@ pub async fn renew_services(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<RenewRequest>>,
 ) -> Result<Success, ApiError> {
-    let (order_id, services, total, currency) = state.ops.renew(caller.scope(), &body).await?;
+    let renewal = body.into_renewal()?;
+    let (order_id, services, total, currency) = state.ops.renew(caller.scope(), renewal).await?;
     let renewed = services
         .iter()
         .map(|s| RenewedService {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -15,7 +15,9 @@ use advps_store::{WebhookDelivery, WebhookEndpoint};
 
 use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
-use crate::extract::JsonBody;
+use crate::extract::{Field, JsonBody, Object, RequestBody};
+use crate::ops::events::NewWebhook;
+use crate::webhooks::EVENT_TYPES;
 use crate::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -40,16 +42,84 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of a new endpoint.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWebhookRequest {
     /// Where events are POSTed (http or https; public addresses unless the operator allows others).
-    #[schema(example = "https://hooks.example.com/advps")]
-    pub url: String,
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "https://hooks.example.com/advps")]
+    pub url: Field<String>,
     /// Event types to receive; absent or empty: all of them.
-    #[schema(required = false, example = json!(["task.completed", "task.failed"]))]
-    pub events: Option<Vec<String>>,
-    #[schema(required = false, max_length = 200)]
-    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, required = false, example = json!(["task.completed", "task.failed"]))]
+    pub events: Field<Vec<Field<String>>>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, max_length = 200)]
+    pub description: Field<String>,
+}
+
+const URL_REQUIRED: &str = "url is required";
+/// The longest URL an endpoint may have, in bytes.
+const MAX_URL: usize = 2048;
+/// The longest description an endpoint may have, in bytes.
+const MAX_DESCRIPTION: usize = 200;
+
+impl RequestBody for CreateWebhookRequest {
+    fn not_an_object() -> ApiError {
+        ApiError::bad_request(URL_REQUIRED)
+    }
+}
+
+impl CreateWebhookRequest {
+    /// The endpoint asked for, checked field by field; the address itself
+    /// (its scheme, where it resolves) is checked by the service layer.
+    pub fn into_webhook(self) -> Result<NewWebhook, ApiError> {
+        let url = self
+            .url
+            .required_text(|| ApiError::bad_request(URL_REQUIRED))?;
+        if url.len() > MAX_URL {
+            return Err(ApiError::bad_request(format!(
+                "url must be at most {MAX_URL} characters"
+            )));
+        }
+        let mut events: Vec<String> = Vec::new();
+        let listed = self
+            .events
+            .optional(|| ApiError::bad_request("events must be a list of event types"))?
+            .unwrap_or_default();
+        for entry in listed {
+            // An entry that is not a string names no event type.
+            let name = match entry {
+                Field::Valid(name) => name,
+                _ => String::new(),
+            };
+            if !EVENT_TYPES.contains(&name.as_str()) {
+                return Err(ApiError::BadRequest {
+                    message: format!("Unknown event type '{name}'"),
+                    errors: Some(serde_json::json!({ "known": EVENT_TYPES })),
+                });
+            }
+            if !events.contains(&name) {
+                events.push(name);
+            }
+        }
+        let too_long = || {
+            ApiError::bad_request(format!(
+                "description must be a string of at most {MAX_DESCRIPTION} characters"
+            ))
+        };
+        let description = self.description.optional(too_long)?;
+        if description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION)
+        {
+            return Err(too_long());
+        }
+        Ok(NewWebhook {
+            url,
+            events,
+            description,
+        })
+    }
 }
 
 /// A webhook endpoint.
@@ -175,9 +245,10 @@ pub async fn create_webhook(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
-    JsonBody(body): JsonBody,
+    JsonBody(Object(body)): JsonBody<Object<CreateWebhookRequest>>,
 ) -> Result<Success, ApiError> {
-    let (endpoint, secret) = state.ops.create_webhook(caller.scope(), &body).await?;
+    let webhook = body.into_webhook()?;
+    let (endpoint, secret) = state.ops.create_webhook(caller.scope(), webhook).await?;
     let mut data = endpoint_data(&endpoint);
     data.secret = Some(secret);
     Ok(Success::new(
