@@ -19,30 +19,9 @@ const DEMO_ACCOUNT: &str = "demo";
 
 pub async fn run(cli: Cli) -> Result<()> {
     let config_file = cli.global.config.clone();
-    let mut config = Config::load(cli.global.config.as_deref())?;
-    if let Some(dir) = cli.global.data_dir {
-        config.data_dir = dir;
-    }
-    if let Some(url) = cli.global.database_url {
-        config.database_url = Some(url);
-    }
+    let config = Config::load(config_file.as_deref(), &flags(&cli))?;
     match cli.command {
-        Command::Serve {
-            listen,
-            no_worker,
-            metrics_listen,
-        } => {
-            if let Some(listen) = listen {
-                config.listen = listen;
-            }
-            if no_worker {
-                config.run_worker = false;
-            }
-            if metrics_listen.is_some() {
-                config.metrics_listen = metrics_listen;
-            }
-            serve(config).await
-        }
+        Command::Serve { .. } => serve(config).await,
         Command::Worker => worker(config).await,
         Command::Migrate { dry_run: true } => crate::operate::migrate_dry_run(&config).await,
         Command::Migrate { dry_run: false } => {
@@ -74,6 +53,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             limit,
         } => audit(&open(&config).await?, account, service, limit).await,
     }
+}
+
+/// The settings given as flags, the configuration's last layer.
+fn flags(cli: &Cli) -> Vec<(&'static str, String)> {
+    let text = |p: &std::path::PathBuf| p.to_string_lossy().into_owned();
+    let mut flags = vec![];
+    flags.extend(cli.global.data_dir.as_ref().map(|d| ("data_dir", text(d))));
+    flags.extend(cli.global.database_url.clone().map(|u| ("database_url", u)));
+    if let Command::Serve {
+        listen,
+        no_worker,
+        metrics_listen,
+    } = &cli.command
+    {
+        flags.extend(listen.clone().map(|l| ("listen", l)));
+        flags.extend(metrics_listen.clone().map(|m| ("metrics_listen", m)));
+        if *no_worker {
+            flags.push(("run_worker", "false".to_string()));
+        }
+    }
+    flags
 }
 
 async fn open(config: &Config) -> Result<Arc<dyn Store>> {

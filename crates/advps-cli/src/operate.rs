@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use secrecy::ExposeSecret;
 
 use advps_server::backup;
 use advps_server::Config;
@@ -100,7 +101,8 @@ pub async fn restore(
 }
 
 pub async fn migrate_dry_run(config: &Config) -> Result<()> {
-    let plan = advps_store::migration_plan(config.database_url.as_deref(), &config.data_dir)
+    let url = config.database_url.as_ref().map(|url| url.expose_secret());
+    let plan = advps_store::migration_plan(url, &config.data_dir)
         .await
         .context("cannot read the database's migrations")?;
     let pending: Vec<_> = plan.steps.iter().filter(|s| !s.applied).collect();

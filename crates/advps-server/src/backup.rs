@@ -21,6 +21,7 @@ use std::time::Duration;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -106,7 +107,7 @@ pub struct RestoreSummary {
 /// The bytes of the deployment's secret key, as its file holds them.
 fn secret_key_text(config: &Config) -> Result<String, BackupError> {
     if let Some(inline) = &config.secret_key {
-        return Ok(format!("{}\n", inline.trim()));
+        return Ok(format!("{}\n", inline.expose_secret().trim()));
     }
     // Made on first use like the server would, so a backup of a fresh
     // directory still restores into one that opens.
@@ -535,7 +536,7 @@ pub async fn run_schedule(
     config: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let schedule = config.backup.clone();
+    let schedule = config.backup();
     if schedule.dir.is_none() {
         return;
     }

@@ -1,13 +1,30 @@
 //! Server settings: built-in defaults, then an optional TOML file, then
-//! `ADVPS_*` environment variables, then command-line flags (applied by the
-//! caller), each layer overriding the one before.
+//! `ADVPS_*` environment variables, then command-line flags, each layer
+//! overriding the one before.
+//!
+//! The settings are listed once, as the fields of [`Config`]: a file key is
+//! a field's name, its variable that name in capitals after `ADVPS_` (the
+//! `[usage]` and `[panel]` sections' keys after `ADVPS_USAGE_` and
+//! `ADVPS_PANEL_`), and the layers are merged by figment. Variables and
+//! flags arrive as text and are parsed into each field's type, so an
+//! address or a URL is never taken for something else. Credentials are
+//! [`SecretString`]s: a `{:?}` of the configuration, or a log line made
+//! from it, shows `[REDACTED]` in their place.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use figment::error::{Actual, Kind};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use secrecy::SecretString;
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the API listens on.
     pub listen: String,
@@ -54,15 +71,20 @@ pub struct Config {
     /// Deadline of one delivery, in seconds.
     pub webhook_timeout_secs: u64,
     /// `postgres://...` to share one PostgreSQL database between instances;
-    /// none: SQLite in the data directory.
-    pub database_url: Option<String>,
+    /// none: SQLite in the data directory. Secret: the URL may carry the
+    /// database's password.
+    pub database_url: Option<SecretString>,
     /// Connections this instance opens to PostgreSQL at most.
     pub db_max_connections: u32,
     /// PostgreSQL statement timeout, in milliseconds.
     pub db_statement_timeout_ms: u64,
+    /// How long a query waits for a PostgreSQL connection, in milliseconds,
+    /// before it fails (503); short, so that while the database is down
+    /// requests are answered at once rather than held.
+    pub db_acquire_timeout_ms: u64,
     /// The key that encrypts stored secrets, base64 of 32 bytes; every
     /// instance sharing a database needs the same one (or the same file).
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretString>,
     /// Where Prometheus metrics are served (its own address, so it need
     /// not be exposed with the API); none: not served.
     pub metrics_listen: Option<String>,
@@ -87,15 +109,20 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// The usage sampler and how long its history is kept (`[usage]`).
     pub usage: UsageConfig,
-    /// Scheduled backups by the worker (`backup_dir`, `backup_every`,
-    /// `backup_keep`, `backup_passphrase_file`).
-    pub backup: crate::backup::BackupSchedule,
-    /// Seconds a console URL can be opened after it was handed out
-    /// (`ADVPS_CONSOLE_TTL_SECS`); an open console is not cut by it.
+    /// Where the worker writes scheduled backups; none: it writes none.
+    pub backup_dir: Option<PathBuf>,
+    /// How often it writes one (`6h`, `1d`, ...; at least a second).
+    #[serde(deserialize_with = "period")]
+    pub backup_every: Duration,
+    /// How many of the newest scheduled backups are kept.
+    pub backup_keep: u32,
+    /// A file holding the passphrase that seals scheduled backups.
+    pub backup_passphrase_file: Option<PathBuf>,
+    /// Seconds a console URL can be opened after it was handed out; an open
+    /// console is not cut by it.
     pub console_ttl_secs: u64,
-    /// Consoles open at once in this process, over every service
-    /// (`console_max_sessions`, `ADVPS_CONSOLE_MAX_SESSIONS`); one more is
-    /// answered 503 with `Retry-After`.
+    /// Consoles open at once in this process, over every service; one more
+    /// is answered 503 with `Retry-After`.
     pub console_max_sessions: usize,
     /// The customer panel at `/panel` (`[panel]`).
     pub panel: PanelConfig,
@@ -103,6 +130,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let backup = crate::backup::BackupSchedule::default();
         Config {
             listen: "127.0.0.1:8080".to_string(),
             data_dir: PathBuf::from("./advps-data"),
@@ -127,6 +155,7 @@ impl Default for Config {
             database_url: None,
             db_max_connections: 16,
             db_statement_timeout_ms: 30_000,
+            db_acquire_timeout_ms: 3_000,
             secret_key: None,
             metrics_listen: None,
             log_format: "text".to_string(),
@@ -137,57 +166,15 @@ impl Default for Config {
             max_connections: 1024,
             shutdown_grace_secs: 30,
             usage: UsageConfig::default(),
-            backup: crate::backup::BackupSchedule::default(),
+            backup_dir: backup.dir,
+            backup_every: backup.every,
+            backup_keep: backup.keep,
+            backup_passphrase_file: backup.passphrase_file,
             console_ttl_secs: 60,
             console_max_sessions: 64,
             panel: PanelConfig::default(),
         }
     }
-}
-
-/// The TOML file: every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    rate_limit_test: Option<u32>,
-    rate_limit_live: Option<u32>,
-    rate_limit_window_secs: Option<u64>,
-    sandbox_task_seconds: Option<f64>,
-    sandbox_rebuild_limit: Option<u32>,
-    low_stock_threshold: Option<i64>,
-    max_body_bytes: Option<usize>,
-    secret_key_file: Option<PathBuf>,
-    live_rebuild_limit: Option<u32>,
-    task_lease_secs: Option<u64>,
-    engine_timeout_secs: Option<u64>,
-    sandbox_provision_seconds: Option<f64>,
-    expiry_check_secs: Option<u64>,
-    expiry_grace_secs: Option<u64>,
-    webhook_allow_private: Option<bool>,
-    webhook_retry_base_ms: Option<u64>,
-    webhook_max_attempts: Option<u32>,
-    webhook_timeout_secs: Option<u64>,
-    database_url: Option<String>,
-    db_max_connections: Option<u32>,
-    db_statement_timeout_ms: Option<u64>,
-    secret_key: Option<String>,
-    metrics_listen: Option<String>,
-    log_format: Option<String>,
-    header_read_timeout_secs: Option<u64>,
-    body_read_timeout_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    max_connections: Option<usize>,
-    shutdown_grace_secs: Option<u64>,
-    console_max_sessions: Option<usize>,
-    usage: Option<UsageConfig>,
-    panel: Option<PanelConfig>,
-    // Scheduled backups (see `Config::apply_backup`).
-    backup_dir: Option<PathBuf>,
-    backup_every: Option<String>,
-    backup_keep: Option<u32>,
-    backup_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,359 +190,264 @@ pub enum ConfigError {
     Env {
         name: String,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
 }
 
+/// What a period setting takes, in its error messages.
+const PERIOD: &str = "a period like 30m, 6h or 1d, at least 1s";
+
 /// A period like `6h`, `1d` or `30m` (at least a second).
-fn parse_every(name: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
-    match humantime::parse_duration(value.trim()) {
-        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
-        _ => Err(ConfigError::Env {
-            name: name.to_string(),
-            value: value.to_string(),
-            expected: "a period like 30m, 6h or 1d, at least 1s",
-        }),
+fn period<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        _ => Err(de::Error::invalid_value(
+            de::Unexpected::Str(&text),
+            &PERIOD,
+        )),
     }
 }
 
-impl Config {
-    /// Defaults, then the file (if given), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_from(file, |name| std::env::var(name).ok())
+/// The sections of the file, each its own struct: their keys' variables
+/// are named `ADVPS_<SECTION>_<KEY>`.
+fn sections() -> [(&'static str, &'static [&'static str]); 2] {
+    [
+        ("usage", field_names::<UsageConfig>()),
+        ("panel", field_names::<PanelConfig>()),
+    ]
+}
+
+/// The field names a derived `Deserialize` struct asks for, so that the
+/// variables read are the struct's own fields and no second list of them
+/// is kept.
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Names<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Names<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("names read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut names: &'static [&'static str] = &[];
+    let _ = T::deserialize(Names(&mut names));
+    names
+}
+
+/// Every setting's variable with the setting's key path in the merged
+/// configuration (`ADVPS_USAGE_SAMPLE_SECONDS` -> `usage.sample_seconds`).
+pub fn env_names() -> Vec<(String, Vec<String>)> {
+    let sections = sections();
+    let mut names = Vec::new();
+    for field in field_names::<Config>() {
+        match sections.iter().find(|(name, _)| name == field) {
+            Some((section, keys)) => names.extend(keys.iter().map(|key| {
+                (
+                    format!("ADVPS_{}_{}", section, key).to_uppercase(),
+                    vec![section.to_string(), key.to_string()],
+                )
+            })),
+            None => names.push((
+                format!("ADVPS_{field}").to_uppercase(),
+                vec![field.to_string()],
+            )),
+        }
+    }
+    names
+}
+
+/// One layer given as text: the environment or the flags. Each entry is
+/// the name the operator wrote (for error messages), the setting's key
+/// path and the value as written; figment parses it into the field's type.
+struct TextLayer {
+    name: &'static str,
+    entries: Vec<(String, Vec<String>, String)>,
+}
+
+impl TextLayer {
+    /// The entry behind an error at `path`.
+    fn entry(&self, path: &[String]) -> Option<&(String, Vec<String>, String)> {
+        self.entries.iter().find(|(_, key, _)| key == path)
+    }
+}
+
+impl Provider for TextLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name)
     }
 
-    /// As [`Config::load`], reading variables through `env` (for tests).
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (_, path, value) in &self.entries {
+            let (last, sections) = path.split_last().expect("a key path is never empty");
+            let mut dict = &mut root;
+            for section in sections {
+                let entry = dict
+                    .entry(section.clone())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                dict = match entry {
+                    Value::Dict(_, inner) => inner,
+                    _ => unreachable!("sections are only ever dictionaries here"),
+                };
+            }
+            dict.insert(last.clone(), Value::from(value.clone()));
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+const ENVIRONMENT: &str = "environment variable";
+const FLAGS: &str = "command-line flag";
+
+impl Config {
+    /// Defaults, then the file (if given), then the process's environment,
+    /// then `flags` (setting name and value, e.g. `("listen", ...)`).
+    pub fn load(file: Option<&Path>, flags: &[(&str, String)]) -> Result<Config, ConfigError> {
+        Self::load_layers(file, |name| std::env::var(name).ok(), flags)
+    }
+
+    /// Defaults, the file and the environment read through `env` (for
+    /// tests).
     pub fn load_from(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            config.apply_backup_file(&parsed)?;
-            config.apply_file(parsed);
+        Self::load_layers(file, env, &[])
+    }
+
+    /// Every layer, the environment read through `env`. An empty variable
+    /// counts as unset, as an empty flag value does.
+    pub fn load_layers(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
+        let text = file
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let environment = TextLayer {
+            name: ENVIRONMENT,
+            entries: env_names()
+                .into_iter()
+                .filter_map(|(name, path)| {
+                    let value = env(&name)?.trim().to_string();
+                    (!value.is_empty()).then_some((name, path, value))
+                })
+                .collect(),
+        };
+        let flags = TextLayer {
+            name: FLAGS,
+            entries: flags
+                .iter()
+                .filter(|(_, value)| !value.trim().is_empty())
+                .map(|(key, value)| {
+                    (
+                        format!("--{}", key.replace('_', "-")),
+                        key.split('.').map(str::to_string).collect(),
+                        value.trim().to_string(),
+                    )
+                })
+                .collect(),
+        };
+        let mut figment = Figment::new();
+        if let Some(text) = &text {
+            figment = figment.merge(Toml::string(text));
         }
-        config.apply_env(&env)?;
-        config.apply_backup_env(&env)?;
+        let config: Config = figment
+            .merge(&environment)
+            .merge(&flags)
+            .extract_lossy()
+            .map_err(|e| layer_error(e, file, [&environment, &flags]))?;
         config.validate()?;
         Ok(config)
     }
+}
 
-    fn apply_file(&mut self, f: FileConfig) {
-        macro_rules! take {
-            ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v; } )* };
+/// A figment error as the layer it came from would name it: the variable
+/// or flag with the value as written, or the file with its key.
+fn layer_error(error: figment::Error, file: Option<&Path>, layers: [&TextLayer; 2]) -> ConfigError {
+    let source = error.metadata.as_ref().map(|m| m.name.to_string());
+    let key = error.path.join(".");
+    let (value, expected) = match &error.kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            (Some(actual_text(actual)), expected_text(expected))
         }
-        take!(
-            listen,
-            data_dir,
-            rate_limit_test,
-            rate_limit_live,
-            rate_limit_window_secs,
-            sandbox_task_seconds,
-            sandbox_rebuild_limit,
-            low_stock_threshold,
-            max_body_bytes,
-            live_rebuild_limit,
-            task_lease_secs,
-            engine_timeout_secs,
-            sandbox_provision_seconds,
-            expiry_check_secs,
-            expiry_grace_secs,
-            webhook_allow_private,
-            webhook_retry_base_ms,
-            webhook_max_attempts,
-            webhook_timeout_secs,
-            db_max_connections,
-            db_statement_timeout_ms,
-            log_format,
-            header_read_timeout_secs,
-            body_read_timeout_secs,
-            idle_timeout_secs,
-            max_connections,
-            shutdown_grace_secs,
-            console_max_sessions
-        );
-        for (value, target) in [
-            (f.database_url, &mut self.database_url),
-            (f.secret_key, &mut self.secret_key),
-            (f.metrics_listen, &mut self.metrics_listen),
-        ] {
-            if value.is_some() {
-                *target = value;
-            }
-        }
-        if f.secret_key_file.is_some() {
-            self.secret_key_file = f.secret_key_file;
-        }
-        if let Some(usage) = f.usage {
-            self.usage = usage;
-        }
-        if let Some(panel) = f.panel {
-            self.panel = panel;
+        Kind::InvalidLength(_, expected) => (None, expected_text(expected)),
+        _ => (None, String::new()),
+    };
+    if let Some(layer) = layers.iter().find(|l| Some(l.name) == source.as_deref()) {
+        if let Some((name, _, raw)) = layer.entry(&error.path) {
+            return ConfigError::Env {
+                name: name.clone(),
+                value: raw.clone(),
+                expected,
+            };
         }
     }
-
-    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parsed<T: std::str::FromStr>(
-            name: &str,
-            raw: Option<String>,
-            expected: &'static str,
-        ) -> Result<Option<T>, ConfigError> {
-            match raw {
-                None => Ok(None),
-                Some(value) => value
-                    .trim()
-                    .parse::<T>()
-                    .map(Some)
-                    .map_err(|_| ConfigError::Env {
-                        name: name.to_string(),
-                        value,
-                        expected,
-                    }),
-            }
+    let message = match (&error.kind, value) {
+        // The path ends with the unknown key itself.
+        (Kind::UnknownField(field, _), _) if key.is_empty() => {
+            format!("unknown setting '{field}'")
         }
-        if let Some(v) = env("ADVPS_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = env("ADVPS_DATA_DIR") {
-            self.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = env("ADVPS_SECRET_KEY_FILE") {
-            self.secret_key_file = Some(PathBuf::from(v));
-        }
-        let count = "a whole number";
-        if let Some(v) = parsed("ADVPS_RATE_LIMIT_TEST", env("ADVPS_RATE_LIMIT_TEST"), count)? {
-            self.rate_limit_test = v;
-        }
-        if let Some(v) = parsed("ADVPS_RATE_LIMIT_LIVE", env("ADVPS_RATE_LIMIT_LIVE"), count)? {
-            self.rate_limit_live = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_RATE_LIMIT_WINDOW_SECS",
-            env("ADVPS_RATE_LIMIT_WINDOW_SECS"),
-            count,
-        )? {
-            self.rate_limit_window_secs = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_SANDBOX_TASK_SECONDS",
-            env("ADVPS_SANDBOX_TASK_SECONDS"),
-            "a number of seconds",
-        )? {
-            self.sandbox_task_seconds = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_SANDBOX_REBUILD_LIMIT",
-            env("ADVPS_SANDBOX_REBUILD_LIMIT"),
-            count,
-        )? {
-            self.sandbox_rebuild_limit = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_LOW_STOCK_THRESHOLD",
-            env("ADVPS_LOW_STOCK_THRESHOLD"),
-            count,
-        )? {
-            self.low_stock_threshold = v;
-        }
-        if let Some(v) = parsed("ADVPS_MAX_BODY_BYTES", env("ADVPS_MAX_BODY_BYTES"), count)? {
-            self.max_body_bytes = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_LIVE_REBUILD_LIMIT",
-            env("ADVPS_LIVE_REBUILD_LIMIT"),
-            count,
-        )? {
-            self.live_rebuild_limit = v;
-        }
-        if let Some(v) = parsed("ADVPS_TASK_LEASE_SECS", env("ADVPS_TASK_LEASE_SECS"), count)? {
-            self.task_lease_secs = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_ENGINE_TIMEOUT_SECS",
-            env("ADVPS_ENGINE_TIMEOUT_SECS"),
-            count,
-        )? {
-            self.engine_timeout_secs = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_SANDBOX_PROVISION_SECONDS",
-            env("ADVPS_SANDBOX_PROVISION_SECONDS"),
-            "a number of seconds",
-        )? {
-            self.sandbox_provision_seconds = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_EXPIRY_CHECK_SECS",
-            env("ADVPS_EXPIRY_CHECK_SECS"),
-            count,
-        )? {
-            self.expiry_check_secs = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_EXPIRY_GRACE_SECS",
-            env("ADVPS_EXPIRY_GRACE_SECS"),
-            count,
-        )? {
-            self.expiry_grace_secs = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_WEBHOOK_ALLOW_PRIVATE",
-            env("ADVPS_WEBHOOK_ALLOW_PRIVATE"),
-            "true or false",
-        )? {
-            self.webhook_allow_private = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_WEBHOOK_RETRY_BASE_MS",
-            env("ADVPS_WEBHOOK_RETRY_BASE_MS"),
-            count,
-        )? {
-            self.webhook_retry_base_ms = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_WEBHOOK_MAX_ATTEMPTS",
-            env("ADVPS_WEBHOOK_MAX_ATTEMPTS"),
-            count,
-        )? {
-            self.webhook_max_attempts = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_WEBHOOK_TIMEOUT_SECS",
-            env("ADVPS_WEBHOOK_TIMEOUT_SECS"),
-            count,
-        )? {
-            self.webhook_timeout_secs = v;
-        }
-        if let Some(v) = env("ADVPS_DATABASE_URL").filter(|v| !v.trim().is_empty()) {
-            self.database_url = Some(v);
-        }
-        if let Some(v) = parsed(
-            "ADVPS_DB_MAX_CONNECTIONS",
-            env("ADVPS_DB_MAX_CONNECTIONS"),
-            count,
-        )? {
-            self.db_max_connections = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_DB_STATEMENT_TIMEOUT_MS",
-            env("ADVPS_DB_STATEMENT_TIMEOUT_MS"),
-            count,
-        )? {
-            self.db_statement_timeout_ms = v;
-        }
-        if let Some(v) = env("ADVPS_SECRET_KEY").filter(|v| !v.trim().is_empty()) {
-            self.secret_key = Some(v);
-        }
-        if let Some(v) = env("ADVPS_METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
-            self.metrics_listen = Some(v);
-        }
-        if let Some(v) = parsed(
-            "ADVPS_CONSOLE_TTL_SECS",
-            env("ADVPS_CONSOLE_TTL_SECS"),
-            count,
-        )? {
-            self.console_ttl_secs = v;
-        }
-        if let Some(v) = env("ADVPS_LOG_FORMAT") {
-            self.log_format = v;
-        }
-        for (name, target) in [
-            (
-                "ADVPS_HEADER_READ_TIMEOUT_SECS",
-                &mut self.header_read_timeout_secs,
-            ),
-            (
-                "ADVPS_BODY_READ_TIMEOUT_SECS",
-                &mut self.body_read_timeout_secs,
-            ),
-            ("ADVPS_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs),
-            ("ADVPS_SHUTDOWN_GRACE_SECS", &mut self.shutdown_grace_secs),
-        ] {
-            if let Some(v) = parsed(name, env(name), count)? {
-                *target = v;
-            }
-        }
-        if let Some(v) = parsed("ADVPS_MAX_CONNECTIONS", env("ADVPS_MAX_CONNECTIONS"), count)? {
-            self.max_connections = v;
-        }
-        if let Some(v) = parsed(
-            "ADVPS_CONSOLE_MAX_SESSIONS",
-            env("ADVPS_CONSOLE_MAX_SESSIONS"),
-            count,
-        )? {
-            self.console_max_sessions = v;
-        }
-        self.usage.apply_env(&env)?;
-        if let Some(v) = parsed(
-            "ADVPS_PANEL_SESSION_IDLE_SECS",
-            env("ADVPS_PANEL_SESSION_IDLE_SECS"),
-            count,
-        )? {
-            self.panel.session_idle_secs = v;
-        }
-        Ok(())
+        (Kind::UnknownField(..), _) => format!("unknown setting '{key}'"),
+        (_, Some(value)) => format!("invalid value for {key}: '{value}' ({expected})"),
+        (Kind::InvalidLength(..), None) => format!("invalid value for {key} ({expected})"),
+        (kind, None) if key.is_empty() => kind.to_string(),
+        (kind, None) => format!("{key}: {kind}"),
+    };
+    ConfigError::Parse {
+        path: file.map(Path::to_path_buf).unwrap_or_default(),
+        message,
     }
+}
 
-    /// The scheduled-backup keys of the file.
-    fn apply_backup_file(&mut self, f: &FileConfig) -> Result<(), ConfigError> {
-        let b = &mut self.backup;
-        if f.backup_dir.is_some() {
-            b.dir = f.backup_dir.clone();
-        }
-        if let Some(every) = &f.backup_every {
-            b.every = parse_every("backup_every", every)?;
-        }
-        if let Some(keep) = f.backup_keep {
-            b.keep = keep;
-        }
-        if f.backup_passphrase_file.is_some() {
-            b.passphrase_file = f.backup_passphrase_file.clone();
-        }
-        Ok(())
+/// A rejected value as the operator wrote it.
+fn actual_text(actual: &Actual) -> String {
+    match actual {
+        Actual::Str(s) | Actual::Other(s) => s.clone(),
+        Actual::Bool(b) => b.to_string(),
+        Actual::Signed(n) => n.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Float(n) => n.to_string(),
+        Actual::Char(c) => c.to_string(),
+        other => other.to_string(),
     }
+}
 
-    /// `ADVPS_BACKUP_DIR`, `_EVERY`, `_KEEP`, `_PASSPHRASE_FILE`.
-    fn apply_backup_env(
-        &mut self,
-        env: &impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        let b = &mut self.backup;
-        if let Some(v) = env("ADVPS_BACKUP_DIR").filter(|v| !v.trim().is_empty()) {
-            b.dir = Some(PathBuf::from(v));
+/// What a field takes, in words rather than Rust's type names.
+fn expected_text(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            "a whole number".into()
         }
-        if let Some(v) = env("ADVPS_BACKUP_EVERY") {
-            b.every = parse_every("ADVPS_BACKUP_EVERY", &v)?;
-        }
-        if let Some(v) = env("ADVPS_BACKUP_KEEP") {
-            b.keep = v.trim().parse().map_err(|_| ConfigError::Env {
-                name: "ADVPS_BACKUP_KEEP".into(),
-                value: v.clone(),
-                expected: "a count",
-            })?;
-        }
-        if let Some(v) = env("ADVPS_BACKUP_PASSPHRASE_FILE").filter(|v| !v.trim().is_empty()) {
-            b.passphrase_file = Some(PathBuf::from(v));
-        }
-        if b.keep == 0 {
-            return Err(ConfigError::Invalid {
-                name: "backup_keep",
-                message: "must be at least 1".into(),
-            });
-        }
-        Ok(())
+        "f32" | "f64" => "a number".into(),
+        "a boolean" => "true or false".into(),
+        other => other.to_string(),
     }
+}
 
+impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if !(self.sandbox_task_seconds.is_finite() && self.sandbox_task_seconds >= 0.0) {
             return Err(ConfigError::Invalid {
@@ -630,6 +522,17 @@ impl Config {
                 });
             }
         }
+        for (name, value) in [
+            ("backup_keep", u64::from(self.backup_keep)),
+            ("db_acquire_timeout_ms", self.db_acquire_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
         if self.low_stock_threshold < 0 {
             return Err(ConfigError::Invalid {
                 name: "low_stock_threshold",
@@ -651,6 +554,16 @@ impl Config {
         self.secret_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+
+    /// The worker's backup schedule.
+    pub fn backup(&self) -> crate::backup::BackupSchedule {
+        crate::backup::BackupSchedule {
+            dir: self.backup_dir.clone(),
+            every: self.backup_every,
+            keep: self.backup_keep,
+            passphrase_file: self.backup_passphrase_file.clone(),
+        }
     }
 
     pub fn sandbox_provision_millis(&self) -> i64 {
@@ -691,8 +604,10 @@ pub struct UsageConfig {
     /// How long raw samples are kept (default a day).
     pub raw_keep_seconds: f64,
     /// The buckets of the two rollups (default 5 minutes and an hour).
+    #[serde(deserialize_with = "seconds_pair")]
     pub rollup_seconds: [f64; 2],
     /// How long each rollup is kept (default 7 and 30 days).
+    #[serde(deserialize_with = "seconds_pair")]
     pub rollup_keep_seconds: [f64; 2],
 }
 
@@ -707,48 +622,38 @@ impl Default for UsageConfig {
     }
 }
 
-impl UsageConfig {
-    /// `ADVPS_USAGE_SAMPLE_SECONDS`, `ADVPS_USAGE_RAW_KEEP_SECONDS`, and the
-    /// pairs `ADVPS_USAGE_ROLLUP_SECONDS` / `ADVPS_USAGE_ROLLUP_KEEP_SECONDS`
-    /// (two numbers, comma-separated).
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let bad = |name: &str, value: String, expected: &'static str| ConfigError::Env {
-            name: name.to_string(),
-            value,
-            expected,
-        };
-        for (name, target) in [
-            ("ADVPS_USAGE_SAMPLE_SECONDS", &mut self.sample_seconds),
-            ("ADVPS_USAGE_RAW_KEEP_SECONDS", &mut self.raw_keep_seconds),
-        ] {
-            if let Some(v) = env(name) {
-                *target = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(name, v.clone(), "a number of seconds"))?;
-            }
+/// Two numbers of seconds: an array in the file, `a,b` in a variable.
+fn seconds_pair<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[f64; 2], D::Error> {
+    struct Pair;
+    impl<'de> Visitor<'de> for Pair {
+        type Value = [f64; 2];
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("two numbers of seconds, e.g. 300,3600")
         }
-        for (name, target) in [
-            ("ADVPS_USAGE_ROLLUP_SECONDS", &mut self.rollup_seconds),
-            (
-                "ADVPS_USAGE_ROLLUP_KEEP_SECONDS",
-                &mut self.rollup_keep_seconds,
-            ),
-        ] {
-            if let Some(v) = env(name) {
-                let numbers: Vec<f64> = v
-                    .split(',')
-                    .map(|n| n.trim().parse::<f64>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| bad(name, v.clone(), "two numbers of seconds, e.g. 300,3600"))?;
-                *target = numbers
-                    .try_into()
-                    .map_err(|_| bad(name, v.clone(), "two numbers of seconds, e.g. 300,3600"))?;
-            }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<[f64; 2], E> {
+            let numbers: Option<Vec<f64>> =
+                text.split(',').map(|n| n.trim().parse().ok()).collect();
+            numbers
+                .and_then(|n| n.try_into().ok())
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(text), &self))
         }
-        Ok(())
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<[f64; 2], A::Error> {
+            let mut pair = [0.0; 2];
+            for (i, slot) in pair.iter_mut().enumerate() {
+                *slot = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<f64>()?.is_some() {
+                return Err(de::Error::invalid_length(3, &self));
+            }
+            Ok(pair)
+        }
     }
+    deserializer.deserialize_any(Pair)
+}
 
+impl UsageConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: &str| ConfigError::Invalid {
             name: "usage",
@@ -802,6 +707,7 @@ impl UsageConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -863,5 +769,181 @@ mod tests {
         let err =
             Config::load_from(None, env_of(&[("ADVPS_SANDBOX_TASK_SECONDS", "-1")])).unwrap_err();
         assert!(err.to_string().contains("sandbox_task_seconds"), "{err}");
+    }
+
+    fn write_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("advps.toml");
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
+    /// The variables the README's configuration table names.
+    fn readme_variables() -> Vec<String> {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
+        let table = readme
+            .split("| TOML key | environment | default |")
+            .nth(1)
+            .expect("the README has the configuration table");
+        let mut names = Vec::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let column = row.split(" | ").nth(1).expect("a row has three columns");
+            let words = column.split('`').skip(1).step_by(2);
+            names.extend(
+                words
+                    .filter(|w| w.starts_with("ADVPS_"))
+                    .map(str::to_string),
+            );
+        }
+        names
+    }
+
+    #[test]
+    fn every_variable_in_the_readme_is_honoured() {
+        let documented = readme_variables();
+        let known: Vec<String> = env_names().into_iter().map(|(name, _)| name).collect();
+        for name in &known {
+            assert!(
+                documented.contains(name),
+                "{name} is missing from the README"
+            );
+        }
+        let default = format!("{:?}", Config::default());
+        for name in &documented {
+            assert!(known.contains(name), "{name} is not a setting");
+            // Some value of the setting's type must load and change the
+            // configuration (secrets change it from None to Some).
+            let honoured = ["3", "7", "false", "true", "json", "2h", "604800,2592001"]
+                .iter()
+                .filter_map(|value| Config::load_from(None, env_of(&[(name, value)])).ok())
+                .any(|config| format!("{config:?}") != default);
+            assert!(honoured, "{name} changed nothing");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_the_file() {
+        let (_dir, file) = write_file(
+            "listen = \"0.0.0.0:1\"\nrate_limit_test = 1\nrate_limit_live = 2\n\
+             log_format = \"json\"\n[panel]\nsession_idle_secs = 5\n",
+        );
+        let env = env_of(&[
+            ("ADVPS_LISTEN", "127.0.0.1:0"),
+            ("ADVPS_RATE_LIMIT_TEST", "3"),
+            ("ADVPS_PANEL_SESSION_IDLE_SECS", "6"),
+            ("ADVPS_RUN_WORKER", "true"),
+        ]);
+        let flags = [
+            ("listen", "127.0.0.2:9".to_string()),
+            ("run_worker", "false".to_string()),
+        ];
+        let config = Config::load_layers(Some(&file), env, &flags).unwrap();
+        assert_eq!(config.listen, "127.0.0.2:9");
+        assert!(!config.run_worker);
+        assert_eq!(config.rate_limit_test, 3);
+        assert_eq!(config.rate_limit_live, 2);
+        assert_eq!(config.log_format, "json");
+        assert_eq!(config.panel.session_idle_secs, 6);
+        assert_eq!(config.rate_limit_window_secs, 900);
+    }
+
+    #[test]
+    fn variables_are_text_until_their_setting_parses_them() {
+        let config = Config::load_from(
+            None,
+            env_of(&[
+                ("ADVPS_LISTEN", "127.0.0.1:0"),
+                ("ADVPS_METRICS_LISTEN", " 9090 "),
+                ("ADVPS_SECRET_KEY", "12345"),
+                ("ADVPS_DATABASE_URL", "postgres://u:p@h/db?sslmode=disable"),
+                ("ADVPS_BACKUP_EVERY", "6h"),
+                ("ADVPS_DB_ACQUIRE_TIMEOUT_MS", "250"),
+                // An empty variable counts as unset; others are no setting.
+                ("ADVPS_BACKUP_DIR", ""),
+                ("ADVPS_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen_addr().unwrap().port(), 0);
+        assert_eq!(config.metrics_listen.as_deref(), Some("9090"));
+        assert_eq!(config.secret_key.as_ref().unwrap().expose_secret(), "12345");
+        assert_eq!(
+            config.database_url.as_ref().unwrap().expose_secret(),
+            "postgres://u:p@h/db?sslmode=disable"
+        );
+        assert_eq!(config.backup().every, Duration::from_secs(6 * 3600));
+        assert_eq!(config.db_acquire_timeout_ms, 250);
+        assert_eq!(config.backup_dir, None);
+    }
+
+    #[test]
+    fn an_unknown_file_key_is_refused_by_name() {
+        for (text, key) in [
+            ("no_such_setting = 1\n", "no_such_setting"),
+            ("[usage]\nsample_secs = 1\n", "usage.sample_secs"),
+        ] {
+            let (_dir, file) = write_file(text);
+            let err = Config::load_from(Some(&file), env_of(&[])).unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("invalid config file"), "{message}");
+            assert!(message.contains(&format!("'{key}'")), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_names_its_source_the_value_and_what_was_expected() {
+        let cases = [
+            (
+                ("ADVPS_RATE_LIMIT_LIVE", "lots"),
+                "invalid value for ADVPS_RATE_LIMIT_LIVE: 'lots' (a whole number)",
+            ),
+            (
+                ("ADVPS_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+                "invalid value for ADVPS_WEBHOOK_ALLOW_PRIVATE: 'maybe' (true or false)",
+            ),
+            (
+                ("ADVPS_BACKUP_EVERY", "0s"),
+                "invalid value for ADVPS_BACKUP_EVERY: '0s' (a period like 30m, 6h or 1d, at least 1s)",
+            ),
+            (
+                ("ADVPS_USAGE_ROLLUP_SECONDS", "300"),
+                "invalid value for ADVPS_USAGE_ROLLUP_SECONDS: '300' (two numbers of seconds, e.g. 300,3600)",
+            ),
+        ];
+        for (pair, expected) in cases {
+            let err = Config::load_from(None, env_of(&[pair])).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        let (_dir, file) = write_file("rate_limit_live = \"lots\"\nbackup_keep = 1\n");
+        let err = Config::load_from(Some(&file), env_of(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(": invalid value for rate_limit_live: 'lots' (a whole number)"),
+            "{err}"
+        );
+        let flags = [("data_dir", "/d".to_string()), ("run_worker", "x".into())];
+        let err = Config::load_layers(None, env_of(&[]), &flags).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for --run-worker: 'x' (true or false)"
+        );
+        let err = Config::load_from(None, env_of(&[("ADVPS_BACKUP_KEEP", "0")])).unwrap_err();
+        assert!(err.to_string().contains("backup_keep"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let (_dir, file) = write_file(
+            "secret_key = \"a2V5LWZyb20tdGhlLWZpbGUtMzItYnl0ZXMtbG9uZyE=\"\n\
+             database_url = \"postgres://advps:hunter2@db.internal/advps\"\n",
+        );
+        let config = Config::load_from(Some(&file), env_of(&[])).unwrap();
+        let printed = format!("{config:?} {config:#?}");
+        for secret in ["a2V5LWZyb20tdGhlLWZpbGUtMzItYnl0ZXMtbG9uZyE=", "hunter2"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("REDACTED"), "{printed}");
+        let url = config.database_url.as_ref().unwrap().expose_secret();
+        assert!(url.contains("hunter2"));
     }
 }

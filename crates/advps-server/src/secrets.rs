@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
+use secrecy::ExposeSecret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -43,7 +44,7 @@ impl Cipher {
     /// bytes) when set — every instance on one database needs the same key —
     /// else the key file, made on first use.
     pub fn for_config(config: &crate::Config) -> Result<Cipher, SecretError> {
-        match config.secret_key.as_deref() {
+        match config.secret_key.as_ref().map(|key| key.expose_secret()) {
             Some(encoded) => {
                 let bad = |message: &str| SecretError::KeyFile {
                     path: "secret_key".into(),

@@ -26,6 +26,7 @@ use axum::Router;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -133,8 +134,8 @@ pub async fn build_state(config: Config) -> anyhow_like::Result<AppState> {
 pub fn is_shared(config: &Config) -> bool {
     config
         .database_url
-        .as_deref()
-        .is_some_and(advps_store::is_postgres_url)
+        .as_ref()
+        .is_some_and(|url| advps_store::is_postgres_url(url.expose_secret()))
 }
 
 /// Opens the configured store: PostgreSQL for a `postgres://` URL, else
@@ -143,9 +144,11 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, advps_store::
     let pg = advps_store::PgPoolSettings {
         max_connections: config.db_max_connections,
         statement_timeout: Some(Duration::from_millis(config.db_statement_timeout_ms)),
+        acquire_timeout: Duration::from_millis(config.db_acquire_timeout_ms),
         ..Default::default()
     };
-    advps_store::open_store_with(config.database_url.as_deref(), &config.data_dir, &pg).await
+    let url = config.database_url.as_ref().map(|url| url.expose_secret());
+    advps_store::open_store_with(url, &config.data_dir, &pg).await
 }
 
 /// A small boxed-error result so that start-up failures of any layer can be
