@@ -37,6 +37,7 @@
 //! the server CPU time per request (sampled from `/proc/PID/stat` over each
 //! measured window, also printed) are the steadier figures.
 
+mod engine;
 mod load;
 mod lxd;
 mod overhead;
