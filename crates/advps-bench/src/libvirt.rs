@@ -414,13 +414,18 @@ mod tests {
         let ok = agent_return("{\"return\":{\"pid\":812}}\n").unwrap();
         assert_eq!(ok["pid"], 812);
         let refused = agent_return("{\"error\":{\"class\":\"GenericError\",\"desc\":\"no\"}}");
-        assert!(refused.is_err());
+        let message = format!("{:#}", refused.unwrap_err());
+        assert!(
+            message.contains("refused") && message.contains("GenericError"),
+            "{message}"
+        );
         assert!(agent_return("").is_err());
     }
 
     #[test]
     fn exec_status() {
         assert_eq!(exec_result(&json!({"exited": false})), None);
+        assert_eq!(exec_result(&json!({})), None);
         // "running\n" in base64.
         let done = json!({"exited": true, "exitcode": 0, "out-data": "cnVubmluZwo="});
         assert_eq!(exec_result(&done), Some((0, "running\n".to_string())));
