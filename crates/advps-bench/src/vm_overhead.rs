@@ -2,8 +2,9 @@
 //! itself.
 //!
 //! In one run it makes two test VMs `advps-test-bench-<random>` with
-//! `.ci/vm-new NAME --wait` (Debian 12 on a qcow2 overlay of the image
-//! `.ci/vm-up` built, guest agent, NoCloud seed with a static address).
+//! `.ci/vm-new NAME` and waits until they are ready (Debian 12 on a qcow2
+//! overlay of the image `.ci/vm-up` built, guest agent, NoCloud seed with
+//! a static address).
 //! One is driven directly with `virsh -c qemu:///system` and the guest
 //! agent; the other is bound as a VPS in a fresh advps data directory (the
 //! release binary's CLI: account, node `--driver libvirt --endpoint
@@ -197,7 +198,8 @@ async fn run(args: &LibvirtArgs, names: Names) -> Result<LibvirtReport> {
         remember(&names, &name);
         println!("making {name} with .ci/vm-new (boots under emulation: a minute or more)");
         let vm = lv::vm_new(&repo, &name).await?;
-        println!("{} ready at {}", vm.name, vm.address);
+        virsh.wait_ready(&vm.name, READY_WAIT, POLL).await?;
+        println!("{} ready (seeded with {})", vm.name, vm.address);
         vms.push(vm);
     }
     let api_vm = vms.pop().expect("two VMs");
