@@ -29,9 +29,11 @@ use tokio::net::UnixStream;
 /// `advps-test-` part is what the test suites' clean-up recognises too).
 pub const BENCH_PREFIX: &str = "advps-test-bench-";
 
-/// Upper bound for one HTTP exchange; operations are waited for in slices
-/// well below it.
-const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// Upper bound for one HTTP exchange; LXD operations are waited for in
+/// slices well below it. The advps API answers a graceful stop or reboot
+/// of an emulated VM only when the guest has acted on it, which on a busy
+/// host can take minutes.
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
 /// Seconds LXD holds one `/wait` request before answering "still running".
 const WAIT_SLICE_SECS: u64 = 30;
 

@@ -26,7 +26,9 @@
 //!
 //! `advps-bench lxd [--iterations N]` is a separate mode: the wall time of
 //! start, stop and rebuild through the API against the same operations on
-//! LXD's own API (see `overhead.rs`).
+//! LXD's own API (see `overhead.rs`). `advps-bench libvirt [--iterations N]`
+//! does the same for start, stop, reboot and rebuild of two VMs against
+//! `virsh` (see `vm_overhead.rs`); both share `engine.rs`.
 //!
 //! Options: `--server PATH`, `--connections N` (32), `--seconds S` (10),
 //! `--warmup S` (2), `--rounds N` (2), `--settle S` (2), `--threads N`
@@ -37,6 +39,8 @@
 //! the server CPU time per request (sampled from `/proc/PID/stat` over each
 //! measured window, also printed) are the steadier figures.
 
+mod engine;
+mod libvirt;
 mod load;
 mod lxd;
 mod overhead;
@@ -46,6 +50,7 @@ mod scale;
 mod server;
 mod soak;
 mod stats;
+mod vm_overhead;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +108,10 @@ enum Mode {
     /// Engine overhead: start, stop and rebuild through the API against the
     /// same operations on LXD's API (needs root, LXD and the advps images)
     Lxd(overhead::LxdArgs),
+    /// Engine overhead: start, stop, reboot and rebuild of a VM through the
+    /// API against the same operations with virsh (needs root, libvirt and
+    /// the image of .ci/vm-up)
+    Libvirt(vm_overhead::LibvirtArgs),
     /// Scale-out: the status endpoint on SQLite, one PostgreSQL instance and
     /// two, and the shared limiter's accuracy (needs PostgreSQL)
     Scale(scale::ScaleArgs),
@@ -120,6 +129,7 @@ fn main() -> ExitCode {
     match args.mode.take() {
         Some(Mode::Scale(scale_args)) => return scale::main(scale_args),
         Some(Mode::Lxd(lxd_args)) => return overhead::main(lxd_args),
+        Some(Mode::Libvirt(vm_args)) => return vm_overhead::main(vm_args),
         Some(Mode::Soak(soak_args)) => return soak::main(soak_args),
         Some(Mode::Sampler(sampler_args)) => return sampler::main(sampler_args),
         None => {}

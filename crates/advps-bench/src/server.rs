@@ -24,7 +24,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 pub const RATE_LIMIT_FOR_RUN: &str = "1000000000";
 
 /// Root of the Cargo workspace this crate was built from.
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()
