@@ -3,6 +3,10 @@
 //! with `Retry-After` (never a 500), reads keep working and `GET /health`
 //! reports 503; once space is back, writes succeed again with no restart.
 //!
+//! A request with an `Idempotency-Key` refused that way did nothing, so
+//! its retry runs for real: refused again while the disk is full, answered
+//! once it has healed, never told that the first is still in flight.
+//!
 //! The data directory is a 4 MB tmpfs mounted for the test, which needs
 //! root: elsewhere the test is skipped with a notice, and with
 //! `ADVPS_REQUIRE_ROOT=1` (as `.ci/test` sets it) it fails instead.
@@ -52,8 +56,9 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
-#[tokio::test]
-async fn a_full_disk_answers_503_and_heals_without_a_restart() {
+/// A server whose data directory is a 4 MB tmpfs, unmounted when the
+/// returned guard drops; `None` when the test cannot run here.
+fn server_on_small_disk() -> Option<(TestServer, Mount)> {
     if !is_root() {
         let required = std::env::var("ADVPS_REQUIRE_ROOT").is_ok_and(|v| !v.is_empty() && v != "0");
         assert!(
@@ -65,11 +70,11 @@ async fn a_full_disk_answers_503_and_heals_without_a_restart() {
             "\nNOTICE (full_disk): skipped the full-disk test: it mounts a tmpfs and needs root; \
              run the tests as root (ADVPS_REQUIRE_ROOT=1 makes this a failure).\n"
         );
-        return;
+        return None;
     }
     if std::env::var("ADVPS_TEST_API_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
         // The database is elsewhere: a full data directory says nothing.
-        return;
+        return None;
     }
     let mut mounted = None;
     let server = TestServer::start_prepared(&[], |dir| {
@@ -81,7 +86,14 @@ async fn a_full_disk_answers_503_and_heals_without_a_restart() {
         assert!(ok.success(), "mount a tmpfs on {}", dir.display());
         mounted = Some(Mount(dir.to_path_buf()));
     });
-    let _mount = mounted;
+    Some((server, mounted.expect("mounted")))
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_heals_without_a_restart() {
+    let Some((server, _mount)) = server_on_small_disk() else {
+        return;
+    };
     let key = server.test_key.clone();
     let toggle = |i: usize| if i.is_multiple_of(2) { "stop" } else { "start" };
     assert_eq!(
@@ -160,4 +172,101 @@ async fn a_full_disk_answers_503_and_heals_without_a_restart() {
         !log.contains("transaction depth"),
         "a connection went back to the pool mid-transaction:\n{log}"
     );
+}
+
+/// A forced reboot of the test VPS under `idem` as its `Idempotency-Key`.
+async fn reboot(server: &TestServer, key: &str, idem: &str) -> Resp {
+    server
+        .request_with_headers(
+            reqwest::Method::POST,
+            "/api/v1/services/vps_service_1/reboot",
+            Some(key),
+            Some("application/json"),
+            Some(br#"{"mode":"force"}"#.to_vec()),
+            &[("idempotency-key", idem)],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn an_idempotent_request_refused_on_a_full_disk_runs_on_retry() {
+    let Some((server, _mount)) = server_on_small_disk() else {
+        return;
+    };
+    let key = server.test_key.clone();
+    let warm = reboot(&server, &key, "before-full").await;
+    assert_eq!(warm.status, 200, "{}", warm.text);
+
+    // Space is handed back a page at a time, so that some request finds
+    // room to take its key but not to do its work (nor to release the key).
+    let crumbs: Vec<PathBuf> = (0..256)
+        .map(|i| {
+            let crumb = server.data_dir().join(format!("crumb-{i}"));
+            std::fs::write(&crumb, [0u8; 4096]).unwrap();
+            crumb
+        })
+        .collect();
+    let filler = server.data_dir().join("filler");
+    assert!(fill(&filler) > 0);
+    let mut refused = Vec::new();
+    for (i, crumb) in crumbs.iter().enumerate() {
+        std::fs::remove_file(crumb).unwrap();
+        let idem = format!("full-disk-{i}");
+        let resp = reboot(&server, &key, &idem).await;
+        match resp.status {
+            200 => {}
+            503 => {
+                assert_error(&resp, 503, FULL);
+                // Still full: the retry runs again and is refused again
+                // (or, should the log have room again, succeeds).
+                let again = reboot(&server, &key, &idem).await;
+                match again.status {
+                    200 => {}
+                    503 => refused.push(idem),
+                    other => panic!(
+                        "retry of {idem} on a full disk: {other} {}\n{}",
+                        again.text,
+                        server.stderr_log()
+                    ),
+                }
+                // Enough: each retry after the disk heals takes some of
+                // the room the filler gives back.
+                if refused.len() >= 10 {
+                    break;
+                }
+            }
+            other => panic!(
+                "reboot on a full disk: {other} {}\n{}",
+                resp.text,
+                server.stderr_log()
+            ),
+        }
+    }
+    assert!(
+        refused.len() >= 5,
+        "reboots on a full disk were not refused: {refused:?}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    for idem in &refused {
+        let resp = reboot(&server, &key, idem).await;
+        assert_eq!(
+            resp.status,
+            200,
+            "retry of {idem} after the disk healed: {}\n{}",
+            resp.text,
+            server.stderr_log()
+        );
+        assert_eq!(
+            resp.header("idempotent-replayed"),
+            None,
+            "{idem} ran before"
+        );
+        let replay = reboot(&server, &key, idem).await;
+        assert_eq!(replay.status, 200, "{}", replay.text);
+        assert_eq!(
+            replay.header("idempotent-replayed").as_deref(),
+            Some("true")
+        );
+    }
 }

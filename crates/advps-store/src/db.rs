@@ -169,6 +169,44 @@ impl Db {
         }
     }
 
+    /// Runs `statements` in one write transaction that touches no cached
+    /// row: all of them are committed, or none.
+    ///
+    /// On SQLite the whole transaction is one batch, `BEGIN IMMEDIATE; ...;
+    /// COMMIT`, handed to the writer connection at once: one turn of the
+    /// one writer, where a [`Tx`] would take a turn per statement. The batch
+    /// runs in a task of its own, so a cancelled caller cannot stop it
+    /// between its `BEGIN` and its `COMMIT`; should it fail halfway, its
+    /// connection is closed rather than pooled with the transaction open.
+    /// PostgreSQL runs the statements in a [`Tx`].
+    pub(crate) async fn write_together(&self, statements: Vec<Query<'static>>) -> StoreResult<()> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                let mut sql = String::from("BEGIN IMMEDIATE;\n");
+                let mut args = Vec::new();
+                for statement in statements {
+                    sql.push_str(&renumber_placeholders(&statement.sql, args.len()));
+                    sql.push_str(";\n");
+                    args.extend(statement.args);
+                }
+                sql.push_str("COMMIT");
+                let batch = tokio::spawn(sqlite_batch(writer.clone(), sql, args));
+                // The task ends by itself; it only fails by panicking.
+                match batch.await {
+                    Ok(done) => Ok(done?),
+                    Err(_) => Err(sqlx::Error::WorkerCrashed.into()),
+                }
+            }
+            Pools::Postgres { .. } => {
+                let mut tx = self.begin_uncached().await?;
+                for statement in statements {
+                    statement.execute(&mut tx).await?;
+                }
+                tx.commit().await
+            }
+        }
+    }
+
     /// Begins a write transaction; its commit invalidates the cache.
     pub(crate) async fn begin(&self) -> StoreResult<Tx> {
         self.begin_with(Some(Arc::clone(&self.generation))).await
@@ -330,6 +368,26 @@ impl Target<'_> {
             _ => None,
         }
     }
+}
+
+/// `sql` with each placeholder `$N` moved on to `$(N + by)`, so that it can
+/// follow statements that already use `$1` to `$by` in one batch. The
+/// store's statements hold no `$` other than placeholders.
+fn renumber_placeholders(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An argument of a statement.
@@ -497,6 +555,19 @@ macro_rules! on_target {
     }};
 }
 
+/// Runs a batch of statements on the SQLite writer; a connection whose
+/// batch failed is closed, since it may have stopped inside its transaction.
+async fn sqlite_batch(writer: SqlitePool, sql: String, args: Vec<Arg>) -> Result<(), sqlx::Error> {
+    let mut conn = writer.acquire().await?;
+    let done = bound!(sqlx::query::<Sqlite>(&sql), args)
+        .execute(&mut *conn)
+        .await;
+    if done.is_err() {
+        drop(conn.detach());
+    }
+    done.map(drop)
+}
+
 impl<'s> Query<'s> {
     pub(crate) fn bind(mut self, value: impl IntoArg) -> Self {
         self.args.push(value.into_arg());
@@ -631,5 +702,20 @@ impl<'s> Query<'s> {
             |r| r,
             |r| r
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber_placeholders;
+
+    #[test]
+    fn placeholders_move_on() {
+        assert_eq!(
+            renumber_placeholders("UPDATE t SET a = $1 WHERE b = $2 AND c = $10", 3),
+            "UPDATE t SET a = $4 WHERE b = $5 AND c = $13"
+        );
+        assert_eq!(renumber_placeholders("SELECT 1", 5), "SELECT 1");
+        assert_eq!(renumber_placeholders("a $ b $2", 1), "a $ b $3");
     }
 }

@@ -518,6 +518,17 @@ pub enum IdempotencyBegin {
     InFlight,
 }
 
+/// The response of an idempotent request, kept for its replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    pub key_id: String,
+    pub idem_key: String,
+    pub status: u16,
+    /// The body as stored (sealed by the server).
+    pub body: String,
+    pub content_type: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWebhookEndpoint {
     pub id: String,

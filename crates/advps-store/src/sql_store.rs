@@ -98,8 +98,15 @@ impl SqlStore {
             // PostgreSQL's byte-order collation, so that statements that sort
             // text say `COLLATE "C"` once for both databases.
             .collation("C", |a: &str, b: &str| a.cmp(b));
+        // No test query before each use of a pooled connection (sqlx's
+        // default): a SQLite connection is a file this process holds open,
+        // with no server that could have dropped it, and the test would be
+        // one more trip to the connection's thread on every write and read,
+        // queued behind SQLite's one writer. A connection whose transaction
+        // state is unknown is closed instead of pooled (see `db::Tx`).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let applied = sqlite_applied(&writer).await?;
@@ -110,6 +117,7 @@ impl SqlStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone().read_only(true))
             .await?;
         let watcher = SqlitePoolOptions::new()

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::db::{query, Tx};
+use crate::db::{query, Query, Tx};
 use crate::model::*;
 use crate::{SqlStore, StoreResult};
 
@@ -24,6 +24,7 @@ pub trait IdempotencyStore: Send + Sync {
         stale_ms: i64,
     ) -> StoreResult<IdempotencyBegin>;
 
+    /// Records the response of a started request, for its replays.
     async fn finish_idempotent(
         &self,
         key_id: &str,
@@ -60,6 +61,20 @@ async fn insert_in_flight(
     Ok(inserted == 1)
 }
 
+/// The statement that records a started request's response; the audit log
+/// runs it in one commit with the request's audit entry.
+pub(crate) fn finish(response: &IdempotentResponse) -> Query<'static> {
+    query(
+        "UPDATE idempotency_records SET state = 'done', status = $1, body = $2, content_type = $3 \
+         WHERE key_id = $4 AND idem_key = $5",
+    )
+    .bind(response.status)
+    .bind(&response.body)
+    .bind(&response.content_type)
+    .bind(&response.key_id)
+    .bind(&response.idem_key)
+}
+
 #[async_trait]
 impl IdempotencyStore for SqlStore {
     async fn begin_idempotent(
@@ -71,6 +86,31 @@ impl IdempotencyStore for SqlStore {
         ttl_ms: i64,
         stale_ms: i64,
     ) -> StoreResult<IdempotencyBegin> {
+        // The common case, a key never seen (or seen so long ago that its
+        // record expired), takes the key in one statement outside a
+        // transaction: one turn of SQLite's one writer instead of four
+        // statements. The conflict clause takes over only an expired record;
+        // of concurrent first requests one inserts and the others, waiting on
+        // its row, find it unexpired and change nothing.
+        let taken = query(
+            "INSERT INTO idempotency_records (key_id, idem_key, fingerprint, state, created_at, expires_at) \
+             VALUES ($1, $2, $3, 'in_flight', $4, $5) ON CONFLICT (key_id, idem_key) DO UPDATE \
+             SET fingerprint = excluded.fingerprint, state = excluded.state, status = NULL, \
+             body = NULL, content_type = NULL, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at WHERE idempotency_records.expires_at <= $4",
+        )
+        .bind(key_id)
+        .bind(idem_key)
+        .bind(fingerprint)
+        .bind(now)
+        .bind(now + ttl_ms)
+        .execute(self.db.write_uncached())
+        .await?;
+        if taken == 1 {
+            return Ok(IdempotencyBegin::Started);
+        }
+        // A repeat: whether it is replayed, refused, or takes over a request
+        // whose server died is decided under the row's lock.
         let mut tx = self.db.begin_uncached().await?;
         query(
             "DELETE FROM idempotency_records WHERE key_id = $1 AND idem_key = $2 AND expires_at <= $3",
@@ -158,17 +198,14 @@ impl IdempotencyStore for SqlStore {
         body: &str,
         content_type: Option<&str>,
     ) -> StoreResult<()> {
-        query(
-            "UPDATE idempotency_records SET state = 'done', status = $1, body = $2, content_type = $3 \
-             WHERE key_id = $4 AND idem_key = $5",
-        )
-        .bind(status)
-        .bind(body)
-        .bind(content_type)
-        .bind(key_id)
-        .bind(idem_key)
-        .execute(self.db.write_uncached())
-        .await?;
+        let response = IdempotentResponse {
+            key_id: key_id.to_string(),
+            idem_key: idem_key.to_string(),
+            status,
+            body: body.to_string(),
+            content_type: content_type.map(str::to_string),
+        };
+        finish(&response).execute(self.db.write_uncached()).await?;
         Ok(())
     }
 

@@ -142,19 +142,32 @@ impl ServiceStore for SqlStore {
         to: PowerState,
         started_at: Option<i64>,
     ) -> StoreResult<bool> {
+        const UPDATE: &str =
+            "UPDATE services SET power_state = $1, started_at = $2 WHERE pk = $3 AND power_state = $4";
+        if from == to {
+            // A reboot: no state change to announce, so the conditional
+            // update is all there is, one statement with no transaction
+            // around it (one turn of SQLite's one writer instead of three).
+            let done = query(UPDATE)
+                .bind(to.as_str())
+                .bind(started_at)
+                .bind(service_pk)
+                .bind(from.as_str())
+                .execute(self.db.write())
+                .await?;
+            return Ok(done == 1);
+        }
         let mut tx = self.db.begin().await?;
         // Conditional on the state it leaves: of concurrent callers, the
         // first to update the row wins; the others wait for its lock, see
         // the new state and match nothing.
-        let done = query(
-            "UPDATE services SET power_state = $1, started_at = $2 WHERE pk = $3 AND power_state = $4",
-        )
-        .bind(to.as_str())
-        .bind(started_at)
-        .bind(service_pk)
-        .bind(from.as_str())
-        .execute(&mut tx)
-        .await?;
+        let done = query(UPDATE)
+            .bind(to.as_str())
+            .bind(started_at)
+            .bind(service_pk)
+            .bind(from.as_str())
+            .execute(&mut tx)
+            .await?;
         if done != 1 {
             tx.rollback().await?;
             return Ok(false);
