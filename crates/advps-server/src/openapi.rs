@@ -1,5 +1,8 @@
 //! The OpenAPI 3.1 document of the API, generated from the handlers'
 //! `#[utoipa::path]` annotations and the typed `data` structs they send.
+//! The paths are not listed here: they come from the routers the server
+//! serves (`server::documented`), so a route and its documentation are
+//! declared once, by the handler's annotation.
 //!
 //! What every authenticated operation shares is added here once, by
 //! [`Common`], instead of on each handler: the `x-api-key` scheme, the
@@ -19,9 +22,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Response, Respo
 use utoipa::{Modify, OpenApi};
 
 use crate::envelope::{ApiMode, ErrorEnvelope, ErrorWord, SuccessWord};
-use crate::routes::{
-    self, audit, docs, health, keys, me, os, products, purchase, services, tasks, webhooks,
-};
+use crate::routes::{self, os, products};
 
 /// Where the document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -71,49 +72,6 @@ and calls every operation below at `/panel/api/v1/...` with that cookie and the 
         version = "1.0",
         description = OVERVIEW,
     ),
-    paths(
-        services::start_service,
-        services::stop_service,
-        services::reboot_service,
-        services::configure_ip,
-        services::get_service_status,
-        services::generate_password,
-        services::rebuild_service,
-        tasks::get_task_status,
-        services::renew_services,
-        services::reset_mac,
-        routes::usage::list_services,
-        routes::usage::get_service_metrics,
-        routes::console::create_console,
-        products::list_product_stock,
-        products::get_product_stock,
-        os::list_os,
-        purchase::purchase_linux,
-        purchase::purchase_vps,
-        purchase::get_order,
-        purchase::list_orders,
-        me::get_me,
-        keys::list_keys,
-        keys::create_key,
-        keys::revoke_key,
-        routes::wallet::get_wallet,
-        health::get_livez,
-        health::get_health,
-        docs::get_openapi,
-        docs::get_docs,
-        webhooks::create_webhook,
-        webhooks::list_webhooks,
-        webhooks::get_webhook,
-        webhooks::delete_webhook,
-        webhooks::rotate_webhook_secret,
-        webhooks::list_deliveries,
-        webhooks::redeliver,
-        audit::list_audit,
-        crate::panel::index,
-        crate::panel::session::sign_in,
-        crate::panel::session::current,
-        crate::panel::session::sign_out,
-    ),
     // Types only parameters name (the `type` filters) are not reached from a
     // body, so utoipa does not collect them: listed here, or their `$ref`s dangle.
     components(schemas(
@@ -127,7 +85,6 @@ and calls every operation below at `/panel/api/v1/...` with that cookie and the 
         routes::usage::ServiceTypeFilter,
         routes::usage::RunningStatusFilter,
     )),
-    modifiers(&Common),
     security(("apiKey" = [])),
     tags(
         (name = "Services", description = "Control and monitor your VPS and Linux container services."),
@@ -143,10 +100,19 @@ and calls every operation below at `/panel/api/v1/...` with that cookie and the 
 )]
 pub struct ApiDoc;
 
-/// The document as served, built once.
+/// The document as served, built once: [`ApiDoc`] with the paths of the
+/// very routers the server serves (`server::documented`, in its order),
+/// then what all operations share ([`Common`]).
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()))
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        for (_, routes) in crate::server::documented() {
+            doc.merge(routes.into_openapi());
+        }
+        Common.modify(&mut doc);
+        doc.to_json().unwrap_or_else(|_| "{}".into())
+    })
 }
 
 /// Adds what all operations share; see the module documentation.
@@ -448,5 +414,28 @@ mod tests {
         assert!(status["responses"]["200"]["headers"]["RateLimit-Remaining"].is_object());
         let livez = &doc["paths"]["/livez"]["get"];
         assert!(livez["responses"]["401"].is_null());
+    }
+
+    /// The paths come from the routers, in the order they are registered:
+    /// the document must stay the one the SDKs were generated from
+    /// (`sdk/openapi.json`, written by `sdk/generate`), order included.
+    #[test]
+    fn the_document_is_the_one_the_sdks_were_generated_from() {
+        let published =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/openapi.json");
+        let published: Value =
+            serde_json::from_str(&std::fs::read_to_string(published).unwrap()).unwrap();
+        let served: Value = serde_json::from_str(document()).unwrap();
+        let paths = |doc: &Value| -> Vec<String> {
+            let paths = doc["paths"].as_object().unwrap();
+            paths.keys().cloned().collect()
+        };
+        assert_eq!(paths(&served), paths(&published));
+        // Maps compare without regard to order: compare the text.
+        let (served, published) = (served.to_string(), published.to_string());
+        assert!(
+            served == published,
+            "the served document differs from sdk/openapi.json: run sdk/generate --check"
+        );
     }
 }

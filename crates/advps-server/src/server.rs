@@ -21,7 +21,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use advps_domain::{sandbox as catalogue, time, Mode};
 use advps_store::{NewProduct, Store};
@@ -44,7 +44,8 @@ use crate::envelope::{error_body, json_response, RequestContext};
 use crate::ops::Operations;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
 use crate::routes::{
-    audit, console, docs, health, keys, me, os, products, purchase, services, tasks, webhooks,
+    audit, console, docs, health, keys, me, os, products, purchase, services, usage, wallet,
+    webhooks,
 };
 use crate::secrets::Cipher;
 use crate::worker::Worker;
@@ -187,53 +188,85 @@ pub async fn seed_sandbox_catalogue(store: &dyn Store) -> Result<(), advps_store
     Ok(())
 }
 
+/// Who reaches a group of documented routes, and so which layer is put in
+/// front of them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Access {
+    /// `/api/v1/...` behind the key: authentication, then (for mutating
+    /// calls) the audit log, then idempotent replay, in one layer (see
+    /// `auth::authenticate`).
+    Key,
+    /// `/api/v1/me`: the key is checked without counting it.
+    KeyUncounted,
+    /// `/api/v1/...` that needs no key (the OpenAPI document).
+    Open,
+    /// Outside `/api/v1`, no key: liveness and the reference page.
+    Site,
+    /// The customer panel's page and session, behind the panel's headers.
+    Panel,
+}
+
+/// Every documented route, by who reaches it. Each module's router declares
+/// its routes once, from the handlers' `#[utoipa::path]`; the OpenAPI
+/// document lists the paths in the order they come here (see
+/// `openapi::document`), which is the order the published document has.
+pub(crate) fn documented() -> Vec<(Access, OpenApiRouter<AppState>)> {
+    use Access::*;
+    vec![
+        (Key, services::router()),
+        (Key, usage::router()),
+        (Key, console::router()),
+        (Key, products::router()),
+        (Key, os::router()),
+        (Key, purchase::router()),
+        (KeyUncounted, me::router()),
+        (Key, keys::router()),
+        (Key, wallet::router()),
+        (Site, health::router()),
+        (Open, docs::document_router()),
+        (Site, docs::page_router()),
+        (Key, webhooks::router()),
+        (Key, audit::router()),
+        (Panel, crate::panel::router()),
+    ]
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     // Every route is declared with its whole path (as the OpenAPI document
     // names it) and merged rather than nested: a nested router strips its
     // prefix in a layer that is cloned for every request.
-    let api = Router::new()
-        .merge(services::router())
-        .merge(crate::routes::usage::router())
-        .route(
-            "/api/v1/services/task/{task_id}/status",
-            get(tasks::get_task_status),
-        )
-        .merge(products::router())
-        .merge(purchase::router())
-        .route("/api/v1/os", get(os::list_os))
-        .merge(webhooks::router())
-        .merge(keys::router())
-        .merge(crate::routes::wallet::router())
-        .merge(console::router())
-        .route("/api/v1/audit", get(audit::list_audit))
-        // Authentication, then (for mutating calls) the audit log, then
-        // idempotent replay: one layer, see `auth::authenticate`.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
-        // Added after the layers above so they do not apply: `/me` checks
-        // the key without counting it, the OpenAPI document needs no key.
-        .route(
-            "/api/v1/me",
-            get(me::get_me).route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::authenticate_without_quota,
-            )),
-        )
-        .route("/api/v1/openapi.json", get(docs::get_openapi))
-        // The console's WebSocket: its single-use ticket is its credential.
-        .merge(console::websocket_router());
+    let mut api = Router::new();
+    let mut site = Router::new();
+    let mut panel = Router::new();
+    for (access, routes) in documented() {
+        let (routes, _) = routes.split_for_parts();
+        match access {
+            Access::Key => {
+                api = api.merge(routes.route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::authenticate,
+                )))
+            }
+            Access::KeyUncounted => {
+                api = api.merge(routes.route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::authenticate_without_quota,
+                )))
+            }
+            Access::Open => api = api.merge(routes),
+            Access::Site => site = site.merge(routes),
+            Access::Panel => panel = panel.merge(routes),
+        }
+    }
+    // The console's WebSocket, a plain route the document does not list:
+    // its single-use ticket is its credential.
+    let api = api.merge(console::websocket_router());
     // The customer panel reaches the same routes through its session.
-    let panel = crate::panel::router(state.clone(), api.clone().with_state(state.clone()));
+    let panel = crate::panel::site(state.clone(), api.clone().with_state(state.clone()), panel);
     let max_body = state.config.max_body_bytes;
     let body_deadline = Duration::from_secs(state.config.body_read_timeout_secs);
-    Router::new()
-        .route("/livez", get(health::get_livez))
-        .route("/health", get(health::get_health))
-        .route("/docs", get(docs::get_docs))
-        .merge(api)
+    site.merge(api)
         .merge(panel)
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),

@@ -19,8 +19,10 @@ use axum::extract::{Path, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ApiError, AppState};
 
@@ -32,19 +34,25 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; \
      connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// The panel's routes. `api` is the router of `/api/v1/...` (with its
-/// authentication), which the panel's API path hands requests to.
-pub fn router(state: AppState, api: Router) -> Router<AppState> {
-    Router::new()
-        .route("/panel", get(index))
+/// The panel's documented routes: the page and the session. Each path and
+/// method is the one its handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(index)).routes(routes!(
+        session::sign_in,
+        session::current,
+        session::sign_out
+    ))
+}
+
+/// The whole panel: `documented` (the axum half of [`router`]) and the
+/// routes the document leaves out, which stay plain axum routes: `/panel/`
+/// (the same page), the compiled-in assets, and `/panel/api/v1/...`, which
+/// the document describes once, as `/api/v1/...`. `api` is the router of
+/// `/api/v1/...` (with its authentication), which that path hands requests to.
+pub fn site(state: AppState, api: Router, documented: Router<AppState>) -> Router<AppState> {
+    documented
         .route("/panel/", get(index))
         .route("/panel/assets/{*path}", get(asset))
-        .route(
-            "/panel/session",
-            post(session::sign_in)
-                .get(session::current)
-                .delete(session::sign_out),
-        )
         .route(
             "/panel/api/v1/{*rest}",
             any(move |req: Request| api::forward(state.clone(), api.clone(), req)),

@@ -240,10 +240,8 @@ pub async fn sign_in(
     }
     let presented = body
         .api_key
-        .optional(|| ApiError::bad_request(API_KEY_REQUIRED))?
-        .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request(API_KEY_REQUIRED))?;
-    let caller = caller_of_key(&state, presented.trim()).await?;
+        .required_text(|| ApiError::bad_request(API_KEY_REQUIRED))?;
+    let caller = caller_of_key(&state, &presented).await?;
     let quota = state
         .limiter
         .check(&caller.key_id, rate_limit_of(&state, caller.mode), now)

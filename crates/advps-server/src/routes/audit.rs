@@ -6,12 +6,20 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{time, Pagination};
 
 use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
+
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit))
+}
 
 /// One mutating call.
 #[derive(Debug, Serialize, ToSchema)]

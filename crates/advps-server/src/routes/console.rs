@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::time;
 use advps_store::{ConsoleTicket, Scope};
@@ -26,15 +28,15 @@ use crate::{ApiError, AppState};
 /// The 404 of a ticket that is unknown, used or expired.
 const CONSOLE_NOT_FOUND: &str = "Console not found, already used or expired";
 
-/// The route that hands out tickets (behind authentication and the audit log).
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/api/v1/services/{service_id}/console",
-        post(create_console),
-    )
+/// The route that hands out tickets (behind authentication and the audit
+/// log); its path and method are the ones its `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_console))
 }
 
 /// The WebSocket route (outside authentication: the ticket authenticates).
+/// A plain axum route: a WebSocket is not an operation the OpenAPI document
+/// can describe, so the overview of the document tells of it instead.
 pub fn websocket_router() -> Router<AppState> {
     Router::new().route("/api/v1/console/{ticket}", get(connect_console))
 }

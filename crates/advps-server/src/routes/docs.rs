@@ -7,8 +7,21 @@ use std::sync::OnceLock;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::openapi;
+use crate::{openapi, AppState};
+
+/// The OpenAPI document's route: under `/api/v1`, so the panel reaches it
+/// too. Its path and method are the ones its `#[utoipa::path]` declares.
+pub fn document_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_openapi))
+}
+
+/// The reference page's route, outside `/api/v1`.
+pub fn page_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_docs))
+}
 
 const PAGE: &str = include_str!("../../assets/docs/index.html");
 const STYLE: &str = include_str!("../../assets/docs/docs.css");

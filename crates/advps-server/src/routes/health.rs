@@ -4,8 +4,19 @@
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::envelope::{PlainResponse, Success};
+use crate::AppState;
+
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_livez))
+        .routes(routes!(get_health))
+}
 
 /// `data` of liveness.
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,10 +4,10 @@
 //! account and mode; the last key of an account and mode cannot be revoked.
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, get};
-use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{api_key, time};
 use advps_store::ApiKeyRecord;
@@ -16,10 +16,12 @@ use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route("/api/v1/keys/{key_id}", delete(revoke_key))
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
 }
 
 /// An API key, as its owner sees it: never its secret part after creation.

@@ -5,13 +5,21 @@
 use axum::extract::Extension;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{time, Mode};
 
 use crate::auth::Caller;
 use crate::envelope::{ApiResponse, RequestContext, Success};
 use crate::rate_limit::RateDecision;
-use crate::ApiError;
+use crate::{ApiError, AppState};
+
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_me))
+}
 
 /// The key's quota, as the `RateLimit-*` headers report it.
 #[derive(Debug, Serialize, ToSchema)]

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::OsType;
 
@@ -12,6 +14,12 @@ use super::OsTypeWord;
 use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
+
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_os))
+}
 
 /// The `type` filter of the OS list.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{Pagination, StockStatus, VmType};
 use advps_store::ProductStock;
@@ -21,13 +21,12 @@ use crate::envelope::{
 };
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/products/stock", get(list_product_stock))
-        .route(
-            "/api/v1/products/stock/{product_id}",
-            get(get_product_stock),
-        )
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_product_stock))
+        .routes(routes!(get_product_stock))
 }
 
 /// The `type` filter of the stock list.

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{money, time, OsChoice, Pagination};
 use advps_store::OrderRecord;
@@ -21,12 +21,14 @@ use crate::ops::selling::{
 };
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/purchase/linux", post(purchase_linux))
-        .route("/api/v1/purchase/vps", post(purchase_vps))
-        .route("/api/v1/purchase/{order_id}", get(get_order))
-        .route("/api/v1/orders", get(list_orders))
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(purchase_linux))
+        .routes(routes!(purchase_vps))
+        .routes(routes!(get_order))
+        .routes(routes!(list_orders))
 }
 
 /// Body of a purchase. Unknown extra keys are ignored.

@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{time, OsChoice};
 use advps_drivers::{PowerOutcome, StopMode};
@@ -23,26 +23,22 @@ use crate::ops::selling::{RenewServices, MAX_RENEW, MAX_VALIDITY_DAYS};
 use crate::ops::{DEFAULT_GRACEFUL_SECS, INVALID_OS};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/services/{service_id}/start", post(start_service))
-        .route("/api/v1/services/{service_id}/stop", post(stop_service))
-        .route("/api/v1/services/{service_id}/reboot", post(reboot_service))
-        .route("/api/v1/services/{service_id}/get-ip", post(configure_ip))
-        .route(
-            "/api/v1/services/{service_id}/status",
-            get(get_service_status),
-        )
-        .route(
-            "/api/v1/services/{service_id}/generate-password",
-            post(generate_password),
-        )
-        .route(
-            "/api/v1/services/{service_id}/rebuild",
-            post(rebuild_service),
-        )
-        .route("/api/v1/services/{service_id}/reset-mac", post(reset_mac))
-        .route("/api/v1/services/renew", post(renew_services))
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_service))
+        .routes(routes!(stop_service))
+        .routes(routes!(reboot_service))
+        .routes(routes!(configure_ip))
+        .routes(routes!(get_service_status))
+        .routes(routes!(generate_password))
+        .routes(routes!(rebuild_service))
+        // Polling the tasks these operations start: registered here so that
+        // the document lists it among them, where it has always been.
+        .routes(routes!(super::tasks::get_task_status))
+        .routes(routes!(renew_services))
+        .routes(routes!(reset_mac))
 }
 
 /// The state word of a power answer.

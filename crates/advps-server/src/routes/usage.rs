@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{time, Pagination, PowerState, ServiceType};
 
@@ -21,13 +21,12 @@ use crate::envelope::{
 use crate::ops::usage::{default_step_secs, Measured, MetricsRange, MAX_POINTS};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/services", get(list_services))
-        .route(
-            "/api/v1/services/{service_id}/metrics",
-            get(get_service_metrics),
-        )
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_services))
+        .routes(routes!(get_service_metrics))
 }
 
 /// `resources.cpu`.

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{money, sandbox, time, Pagination};
 use advps_store::LedgerEntry;
@@ -17,8 +17,10 @@ use crate::auth::Caller;
 use crate::envelope::{ApiResponse, ErrorEnvelope, RequestContext, Success};
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/wallet", get(get_wallet))
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_wallet))
 }
 
 /// What moved the balance.

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use advps_domain::{time, Pagination};
 use advps_store::{WebhookDelivery, WebhookEndpoint};
@@ -20,25 +20,15 @@ use crate::ops::events::NewWebhook;
 use crate::webhooks::EVENT_TYPES;
 use crate::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/webhooks", get(list_webhooks).post(create_webhook))
-        .route(
-            "/api/v1/webhooks/{webhook_id}",
-            get(get_webhook).delete(delete_webhook),
-        )
-        .route(
-            "/api/v1/webhooks/{webhook_id}/rotate-secret",
-            post(rotate_webhook_secret),
-        )
-        .route(
-            "/api/v1/webhooks/{webhook_id}/deliveries",
-            get(list_deliveries),
-        )
-        .route(
-            "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
-            post(redeliver),
-        )
+/// The routes of this module; each path and method is the one its
+/// handler's `#[utoipa::path]` declares.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_webhook, list_webhooks))
+        .routes(routes!(get_webhook, delete_webhook))
+        .routes(routes!(rotate_webhook_secret))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(redeliver))
 }
 
 /// Body of a new endpoint.
