@@ -496,7 +496,7 @@ impl TestServer {
             assert!(
                 resp.status == 404 || resp.status == 405,
                 "{} is not in the OpenAPI document: annotate its handler with #[utoipa::path] \
-                 and list it in crates/advps-server/src/openapi.rs ({})",
+                 and register it with routes!(...) in its module's router() ({})",
                 path,
                 context()
             );
