@@ -837,6 +837,32 @@ async fn shared_rate_windows_admit_exactly_the_limit(db: Backend) {
         .await
         .unwrap()
         .is_none());
+
+    // A burst counted at once numbers its requests as if they came one by
+    // one: 4 then 3 in one window, 2 in the next.
+    let burst = store.rate_count("key_c", 4, 5_000, 900_000).await.unwrap();
+    assert_eq!((burst.count, burst.opened_at), (4, 5_000));
+    let burst = store.rate_count("key_c", 3, 6_000, 900_000).await.unwrap();
+    assert_eq!((burst.count, burst.opened_at), (7, 5_000));
+    let burst = store
+        .rate_count("key_c", 2, 905_000, 900_000)
+        .await
+        .unwrap();
+    assert_eq!((burst.count, burst.opened_at), (2, 905_000));
+    // Concurrent bursts from many callers lose nothing.
+    let mut handles = Vec::new();
+    for n in 1..=8u32 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            store.rate_count("key_d", n, 1_000, 900_000).await.unwrap()
+        }));
+    }
+    let mut last = Vec::new();
+    for h in handles {
+        last.push(h.await.unwrap().count);
+    }
+    last.sort_unstable();
+    assert_eq!(*last.last().unwrap(), 36, "{last:?}");
 }
 
 // --- several server processes on one database --------------------------------

@@ -21,6 +21,27 @@ pub trait RateStore: Send + Sync {
         limit: u32,
         now: i64,
         window_ms: i64,
+    ) -> StoreResult<RateHit> {
+        let window = self.rate_count(key_id, 1, now, window_ms).await?;
+        Ok(RateHit {
+            counted: window.count <= limit,
+            ..window
+        })
+    }
+
+    /// Counts `n` requests of `key_id` at once, in one atomic statement,
+    /// as if they had come one after another: a closed window starts over
+    /// at `n`, an open one counts on. Returns the window after them (the
+    /// last of the `n` has number `count`, the first `count - n + 1`);
+    /// `counted` is left to the caller, which knows each request's limit.
+    /// What lets one instance count a burst of one key's requests in one
+    /// round trip instead of queueing them on the key's row.
+    async fn rate_count(
+        &self,
+        key_id: &str,
+        n: u32,
+        now: i64,
+        window_ms: i64,
     ) -> StoreResult<RateHit>;
 
     /// Takes back one counted request (an answer that costs no quota).
@@ -47,31 +68,32 @@ fn window_from(row: &Row, counted: impl FnOnce(i64) -> bool) -> StoreResult<Rate
 
 #[async_trait]
 impl RateStore for SqlStore {
-    async fn rate_hit(
+    async fn rate_count(
         &self,
         key_id: &str,
-        limit: u32,
+        n: u32,
         now: i64,
         window_ms: i64,
     ) -> StoreResult<RateHit> {
-        // One statement: a closed window starts over at 1, an open one
+        // One statement: a closed window starts over at n, an open one
         // counts on (past the limit too, which is how a refusal is told).
         // On PostgreSQL the upsert holds the key's row lock while it
         // computes, so hits from every instance are counted exactly, none
         // lost; on SQLite the one writer does the same.
         let row = query(
-            "INSERT INTO rate_windows (key_id, opened_at, count) VALUES ($1, $2, 1) \
+            "INSERT INTO rate_windows (key_id, opened_at, count) VALUES ($1, $2, $4) \
              ON CONFLICT (key_id) DO UPDATE SET \
-               count = CASE WHEN rate_windows.opened_at + $3 <= $2 THEN 1 ELSE rate_windows.count + 1 END, \
+               count = CASE WHEN rate_windows.opened_at + $3 <= $2 THEN $4 ELSE rate_windows.count + $4 END, \
                opened_at = CASE WHEN rate_windows.opened_at + $3 <= $2 THEN $2 ELSE rate_windows.opened_at END \
              RETURNING count, opened_at",
         )
         .bind(key_id)
         .bind(now)
         .bind(window_ms)
+        .bind(i64::from(n))
         .row(self.db.write_relaxed())
         .await?;
-        window_from(&row, |count| count <= i64::from(limit))
+        window_from(&row, |_| false)
     }
 
     async fn rate_release(&self, key_id: &str, now: i64, window_ms: i64) -> StoreResult<()> {
