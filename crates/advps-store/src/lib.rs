@@ -20,6 +20,7 @@
 //! (`tests/contract.rs`) runs every check on both databases.
 
 mod cache;
+pub mod coalesce;
 mod db;
 mod error;
 mod model;
