@@ -31,6 +31,7 @@ use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteRow};
 use sqlx::{Decode, FromRow, PgPool, Row as _, SqlitePool, Type};
 
 use crate::cache::Generation;
+use crate::coalesce::Coalescer;
 use crate::{StoreError, StoreResult};
 
 /// What differs between the two SQL dialects the store speaks.
@@ -110,11 +111,20 @@ pub(crate) enum Pools {
 pub(crate) struct Db {
     pools: Pools,
     generation: Arc<Generation>,
+    /// SQLite's transactions of [`Db::write_together`], committed in groups.
+    together: Coalescer<(), Vec<Query<'static>>, StoreResult<()>>,
 }
+
+/// At most this many callers' transactions share one SQLite commit.
+const MAX_GROUP: usize = 64;
 
 impl Db {
     pub(crate) fn new(pools: Pools, generation: Arc<Generation>) -> Db {
-        Db { pools, generation }
+        Db {
+            pools,
+            generation,
+            together: Coalescer::new(MAX_GROUP),
+        }
     }
 
     pub(crate) fn pools(&self) -> &Pools {
@@ -174,28 +184,27 @@ impl Db {
     ///
     /// On SQLite the whole transaction is one batch, `BEGIN IMMEDIATE; ...;
     /// COMMIT`, handed to the writer connection at once: one turn of the
-    /// one writer, where a [`Tx`] would take a turn per statement. The batch
-    /// runs in a task of its own, so a cancelled caller cannot stop it
-    /// between its `BEGIN` and its `COMMIT`; should it fail halfway, its
-    /// connection is closed rather than pooled with the transaction open.
-    /// PostgreSQL runs the statements in a [`Tx`].
+    /// one writer, where a [`Tx`] would take a turn per statement. And the
+    /// transactions that callers hand in while the writer is busy with one
+    /// are committed together in the next batch (group commit): under load,
+    /// the audit entries and idempotency records of many requests take one
+    /// turn instead of one each. If a group fails, each of its transactions
+    /// is tried again on its own, so one caller's failure is never
+    /// another's. The batch runs in a task of its own, so a cancelled caller
+    /// cannot stop it between its `BEGIN` and its `COMMIT`; should it fail
+    /// halfway, its connection is closed rather than pooled with the
+    /// transaction open. PostgreSQL, where writers do not queue on one
+    /// connection, runs the statements in a [`Tx`].
     pub(crate) async fn write_together(&self, statements: Vec<Query<'static>>) -> StoreResult<()> {
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
-                let mut sql = String::from("BEGIN IMMEDIATE;\n");
-                let mut args = Vec::new();
-                for statement in statements {
-                    sql.push_str(&renumber_placeholders(&statement.sql, args.len()));
-                    sql.push_str(";\n");
-                    args.extend(statement.args);
-                }
-                sql.push_str("COMMIT");
-                let batch = tokio::spawn(sqlite_batch(writer.clone(), sql, args));
-                // The task ends by itself; it only fails by panicking.
-                match batch.await {
-                    Ok(done) => Ok(done?),
-                    Err(_) => Err(sqlx::Error::WorkerCrashed.into()),
-                }
+                let writer = writer.clone();
+                self.together
+                    .submit((), statements, move |(), group| {
+                        sqlite_group(writer.clone(), group)
+                    })
+                    .await
+                    .unwrap_or_else(|| Err(sqlx::Error::WorkerCrashed.into()))
             }
             Pools::Postgres { .. } => {
                 let mut tx = self.begin_uncached().await?;
@@ -557,9 +566,46 @@ macro_rules! on_target {
 
 /// Runs a batch of statements on the SQLite writer; a connection whose
 /// batch failed is closed, since it may have stopped inside its transaction.
-async fn sqlite_batch(writer: SqlitePool, sql: String, args: Vec<Arg>) -> Result<(), sqlx::Error> {
+/// Commits the transactions of `group` in one SQLite batch; if that fails
+/// and there were several, each on its own. One outcome per transaction.
+async fn sqlite_group(writer: SqlitePool, group: Vec<Vec<Query<'static>>>) -> Vec<StoreResult<()>> {
+    let one_batch = |transactions: &[&[Query<'static>]]| {
+        let mut sql = String::from("BEGIN IMMEDIATE;\n");
+        let mut args = Vec::new();
+        for statement in transactions.iter().flat_map(|t| t.iter()) {
+            sql.push_str(&renumber_placeholders(&statement.sql, args.len()));
+            sql.push_str(";\n");
+            args.extend(statement.args.iter().cloned());
+        }
+        sql.push_str("COMMIT");
+        // A group's text changes with its members: prepared once and not
+        // kept in the connection's statement cache, which it would only
+        // fill. One transaction alone has a fixed text, worth keeping.
+        sqlite_batch(writer.clone(), sql, args, transactions.len() == 1)
+    };
+    let all: Vec<&[Query<'static>]> = group.iter().map(Vec::as_slice).collect();
+    match one_batch(&all).await {
+        Ok(()) => group.iter().map(|_| Ok(())).collect(),
+        Err(e) if group.len() == 1 => vec![Err(e.into())],
+        Err(_) => {
+            let mut outcomes = Vec::with_capacity(group.len());
+            for transaction in &all {
+                outcomes.push(one_batch(&[transaction]).await.map_err(Into::into));
+            }
+            outcomes
+        }
+    }
+}
+
+async fn sqlite_batch(
+    writer: SqlitePool,
+    sql: String,
+    args: Vec<Arg>,
+    keep_prepared: bool,
+) -> Result<(), sqlx::Error> {
     let mut conn = writer.acquire().await?;
     let done = bound!(sqlx::query::<Sqlite>(&sql), args)
+        .persistent(keep_prepared)
         .execute(&mut *conn)
         .await;
     if done.is_err() {
