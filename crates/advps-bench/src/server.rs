@@ -115,9 +115,12 @@ pub fn parse_listen(line: &str) -> Option<SocketAddr> {
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    /// The part of the resident set that is the process's own heap and
+    /// stacks (`RssAnon`); the rest is mapped files, mostly the binary.
+    pub anon_kib: u64,
 }
 
-/// Reads `VmRSS` and `VmHWM` from `/proc/PID/status`.
+/// Reads `VmRSS`, `VmHWM` and `RssAnon` from `/proc/PID/status`.
 pub fn read_memory(pid: u32) -> Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -131,6 +134,7 @@ pub fn read_memory(pid: u32) -> Result<Memory> {
     Ok(Memory {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
     })
 }
 

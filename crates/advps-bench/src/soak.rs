@@ -719,9 +719,11 @@ async fn soak(args: &SoakArgs, srv: &mut Server) -> Result<SoakReport> {
         pass: rss_after_mb < args.rss_mb,
         figure: true,
         detail: format!(
-            "{rss_after_mb:.1} MB (idle {:.1} MB, peak {:.1} MB)",
+            "{rss_after_mb:.1} MB (idle {:.1} MB, peak {:.1} MB; heap and stacks {:.1} MB after, {:.1} MB idle)",
             kib_to_mb(idle_mem.rss_kib),
-            kib_to_mb(peak_kib)
+            kib_to_mb(peak_kib),
+            kib_to_mb(after.anon_kib),
+            kib_to_mb(idle_mem.anon_kib)
         ),
     });
     let all_checks_pass = checks.iter().all(|c| c.pass);
