@@ -29,7 +29,7 @@ mod live;
 use common::*;
 use console_io::*;
 use live::require;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -764,6 +764,13 @@ async fn live_vm_is_driven_through_the_api() {
     // libvirtd stopped: a clear error, nothing stuck once it is back.
     let pid = std::fs::read_to_string("/run/libvirtd.pid").expect("libvirtd pid");
     let pid = pid.trim().to_string();
+    // Started again as it was (.ci/vm-up's TLS listener and configuration file included).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("libvirtd's command line");
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     assert!(Command::new("kill").arg(&pid).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);
     while virsh(&["version"]).0 {
@@ -775,8 +782,14 @@ async fn live_vm_is_driven_through_the_api() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let back = Command::new("/usr/sbin/libvirtd")
-        .args(["-d", "--pid-file", "/run/libvirtd.pid"])
+    // Gone, with its sockets, before the next one binds them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "libvirtd did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back = Command::new(&argv[0])
+        .args(&argv[1..])
         .status()
         .expect("restart libvirtd");
     assert!(back.success());

@@ -329,15 +329,31 @@ pub fn ssh_wrapper(ssh_program: &Path, dir: &str) -> String {
     )
 }
 
-/// Drops the lines of virsh's error output that name the private
-/// directory (ssh's advice on editing the known_hosts file there) and the
-/// frame of ssh's host key warning.
+/// The TLS files of a call as libvirt's messages name them (by their path
+/// in the private directory), and the option each came from.
+const TLS_FILES: &[(&str, &str)] = &[
+    ("cacert.pem", "cacert.pem (--ca)"),
+    ("clientcert.pem", "clientcert.pem (--client-cert)"),
+    ("clientkey.pem", "clientkey.pem (--client-key)"),
+];
+
+/// Keeps virsh's error output free of the private directory: the TLS files
+/// libvirt names (its own certificate failing against the CA, a key that
+/// does not match) are named by the option they came from instead, the
+/// other lines that name the directory (ssh's advice on editing the
+/// known_hosts file there) are dropped, and so is the frame of ssh's host
+/// key warning.
 pub(super) fn scrub(stderr: &str, private_dir: Option<&Path>) -> String {
     let Some(dir) = private_dir.map(|d| d.to_string_lossy().into_owned()) else {
         return stderr.to_string();
     };
     stderr
         .lines()
+        .map(|l| {
+            TLS_FILES.iter().fold(l.to_string(), |line, (file, named)| {
+                line.replace(&format!("{dir}/{file}"), named)
+            })
+        })
         .filter(|l| {
             let t = l.trim();
             !t.contains(&dir) && !t.starts_with("remove with:") && !t.starts_with("ssh-keygen -f")
@@ -367,15 +383,72 @@ pub fn is_agent_failure(error: &DriverError) -> bool {
 
 const AGENT_PREFIX: &str = "the guest agent does not answer";
 
+/// A line of libvirt's own log that virsh printed on its standard error
+/// (`2024-01-02 03:04:05.678+0000: 123: warning : func:42 : TEXT`): `None`
+/// for another line, `Some(None)` for one to leave out (info, debug), and
+/// `Some(Some(TEXT))` for a warning or an error, such as why a TLS
+/// certificate failed its check.
+fn libvirt_log_line(line: &str) -> Option<Option<&str>> {
+    let (stamp, rest) = line.split_once(": ")?;
+    let dated = stamp.len() > 19
+        && stamp.as_bytes()[4] == b'-'
+        && stamp.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    let (pid, rest) = rest.split_once(": ")?;
+    if !dated || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (level, text) = rest.split_once(" : ")?;
+    if !matches!(level.trim(), "warning" | "error") {
+        return Some(None);
+    }
+    // The function and line that logged it, when given.
+    let text = match text.split_once(" : ") {
+        Some((place, after)) if !place.contains(' ') && place.contains(':') => after,
+        _ => text,
+    };
+    Some(Some(text.trim()))
+}
+
 /// Sorts a virsh error message into a driver error.
 pub fn classify(stderr: &str) -> DriverError {
     let message = stderr
         .lines()
+        .filter_map(|l| libvirt_log_line(l).unwrap_or(Some(l)))
         .map(|l| l.trim().trim_start_matches("error: ").trim())
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
     let lower = message.to_ascii_lowercase();
+    // TLS (qemu+tls://): which of the node's files to fix.
+    if lower.contains("failed to verify peer's certificate") {
+        return DriverError::Unreachable(format!(
+            "the hypervisor did not answer: libvirtd's TLS certificate is not trusted: it must \
+             be signed by the CA registered with --ca and name the endpoint's host ({message})"
+        ));
+    }
+    if lower.contains("our own certificate") && lower.contains("failed validation") {
+        return DriverError::Unreachable(format!(
+            "the hypervisor did not answer: the client certificate registered with \
+             --client-cert was not issued by the CA registered with --ca (libvirt checks its \
+             own certificate against that CA before it connects: --ca must hold the CA of \
+             libvirtd's certificate and the client certificate's issuer) ({message})"
+        ));
+    }
+    if lower.contains("unable to read tls confirmation")
+        || lower.contains("server verification (of our certificate")
+    {
+        return DriverError::Unreachable(format!(
+            "the hypervisor did not answer: libvirtd refused the client certificate registered \
+             with --client-cert: it must be issued by a CA libvirtd trusts (its ca_file) and \
+             pass its tls_allowed_dn_list, if it has one ({message})"
+        ));
+    }
+    if lower.contains("certificate and the given key do not match") {
+        return DriverError::Unreachable(format!(
+            "the hypervisor did not answer: the client key registered with --client-key is not \
+             the key of the client certificate registered with --client-cert ({message})"
+        ));
+    }
     if lower.contains("host key verification failed")
         || lower.contains("remote host identification has changed")
     {
@@ -979,6 +1052,73 @@ mod tests {
             classify(&scrub(denied, Some(dir))),
             DriverError::Unreachable(m) if m.contains("--ssh-key") && m.contains("root@127.0.0.1")
         ));
+    }
+
+    /// virsh's words (libvirt 9.0) for each way the TLS files can be wrong.
+    #[test]
+    fn tls_failures_say_which_file_to_fix_without_the_private_paths() {
+        let dir = Path::new("/tmp/advps-virsh-Tl5x");
+        let unreachable = |stderr: &str| match classify(&scrub(stderr, Some(dir))) {
+            DriverError::Unreachable(m) => {
+                assert!(m.starts_with("the hypervisor did not answer: "), "{m}");
+                assert!(!m.contains("/tmp/advps-virsh-Tl5x"), "{m}");
+                m
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        };
+        // The CA does not know libvirtd's certificate (or it names another host).
+        let m = unreachable(
+            "2024-05-06 07:08:09.123+0000: 4242: info : libvirt version: 9.0.0, package: 9.0.0\n\
+             2024-05-06 07:08:09.123+0000: 4242: info : hostname: kvm1\n\
+             2024-05-06 07:08:09.124+0000: 4242: warning : virNetTLSContextCheckCertificate:1086 \
+             : Certificate check failed Certificate failed validation: The certificate hasn't \
+             got a known issuer.\n\
+             error: failed to connect to the hypervisor\n\
+             error: authentication failed: Failed to verify peer's certificate\n",
+        );
+        assert!(
+            m.contains("libvirtd's TLS certificate is not trusted"),
+            "{m}"
+        );
+        assert!(m.contains("--ca"), "{m}");
+        assert!(m.contains("hasn't got a known issuer"), "{m}");
+        assert!(!m.contains("libvirt version") && !m.contains("4242"), "{m}");
+        // The client certificate is not the CA's: libvirt refuses before connecting.
+        let m = unreachable(
+            "error: failed to connect to the hypervisor\n\
+             error: Our own certificate /tmp/advps-virsh-Tl5x/clientcert.pem failed validation \
+             against /tmp/advps-virsh-Tl5x/cacert.pem: The certificate hasn't got a known issuer.\n",
+        );
+        assert!(m.contains("--client-cert was not issued by the CA"), "{m}");
+        assert!(
+            m.contains(
+                "Our own certificate clientcert.pem (--client-cert) failed validation \
+                        against cacert.pem (--ca)"
+            ),
+            "{m}"
+        );
+        // libvirtd does not trust the client certificate.
+        let m = unreachable(
+            "error: failed to connect to the hypervisor\n\
+             error: Unable to read TLS confirmation: Input/output error\n",
+        );
+        assert!(m.contains("libvirtd refused the client certificate"), "{m}");
+        // The key is another certificate's.
+        let m = unreachable(
+            "error: failed to connect to the hypervisor\n\
+             error: Unable to set x509 key and certificate: /tmp/advps-virsh-Tl5x/clientkey.pem, \
+             /tmp/advps-virsh-Tl5x/clientcert.pem: The certificate and the given key do not match.\n",
+        );
+        assert!(m.contains("--client-key is not the key"), "{m}");
+        assert!(m.contains("clientkey.pem (--client-key)"), "{m}");
+        // Nothing reached: as before.
+        let m = unreachable(
+            "error: failed to connect to the hypervisor\n\
+             error: unable to connect to server at 'kvm1:16514': Connection refused\n",
+        );
+        assert!(m.contains("Connection refused"), "{m}");
+        // A line that only looks like a log line stays.
+        assert_eq!(libvirt_log_line("error: a: b : c"), None);
     }
 
     #[test]
