@@ -22,35 +22,24 @@
 //! without OpenSSH likewise (a failure with ADVPS_REQUIRE_SSHD=1 or ADVPS_REQUIRE_LIBVIRT=1).
 
 mod common;
+#[path = "common/remote_node.rs"]
+mod remote_node;
 #[allow(dead_code)]
 #[path = "../../advps-drivers/tests/support/require.rs"]
 mod require;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
+use remote_node::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const NODE: &str = "kvmssh";
 const SUITE: &str = "the libvirt-over-SSH test";
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Makes an ed25519 key pair at `path`; gives `KEYTYPE KEY` of its public half.
 fn keygen(path: &Path) -> String {
@@ -232,119 +221,6 @@ impl Sshd {
     }
 }
 
-/// A domain defined for the test (never started), undefined when dropped.
-struct Domain(String);
-
-impl Domain {
-    fn define(dir: &Path) -> Domain {
-        let name = format!("advps-test-lvssh-{}", std::process::id());
-        // No disk and no network: started, it sits in the firmware, its serial console open.
-        let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
-             <vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type><bios useserial='yes'/></os>\
-             <features><acpi/><apic/></features><devices><serial type='pty'><target port='0'/></serial>\
-             <console type='pty'><target type='serial' port='0'/></console></devices></domain>"
-        );
-        let file = dir.join("domain.xml");
-        std::fs::write(&file, xml).unwrap();
-        let _ = Command::new("virsh")
-            .args(["-q", "-c", require::LIBVIRT_URI, "undefine", &name])
-            .output();
-        run(
-            "virsh",
-            &[
-                "-q",
-                "-c",
-                require::LIBVIRT_URI,
-                "define",
-                file.to_str().unwrap(),
-            ],
-        );
-        Domain(name)
-    }
-}
-
-impl Drop for Domain {
-    fn drop(&mut self) {
-        for command in ["destroy", "undefine"] {
-            let _ = Command::new("virsh")
-                .args(["-q", "-c", require::LIBVIRT_URI, command, &self.0])
-                .output();
-        }
-    }
-}
-
-/// Waits up to ten seconds for `check`.
-async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check()
-}
-
-/// `advps ARGS --data-dir DIR` with its temporary files in `tmp`.
-fn advps(server: &TestServer, tmp: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ADVPS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run advps")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn advps_ok(server: &TestServer, tmp: &Path, args: &[&str]) -> String {
-    let out = advps(server, tmp, args);
-    assert!(
-        out.status.success(),
-        "advps {args:?} failed:\n{}",
-        text(&out)
-    );
-    text(&out)
-}
-
-/// What is left of advps's private directories in `tmp`.
-fn leftovers(tmp: &Path) -> Vec<String> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("advps-virsh-"))
-        .collect()
-}
-
-/// Every file under `dir`, read as bytes (the database and its journal included).
-fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(all_bytes(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            found.push((path, bytes));
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_libvirt_node_over_ssh_uses_its_sealed_key_and_known_hosts_only() {
     if skipped() {
@@ -355,7 +231,7 @@ async fn a_libvirt_node_over_ssh_uses_its_sealed_key_and_known_hosts_only() {
     let tmp = scratch.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     let sshd = Sshd::start(&tmp);
-    let domain = Domain::define(scratch.path());
+    let domain = Domain::define(scratch.path(), "lvssh");
     let tmp_text = tmp.to_str().unwrap().to_string();
     let server = TestServer::start_with_env(&[
         ("TMPDIR", tmp_text.as_str()),

@@ -28,6 +28,8 @@
 //! failure with ADVPS_REQUIRE_LIBVIRT=1).
 
 mod common;
+#[path = "common/remote_node.rs"]
+mod remote_node;
 #[allow(dead_code)]
 #[path = "../../advps-drivers/tests/support/require.rs"]
 mod require;
@@ -35,13 +37,14 @@ mod require;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
+use remote_node::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,20 +55,6 @@ const PKI: &str = "/var/lib/advps-vm/pki";
 const LIBVIRTD_TLS: &str = "127.0.0.1:16514";
 /// The first byte of a TLS record that carries a handshake (a ClientHello here).
 const TLS_HANDSHAKE: u8 = 0x16;
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Why the test cannot run here, if it cannot (after the notice or the failure).
 fn skipped() -> bool {
@@ -385,95 +374,6 @@ impl Impostor {
     }
 }
 
-/// A domain defined for the test (never started by it), undefined when dropped.
-struct Domain(String);
-
-impl Domain {
-    fn define(dir: &Path) -> Domain {
-        let name = format!("advps-test-lvtls-{}", std::process::id());
-        // No disk and no network: started, it sits in the firmware, its serial console open.
-        let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
-             <vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type><bios useserial='yes'/></os>\
-             <features><acpi/><apic/></features><devices><serial type='pty'><target port='0'/></serial>\
-             <console type='pty'><target type='serial' port='0'/></console></devices></domain>"
-        );
-        let file = dir.join("domain.xml");
-        std::fs::write(&file, xml).unwrap();
-        let _ = Command::new("virsh")
-            .args(["-q", "-c", require::LIBVIRT_URI, "undefine", &name])
-            .output();
-        run(
-            "virsh",
-            &[
-                "-q",
-                "-c",
-                require::LIBVIRT_URI,
-                "define",
-                file.to_str().unwrap(),
-            ],
-        );
-        Domain(name)
-    }
-}
-
-impl Drop for Domain {
-    fn drop(&mut self) {
-        for command in ["destroy", "undefine"] {
-            let _ = Command::new("virsh")
-                .args(["-q", "-c", require::LIBVIRT_URI, command, &self.0])
-                .output();
-        }
-    }
-}
-
-/// Waits up to ten seconds for `check`.
-async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check()
-}
-
-/// `advps ARGS --data-dir DIR` with its temporary files in `tmp`.
-fn advps(server: &TestServer, tmp: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ADVPS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run advps")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn advps_ok(server: &TestServer, tmp: &Path, args: &[&str]) -> String {
-    let out = advps(server, tmp, args);
-    assert!(
-        out.status.success(),
-        "advps {args:?} failed:\n{}",
-        text(&out)
-    );
-    text(&out)
-}
-
 /// `nodes add NAME` at `endpoint` with these TLS files.
 fn add_args<'a>(
     name: &'a str,
@@ -496,30 +396,6 @@ fn add_args<'a>(
         "--ca",
         ca.to_str().unwrap(),
     ]
-}
-
-/// What is left of advps's private directories in `tmp`.
-fn leftovers(tmp: &Path) -> Vec<String> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("advps-virsh-"))
-        .collect()
-}
-
-/// Every file under `dir`, read as bytes (the database and its journal included).
-fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(all_bytes(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            found.push((path, bytes));
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -560,7 +436,7 @@ async fn a_libvirt_node_over_tls_uses_its_sealed_certificates_only() {
     let libvirtd_port: u16 = LIBVIRTD_TLS.rsplit_once(':').unwrap().1.parse().unwrap();
     let relay = Relay::start(&tmp, libvirtd_port);
     let endpoint = relay.endpoint();
-    let domain = Domain::define(scratch.path());
+    let domain = Domain::define(scratch.path(), "lvtls");
     let server = TestServer::start_with_env(&[
         ("TMPDIR", tmp_text.as_str()),
         ("ADVPS_RATE_LIMIT_LIVE", "100000"),
