@@ -114,11 +114,21 @@ impl SqlStore {
         SQLITE_MIGRATOR.run(&writer).await?;
         // SQLite made the -wal and -shm files with the database's mode.
         make_private_files(path)?;
+        // Keys and services are served from the process's cache, so the
+        // readers see the catalogue, lists and pages: four are plenty on
+        // any machine this serves, and each keeps a small page cache of its
+        // own (the operating system caches the file for all of them), so
+        // that a burst of reads does not leave megabytes of copies behind.
         let reader = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(4)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(options.clone().read_only(true))
+            .connect_with(
+                options
+                    .clone()
+                    .read_only(true)
+                    .pragma("cache_size", "-512"),
+            )
             .await?;
         let watcher = SqlitePoolOptions::new()
             .max_connections(1)
