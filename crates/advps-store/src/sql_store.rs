@@ -123,12 +123,7 @@ impl SqlStore {
             .max_connections(4)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(
-                options
-                    .clone()
-                    .read_only(true)
-                    .pragma("cache_size", "-512"),
-            )
+            .connect_with(options.clone().read_only(true).pragma("cache_size", "-512"))
             .await?;
         let watcher = SqlitePoolOptions::new()
             .max_connections(1)
