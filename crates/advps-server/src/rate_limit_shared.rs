@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(allowed, 120);
         // Numbers 1..=120 leave 119..=0; the other 180 leave 0.
         remaining.sort_unstable();
-        let expected: Vec<u32> = std::iter::repeat(0).take(181).chain(1..=119).collect();
+        let expected: Vec<u32> = std::iter::repeat_n(0, 181).chain(1..=119).collect();
         assert_eq!(remaining, expected);
         let stored = store.rate_peek("key_a", 2_000, 900_000).await.unwrap();
         assert_eq!(stored.map(|h| h.count), Some(300));
