@@ -34,9 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
 use remote_node::*;
-use tokio_tungstenite::tungstenite::Message;
 
 const NODE: &str = "kvmssh";
 const SUITE: &str = "the libvirt-over-SSH test";
@@ -384,39 +382,7 @@ async fn a_libvirt_node_over_ssh_uses_its_sealed_key_and_known_hosts_only() {
 
     // The serial console goes through the same SSH access; its files stay while it is open
     // and go with it.
-    let resp = server.action(&key, &id, "start").await;
-    assert_eq!(resp.status, 200, "{:?}\n{}", resp.body, server.stderr_log());
-    let before = sshd.sessions();
-    let resp = server
-        .post(&format!("/api/v1/services/{id}/console"), &key)
-        .await;
-    let data = assert_success(&resp, "Console URL created successfully");
-    let url = data["url"].as_str().expect("url").to_string();
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("the WebSocket handshake timed out")
-    .expect("the console opened");
-    assert!(
-        eventually(|| sshd.sessions() > before && !leftovers(&tmp).is_empty()).await,
-        "the console did not go through SSH with its private files\n{}",
-        server.stderr_log()
-    );
-    match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
-        Err(_) => {}
-        Ok(Some(Ok(
-            Message::Binary(_) | Message::Text(_) | Message::Ping(_) | Message::Pong(_),
-        ))) => {}
-        Ok(other) => panic!("the console ended: {other:?}\n{}", server.stderr_log()),
-    }
-    drop(ws);
-    assert!(
-        eventually(|| leftovers(&tmp).is_empty()).await,
-        "the console's private files outlived it: {:?}",
-        leftovers(&tmp)
-    );
+    console_uses_private_access(&server, &key, &id, &tmp, "SSH", || sshd.sessions()).await;
 
     // set-ssh replaces the sealed host keys: another host key is refused from then on,
     // the right one works again.

@@ -43,10 +43,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
 use remote_node::*;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 const NODE: &str = "kvmtls";
 const SUITE: &str = "the libvirt-over-TLS test";
@@ -582,39 +580,7 @@ async fn a_libvirt_node_over_tls_uses_its_sealed_certificates_only() {
 
     // The serial console goes through the same TLS access; its files stay while it is open
     // and go with it.
-    let resp = server.action(&key, &id, "start").await;
-    assert_eq!(resp.status, 200, "{:?}\n{}", resp.body, server.stderr_log());
-    let before = relay.count();
-    let resp = server
-        .post(&format!("/api/v1/services/{id}/console"), &key)
-        .await;
-    let data = assert_success(&resp, "Console URL created successfully");
-    let url = data["url"].as_str().expect("url").to_string();
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("the WebSocket handshake timed out")
-    .expect("the console opened");
-    assert!(
-        eventually(|| relay.count() > before && !leftovers(&tmp).is_empty()).await,
-        "the console did not go through TLS with its private files\n{}",
-        server.stderr_log()
-    );
-    match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
-        Err(_) => {}
-        Ok(Some(Ok(
-            Message::Binary(_) | Message::Text(_) | Message::Ping(_) | Message::Pong(_),
-        ))) => {}
-        Ok(other) => panic!("the console ended: {other:?}\n{}", server.stderr_log()),
-    }
-    drop(ws);
-    assert!(
-        eventually(|| leftovers(&tmp).is_empty()).await,
-        "the console's private files outlived it: {:?}",
-        leftovers(&tmp)
-    );
+    console_uses_private_access(&server, &key, &id, &tmp, "TLS", || relay.count()).await;
 
     // The server checks libvirtd's certificate on each call: behind the relay, a TLS server
     // with a certificate from another CA gets nothing done.

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{TestServer, BIN};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{assert_success, TestServer, BIN};
 use crate::require;
 
 /// Runs `program`; its standard output, or a panic with its error output.
@@ -138,4 +141,51 @@ pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     found
+}
+
+/// Starts service `id`, opens its serial console through the API's WebSocket
+/// and checks that the console reached the node through `via` (`reached`, a
+/// count of the node's connections or sessions, moved on) with its private
+/// files in `tmp` while it is open, and that those files go with it.
+pub async fn console_uses_private_access(
+    server: &TestServer,
+    key: &str,
+    id: &str,
+    tmp: &Path,
+    via: &str,
+    reached: impl Fn() -> usize,
+) {
+    let resp = server.action(key, id, "start").await;
+    assert_eq!(resp.status, 200, "{:?}\n{}", resp.body, server.stderr_log());
+    let before = reached();
+    let resp = server
+        .post(&format!("/api/v1/services/{id}/console"), key)
+        .await;
+    let data = assert_success(&resp, "Console URL created successfully");
+    let url = data["url"].as_str().expect("url").to_string();
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("the WebSocket handshake timed out")
+    .expect("the console opened");
+    assert!(
+        eventually(|| reached() > before && !leftovers(tmp).is_empty()).await,
+        "the console did not go through {via} with its private files\n{}",
+        server.stderr_log()
+    );
+    match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+        Err(_) => {}
+        Ok(Some(Ok(
+            Message::Binary(_) | Message::Text(_) | Message::Ping(_) | Message::Pong(_),
+        ))) => {}
+        Ok(other) => panic!("the console ended: {other:?}\n{}", server.stderr_log()),
+    }
+    drop(ws);
+    assert!(
+        eventually(|| leftovers(tmp).is_empty()).await,
+        "the console's private files outlived it: {:?}",
+        leftovers(tmp)
+    );
 }
