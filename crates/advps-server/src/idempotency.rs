@@ -136,31 +136,21 @@ where
     hasher.update(b"\n");
     hasher.update(&bytes);
     let fingerprint = hex_of(&hasher.finalize());
-    let mut begin = state
-        .store
-        .begin_idempotent(
+    let begin_with = |stale_ms| {
+        state.store.begin_idempotent(
             &caller.key_id,
             &key,
             &fingerprint,
             time::now_millis(),
             TTL_MS,
-            STALE_MS,
+            stale_ms,
         )
-        .await;
+    };
+    let mut begin = begin_with(STALE_MS).await;
     if matches!(begin, Ok(IdempotencyBegin::InFlight)) && take_abandoned(&caller.key_id, &key) {
         // The request that holds the key failed here and is over: take its
         // record over at once (stale from now on), as after its staleness.
-        begin = state
-            .store
-            .begin_idempotent(
-                &caller.key_id,
-                &key,
-                &fingerprint,
-                time::now_millis(),
-                TTL_MS,
-                0,
-            )
-            .await;
+        begin = begin_with(0).await;
         if begin.is_err() {
             // The takeover itself was refused: still abandoned.
             remember_abandoned(&caller.key_id, &key, time::now_millis());
